@@ -1,0 +1,45 @@
+// Command tributary is the one binary of Tributary: the edge agent, the central node, the consumer,
+// the device registry, the log inspector and the demo, each a subcommand.
+//
+// This file only wires subcommands together; each lives in its own file and registers itself with
+// [register] from an init function, so subcommands can be added without touching this file.
+package main
+
+import (
+	"fmt"
+	"os"
+
+	// cobra gives every subcommand --help, flag parsing and usage errors the way users expect
+	// from tools such as kubectl and etcdctl.
+	"github.com/spf13/cobra"
+)
+
+var subcommands []func() *cobra.Command
+
+// register adds a subcommand constructor; call it from an init function.
+func register(newCmd func() *cobra.Command) { subcommands = append(subcommands, newCmd) }
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "tributary",
+		Short: "Collect device readings at the edge and deliver them, in order and exactly once, to a central node",
+		Long: `Tributary collects sensor readings from devices over MQTT at an edge gateway, keeps them in a
+durable, device-keyed, partitioned log, and forwards them in order, through outages, to a central node
+where teams consume one merged stream.
+
+Start with "tributary demo" to see the whole flow in one process.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	for _, newCmd := range subcommands {
+		root.AddCommand(newCmd())
+	}
+	return root
+}
+
+func main() {
+	if err := newRootCmd().Execute(); err != nil {
+		fmt.Fprintf(os.Stderr, "tributary: %v\n", err)
+		os.Exit(1)
+	}
+}
