@@ -39,8 +39,9 @@ type device struct {
 	rng        *rand.Rand // publisher goroutine only: fault picks
 	flakyRng   *rand.Rand // flaky goroutine only
 
-	mu        sync.Mutex // guards client and downUntil
+	mu        sync.Mutex // guards client, lost and downUntil
 	client    paho.Client
+	lost      chan struct{} // closed when the current client's connection is dropped
 	downUntil time.Time
 
 	connMu sync.Mutex // guards conn; separate from mu because dial runs while mu is held
@@ -57,7 +58,13 @@ type pending struct {
 	seq  uint64
 	tok  paho.Token
 	sent time.Time
+	lost <-chan struct{} // the publishing client's lost channel
 }
+
+// lostGrace is how long the acker still waits for a token after its connection was dropped: an
+// ack already in the socket may land, anything else fails within it. Without this bound a publish
+// racing the drop can sit in paho until its write timeout.
+const lostGrace = 250 * time.Millisecond
 
 func newDevice(cfg *Config, index int, epoch time.Time) *device {
 	id := DeviceID(cfg.IDPrefix, index+1)
@@ -112,15 +119,15 @@ func (d *device) dial(uri *url.URL, opts paho.ClientOptions) (net.Conn, error) {
 }
 
 // connect makes sure the device has an open connection, connecting a new client if not.
-func (d *device) connect(ctx context.Context) (paho.Client, error) {
+func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.client != nil && d.client.IsConnectionOpen() {
-		return d.client, nil
+		return d.client, d.lost, nil
 	}
 	if wait := time.Until(d.downUntil); wait > 0 {
 		if err := sleep(ctx, wait); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	opts := paho.NewClientOptions().
@@ -153,53 +160,61 @@ func (d *device) connect(ctx context.Context) (paho.Client, error) {
 				client.Disconnect(0)
 			}
 		}()
-		return nil, ctx.Err()
+		return nil, nil, ctx.Err()
 	}
 	if err := tok.Error(); err != nil {
 		d.count(func(s *DeviceStats) { s.ConnectErrors++ })
-		return nil, fmt.Errorf("connect %s to %s: %w", d.id, d.cfg.Broker, err)
+		return nil, nil, fmt.Errorf("connect %s to %s: %w", d.id, d.cfg.Broker, err)
 	}
 	d.client = client
+	d.lost = make(chan struct{})
 	d.count(func(s *DeviceStats) { s.Connects++ })
-	return client, nil
+	return client, d.lost, nil
 }
 
 // ensureConnected retries connect with backoff; it gives up after maxConnectFailures in a row.
-func (d *device) ensureConnected(ctx context.Context) (paho.Client, error) {
+func (d *device) ensureConnected(ctx context.Context) (paho.Client, <-chan struct{}, error) {
 	backoff := firstBackoff
 	var err error
 	for range maxConnectFailures {
-		var c paho.Client
-		if c, err = d.connect(ctx); err == nil {
-			return c, nil
+		c, lost, cerr := d.connect(ctx)
+		if cerr == nil {
+			return c, lost, nil
 		}
+		err = cerr
 		if ctx.Err() != nil {
-			return nil, ctx.Err()
+			return nil, nil, ctx.Err()
 		}
 		d.cfg.Logger.Warn("device connect failed, retrying", "device", d.id, "backoff", backoff, "err", err)
 		if err := sleep(ctx, backoff); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		backoff = min(2*backoff, maxBackoff)
 	}
-	return nil, fmt.Errorf("give up after %d connection attempts: %w", maxConnectFailures, err)
+	return nil, nil, fmt.Errorf("give up after %d connection attempts: %w", maxConnectFailures, err)
 }
 
 // drop cuts the device's connection as a lost link would, and keeps it down for downtime.
 // The abandoned client fails its outstanding tokens ("connection lost"), so those readings are
 // counted as unacked.
 func (d *device) drop(downtime time.Duration) {
+	// Holding mu while closing keeps a concurrent connect from installing a new conn that this
+	// drop would then close instead of the old one.
 	d.mu.Lock()
 	had := d.client != nil
 	d.client = nil
+	if d.lost != nil {
+		close(d.lost)
+		d.lost = nil
+	}
 	d.downUntil = time.Now().Add(downtime)
-	d.mu.Unlock()
 	d.connMu.Lock()
 	if d.conn != nil {
 		d.conn.Close()
 		d.conn = nil
 	}
 	d.connMu.Unlock()
+	d.mu.Unlock()
 	if had {
 		d.count(func(s *DeviceStats) { s.InjectedDisconnects++ })
 	}
@@ -263,7 +278,7 @@ func (d *device) publish(ctx context.Context, start time.Time, out chan<- pendin
 				return nil
 			}
 		}
-		client, err := d.ensureConnected(ctx)
+		client, lost, err := d.ensureConnected(ctx)
 		if err != nil {
 			if fault == "" {
 				<-inflight
@@ -286,7 +301,7 @@ func (d *device) publish(ctx context.Context, start time.Time, out chan<- pendin
 		payload := append([]byte(nil), buf...)
 		tok := client.Publish(d.topic, d.cfg.QoS, false, payload)
 		d.count(func(s *DeviceStats) { s.Offered++; s.LastSeq = seq; s.Bytes += uint64(len(payload)) })
-		out <- pending{seq: seq, tok: tok, sent: now}
+		out <- pending{seq: seq, tok: tok, sent: now, lost: lost}
 	}
 	return nil
 }
@@ -361,6 +376,14 @@ func (d *device) ack(in <-chan pending, inflight <-chan struct{}, drained <-chan
 			done = false
 		case <-drained:
 			done = false
+		case <-p.lost:
+			grace := time.NewTimer(lostGrace)
+			select {
+			case <-p.tok.Done():
+			case <-grace.C:
+				done = false
+			}
+			grace.Stop()
 		}
 		timer.Stop()
 		var outcome string
@@ -372,6 +395,8 @@ func (d *device) ack(in <-chan pending, inflight <-chan struct{}, drained <-chan
 					outcome = "not-connected"
 				}
 			}
+		case isClosed(p.lost):
+			outcome = "connection-lost"
 		case time.Since(p.sent) >= d.cfg.AckTimeout:
 			outcome = "timeout"
 		default:
@@ -400,9 +425,11 @@ func (d *device) ack(in <-chan pending, inflight <-chan struct{}, drained <-chan
 	}
 }
 
-func isDone(tok paho.Token) bool {
+func isDone(tok paho.Token) bool { return isClosed(tok.Done()) }
+
+func isClosed(c <-chan struct{}) bool {
 	select {
-	case <-tok.Done():
+	case <-c:
 		return true
 	default:
 		return false

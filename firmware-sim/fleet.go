@@ -113,7 +113,7 @@ func (f *Fleet) storms(ctx context.Context) {
 		var wg sync.WaitGroup
 		for _, d := range f.devices {
 			wg.Go(func() {
-				if _, err := d.connect(ctx); err != nil && ctx.Err() == nil {
+				if _, _, err := d.connect(ctx); err != nil && ctx.Err() == nil {
 					// The publisher retries with backoff on its next reading.
 					f.cfg.Logger.Warn("reconnect after storm failed", "device", d.id, "err", err)
 				}

@@ -178,6 +178,9 @@ func TestFleetSurvivesReconnectStormsAndFlakyLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var table bytes.Buffer
+	_ = rep.WriteTable(&table, 0)
+	t.Log("\n" + table.String())
 	if rep.Reconnects < 4*3 || rep.InjectedDisconnects < 4*3 {
 		t.Errorf("reconnects %d, injected disconnects %d: want at least 3 storms of 4 devices", rep.Reconnects, rep.InjectedDisconnects)
 	}

@@ -100,3 +100,27 @@ func (r *SeqRange) UnmarshalJSON(b []byte) error {
 	r.First, r.Last = pair[0], pair[1]
 	return nil
 }
+
+// missing lists the seqs in 1..upper that are not in the set, as sorted ranges.
+func (s *seqSet) missing(upper uint64) []SeqRange {
+	var out []SeqRange
+	next := s.through + 1 // lowest seq not yet known to be present
+	for _, r := range s.ranges() {
+		if r.Last <= s.through {
+			continue
+		}
+		if r.First > next {
+			out = append(out, SeqRange{next, min(r.First-1, upper)})
+		}
+		next = r.Last + 1
+		if next > upper {
+			break
+		}
+	}
+	if next <= upper {
+		out = append(out, SeqRange{next, upper})
+	}
+	// Ranges clipped by upper may have become empty.
+	out = slices.DeleteFunc(out, func(r SeqRange) bool { return r.First > r.Last || r.First > upper })
+	return out
+}
