@@ -1,0 +1,255 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage/internal/fsutil"
+)
+
+// sealer compresses rolled segments one at a time, so sealing never takes more than one core
+// from ingest on a small gateway.
+func (l *Log) sealer(ctx context.Context) {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case j := <-l.sealQueue:
+			if err := j.p.seal(j.seg); err != nil {
+				l.logger.Error("seal segment; it stays uncompressed and readable", "stream", j.p.stream,
+					"partition", j.p.id, "segment", j.seg.base, "err", err)
+			}
+		}
+	}
+}
+
+// seal writes the sealed form of a rolled plain segment next to it and swaps it in. Readers keep
+// reading the plain file until they release it; it is deleted after that.
+func (p *Partition) seal(ps *plainSegment) error {
+	if !ps.acquire() {
+		return nil // dropped by retention meanwhile
+	}
+	defer ps.release()
+	size := ps.size.Load()
+	raw := make([]byte, size)
+	if _, err := ps.f.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read segment: %w", err)
+	}
+	zstPath := filepath.Join(p.dir, segmentName(ps.base, sealedExt))
+	idxPath := filepath.Join(p.dir, segmentName(ps.base, indexExt))
+	tmp, err := os.Create(zstPath + tmpExt)
+	if err != nil {
+		return err
+	}
+	frames, err := sealFile(raw, tmp, p.log.opts.FrameBytes)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(zstPath + tmpExt)
+		return fmt.Errorf("seal segment %d: %w", ps.base, err)
+	}
+	next := ps.nextOffset()
+	if err := writeFileSync(idxPath+tmpExt, encodeIndex(ps.base, next, frames)); err != nil {
+		os.Remove(zstPath + tmpExt)
+		os.Remove(idxPath + tmpExt)
+		return fmt.Errorf("write index of segment %d: %w", ps.base, err)
+	}
+	// The index goes first: a .zst without .idx would mean a lost index, while an .idx alone is
+	// known to be an unfinished seal.
+	if err := os.Rename(idxPath+tmpExt, idxPath); err != nil {
+		return err
+	}
+	if err := os.Rename(zstPath+tmpExt, zstPath); err != nil {
+		return err
+	}
+	if err := fsutil.SyncDir(p.dir); err != nil {
+		return err
+	}
+	f, err := os.Open(zstPath)
+	if err != nil {
+		return err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	ss := newSealedSegment(f, ps.base, next, frames, st.Size())
+	if !p.replaceSegment(ps, ss) {
+		ss.retire(true)
+		return nil
+	}
+	l := p.log
+	l.diskBytes.Add(ss.size - size)
+	l.sealedSegments.Add(1)
+	l.sealedRaw.Add(size)
+	l.sealedBytes.Add(ss.size)
+	l.logger.Debug("sealed segment", "stream", p.stream, "partition", p.id, "segment", ps.base,
+		"raw_bytes", size, "sealed_bytes", ss.size, "frames", len(frames))
+	ps.retire(true)
+	return nil
+}
+
+// maintain runs age rolls, interval fsyncs, retention and the disk quota.
+func (l *Log) maintain(ctx context.Context) {
+	defer l.wg.Done()
+	tick := time.NewTicker(l.opts.MaintenanceInterval)
+	defer tick.Stop()
+	var syncTick <-chan time.Time
+	if l.opts.Fsync == FsyncInterval {
+		t := time.NewTicker(l.opts.FsyncInterval)
+		defer t.Stop()
+		syncTick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-syncTick:
+			for _, p := range l.allPartitions() {
+				p.syncIfDirty()
+			}
+		case <-tick.C:
+			l.rollByAge()
+			l.enforceRetention(time.Now())
+		case <-l.kickMaint:
+			l.enforceRetention(time.Now())
+		}
+	}
+}
+
+func (l *Log) allPartitions() []*Partition {
+	var out []*Partition
+	for _, s := range l.Streams() {
+		out = append(out, s.partitions...)
+	}
+	return out
+}
+
+func (l *Log) rollByAge() {
+	if l.opts.SegmentAge < 0 {
+		return
+	}
+	for _, p := range l.allPartitions() {
+		p.mu.Lock()
+		a := p.active
+		p.mu.Unlock()
+		if a.size.Load() > 0 && time.Since(a.created) >= l.opts.SegmentAge {
+			p.rollReq.Store(true)
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+// enforceRetention deletes sealed segments from the front of partitions: by age and size when
+// every required cursor has passed them, then for the quota (forwarded first, then, under
+// DropOldest, unforwarded with a gap record).
+func (l *Log) enforceRetention(now time.Time) {
+	o := &l.opts
+	parts := l.allPartitions()
+	if o.RetentionAge > 0 || o.RetentionBytes > 0 {
+		for _, p := range parts {
+			floor := l.requiredFloor(p.stream, p.id)
+			segs := p.snapshot()
+			var total int64
+			for _, s := range segs {
+				total += s.storedBytes()
+			}
+			for _, s := range segs {
+				if !s.sealed() || s.nextOffset() > floor {
+					break
+				}
+				byAge := o.RetentionAge > 0 && s.maxTimestamp() > 0 && now.Sub(time.UnixMilli(s.maxTimestamp())) > o.RetentionAge
+				bySize := o.RetentionBytes > 0 && total > o.RetentionBytes
+				if !byAge && !bySize {
+					break
+				}
+				p.dropSegment(s, "")
+				total -= s.storedBytes()
+			}
+		}
+	}
+	if o.QuotaBytes <= 0 {
+		return
+	}
+	for l.diskBytes.Load() > o.QuotaBytes {
+		if !l.dropOldest(parts, true) && (o.QuotaPolicy != DropOldest || !l.dropOldest(parts, false)) {
+			return
+		}
+	}
+}
+
+// dropOldest deletes the sealed segment with the oldest newest-record among the partitions' first
+// segments. With forwardedOnly, only segments every required cursor has passed qualify.
+func (l *Log) dropOldest(parts []*Partition, forwardedOnly bool) bool {
+	var bestP *Partition
+	var best segment
+	for _, p := range parts {
+		segs := p.snapshot()
+		if len(segs) < 2 || !segs[0].sealed() {
+			continue
+		}
+		s := segs[0]
+		if forwardedOnly && s.nextOffset() > l.requiredFloor(p.stream, p.id) {
+			continue
+		}
+		if best == nil || s.maxTimestamp() < best.maxTimestamp() {
+			bestP, best = p, s
+		}
+	}
+	if best == nil {
+		return false
+	}
+	reason := ""
+	if !forwardedOnly && best.nextOffset() > l.requiredFloor(bestP.stream, bestP.id) {
+		reason = GapQuotaDropped
+	}
+	bestP.dropSegment(best, reason)
+	return true
+}
+
+// dropSegment removes a segment from the front of the partition; with a reason, the unforwarded
+// part of its range is recorded as a gap first, so no reader misses the loss.
+func (p *Partition) dropSegment(s segment, reason string) {
+	if reason != "" {
+		from := max(s.baseOffset(), min(p.log.requiredFloor(p.stream, p.id), s.nextOffset()))
+		if from < s.nextOffset() {
+			p.mu.Lock()
+			p.recordGapLocked(Gap{From: from, To: s.nextOffset(), Reason: reason})
+			p.mu.Unlock()
+			p.log.droppedRecords.Add(s.nextOffset() - from)
+		}
+	}
+	if !p.replaceSegment(s, nil) {
+		return
+	}
+	p.log.diskBytes.Add(-s.storedBytes())
+	s.retire(true)
+}
+
+// quarantineSegment handles damage a reader found in a sealed segment after open.
+func (p *Partition) quarantineSegment(s segment, cause error) {
+	if !p.replaceSegment(s, nil) {
+		return
+	}
+	ce := &CorruptionError{Offset: -1, Reason: "read failed", Err: cause}
+	if errors.As(cause, &ce) {
+		ce = &CorruptionError{Offset: ce.Offset, Reason: ce.Reason, Err: ce.Err}
+	}
+	p.log.quarantine(p.stream, p.id, p.dir, s.baseOffset(), ce)
+	p.mu.Lock()
+	p.recordGapLocked(Gap{From: s.baseOffset(), To: s.nextOffset(), Reason: GapCorrupt})
+	p.mu.Unlock()
+	p.log.diskBytes.Add(-s.storedBytes())
+	s.retire(false)
+}

@@ -1,0 +1,410 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage/internal/fsutil"
+)
+
+// Partition is one ordered, append-only sequence of records with dense offsets.
+//
+// Appends from any number of goroutines are queued into a pending group; one committer goroutine per
+// partition writes every pending group with one write and one fdatasync (group commit), then
+// completes them all. Readers only see records whose group has completed.
+type Partition struct {
+	log    *Log
+	stream string
+	id     int
+	dir    string
+
+	mu        sync.Mutex
+	space     *sync.Cond // signalled when pending bytes drop, for pipelining writers
+	segments  []segment  // by base offset; the last one is the active plain segment
+	groups    []*group   // pending, oldest first; the last one takes new records
+	pending   int        // encoded bytes in groups
+	failed    error
+	closing   bool
+	gaps      []Gap
+	dirtySync bool // written since the last fsync (interval and none policies)
+
+	active *plainSegment // written only by the committer; swapped under mu
+
+	end     atomic.Int64 // offset after the last readable record
+	rollReq atomic.Bool
+	kick    chan struct{}
+	done    chan struct{}
+
+	notifyMu sync.Mutex
+	notify   chan struct{} // closed and replaced whenever end advances
+}
+
+// group is the unit of group commit: records queued between two commits, written as one batch.
+type group struct {
+	buf          []byte // batch header space followed by encoded records
+	count        int
+	baseTS       int64
+	maxTS        int64
+	hasTS        bool
+	callbacks    []groupCallback
+	done         chan struct{}
+	base         int64
+	err          error
+}
+
+type groupCallback struct {
+	index int
+	fn    func(offset int64, err error)
+}
+
+const (
+	// maxGroupBytes closes a group so that one batch stays a bounded write and frame size.
+	maxGroupBytes = 1 << 20
+	// maxPendingBytes bounds queued, unwritten records per partition; AppendAsync blocks above it.
+	maxPendingBytes = 16 << 20
+)
+
+func newGroup() *group {
+	return &group{buf: make([]byte, batchHeaderSize, 4096), done: make(chan struct{})}
+}
+
+// ID is the partition number within its stream.
+func (p *Partition) ID() int { return p.id }
+
+// Stream is the name of the stream the partition belongs to.
+func (p *Partition) Stream() string { return p.stream }
+
+// EndOffset is the offset the next record will get; every record below it is readable (durable
+// under the group fsync policy).
+func (p *Partition) EndOffset() int64 { return p.end.Load() }
+
+// StartOffset is the first offset still stored.
+func (p *Partition) StartOffset() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.segments[0].baseOffset()
+}
+
+// Gaps returns the recorded ranges that were dropped or quarantined, oldest first.
+func (p *Partition) Gaps() []Gap {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Gap(nil), p.gaps...)
+}
+
+// Append stores rec and returns its offset once the fsync policy is satisfied: under FsyncGroup
+// that means durable. If ctx ends first the record may still be stored; its offset is then unknown.
+func (p *Partition) Append(ctx context.Context, rec Record) (int64, error) {
+	g, idx, err := p.enqueue(&rec, nil, false)
+	if err != nil {
+		return -1, err
+	}
+	select {
+	case <-g.done:
+		if g.err != nil {
+			return -1, g.err
+		}
+		return g.base + int64(idx), nil
+	case <-ctx.Done():
+		return -1, ctx.Err()
+	}
+}
+
+// AppendAsync queues rec and calls done with its offset, or the error, once the fsync policy is
+// satisfied. Callbacks run on the partition's committer goroutine in offset order and must not
+// block. AppendAsync blocks only while too many bytes are queued, which paces a pipelining writer
+// to the disk.
+func (p *Partition) AppendAsync(rec Record, done func(offset int64, err error)) {
+	if _, _, err := p.enqueue(&rec, done, true); err != nil {
+		done(-1, err)
+	}
+}
+
+func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*group, int, error) {
+	if encodedRecordSize(rec) > MaxRecordSize {
+		return nil, 0, fmt.Errorf("append %d-byte value: %w (limit %d bytes)", len(rec.Value), ErrRecordTooLarge, MaxRecordSize)
+	}
+	if err := p.log.checkQuota(); err != nil {
+		return nil, 0, err
+	}
+	p.mu.Lock()
+	for wait && p.pending >= maxPendingBytes && p.failed == nil && !p.closing {
+		p.space.Wait()
+	}
+	if p.closing {
+		p.mu.Unlock()
+		return nil, 0, ErrClosed
+	}
+	if p.failed != nil {
+		err := p.failed
+		p.mu.Unlock()
+		return nil, 0, err
+	}
+	g := p.groups[len(p.groups)-1]
+	if len(g.buf) >= maxGroupBytes {
+		g = newGroup()
+		p.groups = append(p.groups, g)
+	}
+	ts := millis(rec.Timestamp)
+	if !g.hasTS {
+		g.baseTS, g.maxTS, g.hasTS = ts, ts, true
+	}
+	if ts > g.maxTS {
+		g.maxTS = ts
+	}
+	before := len(g.buf)
+	g.buf = appendRecord(g.buf, rec, g.baseTS)
+	p.pending += len(g.buf) - before
+	idx := g.count
+	g.count++
+	if cb != nil {
+		g.callbacks = append(g.callbacks, groupCallback{idx, cb})
+	}
+	p.mu.Unlock()
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+	return g, idx, nil
+}
+
+// run is the committer: the only goroutine that writes to the active segment.
+func (p *Partition) run() {
+	defer close(p.done)
+	for range p.kick {
+		p.mu.Lock()
+		groups := p.groups
+		if groups[len(groups)-1].count == 0 {
+			groups = groups[:len(groups)-1]
+		}
+		if len(groups) > 0 {
+			p.groups = []*group{newGroup()}
+			p.pending = 0
+			p.space.Broadcast()
+		}
+		closing := p.closing
+		p.mu.Unlock()
+
+		if len(groups) > 0 {
+			p.commit(groups)
+		} else if p.rollReq.Swap(false) {
+			p.mu.Lock()
+			failed := p.failed
+			p.mu.Unlock()
+			if failed == nil && p.active.size.Load() > 0 {
+				if err := p.roll(p.end.Load()); err != nil {
+					p.log.logger.Error("roll segment by age", "stream", p.stream, "partition", p.id, "err", err)
+				}
+			}
+		}
+		if closing {
+			if len(groups) == 0 {
+				return
+			}
+			// Drain what was queued before Close without waiting for another append.
+			select {
+			case p.kick <- struct{}{}:
+			default:
+			}
+		}
+	}
+}
+
+func (p *Partition) commit(groups []*group) {
+	p.mu.Lock()
+	failed := p.failed
+	p.mu.Unlock()
+	if failed != nil {
+		p.complete(groups, failed)
+		return
+	}
+	opts := &p.log.opts
+	next := p.end.Load()
+	var total int
+	for _, g := range groups {
+		total += len(g.buf)
+	}
+	if p.active.size.Load() > 0 && (p.active.size.Load()+int64(total) > opts.SegmentBytes || p.rollReq.Swap(false)) {
+		if err := p.roll(next); err != nil {
+			p.fail(fmt.Errorf("roll segment: %w", err))
+			p.complete(groups, p.failed)
+			return
+		}
+	}
+	seg := p.active
+	start := seg.size.Load()
+	pos := start
+	buf := groups[0].buf
+	if len(groups) > 1 {
+		buf = make([]byte, 0, total)
+	}
+	for _, g := range groups {
+		g.base = next
+		putBatchHeader(g.buf, next, g.count, g.baseTS, g.maxTS)
+		if len(groups) > 1 {
+			buf = append(buf, g.buf...)
+		}
+		next += int64(g.count)
+	}
+	if _, err := seg.f.WriteAt(buf, pos); err != nil {
+		// Cut back what may have been written so the file ends on a whole batch, and fail only
+		// these groups: nothing was acknowledged and offsets were not handed out.
+		werr := fmt.Errorf("write %d bytes to segment %d: %w", len(buf), seg.base, err)
+		if terr := seg.f.Truncate(start); terr != nil {
+			p.fail(werr)
+			werr = p.failed
+		}
+		p.log.logger.Error("append failed", "stream", p.stream, "partition", p.id, "err", err)
+		p.complete(groups, werr)
+		return
+	}
+	p.log.bytesWritten.Add(int64(len(buf)))
+	p.log.diskBytes.Add(int64(len(buf)))
+	if opts.Fsync == FsyncGroup {
+		if err := p.log.fdatasync(seg.f); err != nil {
+			// After a failed fsync the kernel may have dropped the dirty pages: the file's state is
+			// unknown, so stop the partition (as etcd and Prometheus do) and let a reopen recover.
+			p.fail(fmt.Errorf("fsync segment %d: %w", seg.base, err))
+			p.complete(groups, p.failed)
+			return
+		}
+	} else {
+		p.mu.Lock()
+		p.dirtySync = true
+		p.mu.Unlock()
+	}
+	for _, g := range groups {
+		seg.noteBatch(g.base, pos, g.maxTS)
+		pos += int64(len(g.buf))
+	}
+	seg.publish(pos, next)
+	p.end.Store(next)
+	p.log.recordsAppended.Add(next - groups[0].base)
+	p.wake()
+	p.complete(groups, nil)
+}
+
+func (p *Partition) complete(groups []*group, err error) {
+	for _, g := range groups {
+		g.err = err
+		close(g.done)
+		for _, cb := range g.callbacks {
+			if err != nil {
+				cb.fn(-1, err)
+			} else {
+				cb.fn(g.base+int64(cb.index), nil)
+			}
+		}
+	}
+}
+
+func (p *Partition) fail(err error) {
+	p.mu.Lock()
+	if p.failed == nil {
+		p.failed = fmt.Errorf("%w: %v", ErrPartitionFailed, err)
+	}
+	p.space.Broadcast()
+	p.mu.Unlock()
+	p.log.logger.Error("partition stopped", "stream", p.stream, "partition", p.id, "err", err)
+}
+
+func (p *Partition) wake() {
+	p.notifyMu.Lock()
+	close(p.notify)
+	p.notify = make(chan struct{})
+	p.notifyMu.Unlock()
+}
+
+func (p *Partition) waitChan() <-chan struct{} {
+	p.notifyMu.Lock()
+	defer p.notifyMu.Unlock()
+	return p.notify
+}
+
+// roll closes the active segment to writes and starts a new one at offset next. The old segment
+// is queued for sealing.
+func (p *Partition) roll(next int64) error {
+	old := p.active
+	if err := p.log.fdatasync(old.f); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(next, plainExt)), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	if err != nil {
+		return err
+	}
+	if err := fsutil.SyncDir(p.dir); err != nil {
+		f.Close()
+		return err
+	}
+	ns := newPlainSegment(f, next, time.Now())
+	p.mu.Lock()
+	p.segments = append(p.segments, ns)
+	p.active = ns
+	p.dirtySync = false
+	p.mu.Unlock()
+	p.log.queueSeal(p, old)
+	return nil
+}
+
+// syncIfDirty fsyncs the active segment under the interval policy.
+func (p *Partition) syncIfDirty() {
+	p.mu.Lock()
+	dirty := p.dirtySync
+	p.dirtySync = false
+	seg := p.active
+	p.mu.Unlock()
+	if dirty {
+		if err := p.log.fdatasync(seg.f); err != nil && !errors.Is(err, os.ErrClosed) {
+			p.fail(fmt.Errorf("fsync segment %d: %w", seg.base, err))
+		}
+	}
+}
+
+// snapshot returns the current segments; callers acquire a segment before reading it.
+func (p *Partition) snapshot() []segment {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]segment(nil), p.segments...)
+}
+
+// segmentFor returns the first segment holding offsets at or after offset, acquired.
+func (p *Partition) segmentFor(offset int64) segment {
+	for {
+		p.mu.Lock()
+		var s segment
+		for _, seg := range p.segments {
+			if seg.nextOffset() > offset || seg == segment(p.active) {
+				s = seg
+				break
+			}
+		}
+		p.mu.Unlock()
+		if s == nil || s.acquire() {
+			return s
+		}
+		// Sealing or retention replaced it between lookup and acquire; look again.
+	}
+}
+
+// replaceSegment swaps old for repl (nil removes it) in the segment list.
+func (p *Partition) replaceSegment(old, repl segment) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i, s := range p.segments {
+		if s == old {
+			if repl == nil {
+				p.segments = append(p.segments[:i:i], p.segments[i+1:]...)
+			} else {
+				p.segments[i] = repl
+			}
+			return true
+		}
+	}
+	return false
+}

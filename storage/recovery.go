@@ -1,0 +1,335 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage/internal/fsutil"
+)
+
+// openPartition recovers one partition directory: it removes leftovers of interrupted seals, checks
+// sealed segments and cuts a torn tail off the active segment.
+func (l *Log) openPartition(stream string, id int) (*Partition, error) {
+	dir := l.partitionDir(stream, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	p := &Partition{log: l, stream: stream, id: id, dir: dir,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
+	p.space = sync.NewCond(&p.mu)
+	p.groups = []*group{newGroup()}
+	gaps, err := l.loadGaps(stream, id)
+	if err != nil {
+		return nil, err
+	}
+	p.gaps = gaps
+
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := map[int64]map[string]bool{}
+	for _, e := range entries {
+		name := e.Name()
+		if strings.HasSuffix(name, tmpExt) {
+			// A seal that did not finish; the plain segment it came from is still there.
+			os.Remove(filepath.Join(dir, name))
+			continue
+		}
+		base, ext, ok := parseSegmentName(name)
+		if !ok {
+			continue
+		}
+		if files[base] == nil {
+			files[base] = map[string]bool{}
+		}
+		files[base][ext] = true
+	}
+	bases := make([]int64, 0, len(files))
+	for b := range files {
+		bases = append(bases, b)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+
+	var segs []segment
+	var lastPlain *plainSegment
+	changed := false
+	for _, base := range bases {
+		exts := files[base]
+		switch {
+		case exts[sealedExt]:
+			if exts[plainExt] {
+				// The seal completed (the .zst rename is its last step); the plain file is a leftover.
+				os.Remove(filepath.Join(dir, segmentName(base, plainExt)))
+				changed = true
+			}
+			seg, err := l.openSealed(stream, id, dir, base)
+			if err != nil {
+				var ce *CorruptionError
+				if !errors.As(err, &ce) {
+					return nil, err
+				}
+				next := l.quarantine(stream, id, dir, base, ce)
+				p.recordGapLocked(Gap{From: base, To: next, Reason: GapCorrupt})
+				changed = true
+				continue
+			}
+			segs = append(segs, seg)
+		case exts[plainExt]:
+			if exts[indexExt] {
+				os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
+			}
+			f, err := os.OpenFile(filepath.Join(dir, segmentName(base, plainExt)), os.O_RDWR, 0)
+			if err != nil {
+				return nil, err
+			}
+			ps := newPlainSegment(f, base, time.Now())
+			res, err := scanPlain(ps)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("scan segment %d: %w", base, err)
+			}
+			if res.damage != nil {
+				// Keep the whole batches before the damage: they were fsynced and possibly acked.
+				l.logger.Warn("cut damaged or torn tail of segment", "stream", stream, "partition", id,
+					"segment", base, "kept_bytes", res.validSize, "cut_bytes", res.fileSize-res.validSize,
+					"next_offset", res.next, "reason", res.damage)
+				if err := f.Truncate(res.validSize); err != nil {
+					f.Close()
+					return nil, fmt.Errorf("truncate torn segment %d: %w", base, err)
+				}
+				if err := f.Sync(); err != nil {
+					f.Close()
+					return nil, fmt.Errorf("sync truncated segment %d: %w", base, err)
+				}
+			}
+			segs = append(segs, ps)
+			lastPlain = ps
+		default:
+			// An index without its segment: a seal that renamed the index but not the segment.
+			os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
+			changed = true
+		}
+	}
+	// Holes between segments are ranges lost to damage; make sure each has a gap record.
+	for i := 0; i+1 < len(segs); i++ {
+		if n, b := segs[i].nextOffset(), segs[i+1].baseOffset(); n < b {
+			p.recordGapLocked(Gap{From: n, To: b, Reason: GapCorrupt})
+		}
+	}
+	// The active segment is the last plain one, if it is last; otherwise start a new one.
+	if lastPlain == nil || segs[len(segs)-1] != segment(lastPlain) {
+		next := int64(0)
+		if len(segs) > 0 {
+			next = segs[len(segs)-1].nextOffset()
+		}
+		for _, g := range p.gaps {
+			if g.To > next {
+				next = g.To
+			}
+		}
+		f, err := os.OpenFile(filepath.Join(dir, segmentName(next, plainExt)), os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		lastPlain = newPlainSegment(f, next, time.Now())
+		segs = append(segs, lastPlain)
+		changed = true
+	}
+	if changed {
+		if err := fsutil.SyncDir(dir); err != nil {
+			return nil, err
+		}
+	}
+	p.segments = segs
+	p.active = lastPlain
+	p.end.Store(lastPlain.nextOffset())
+	for _, s := range segs {
+		l.diskBytes.Add(s.storedBytes())
+	}
+	go p.run()
+	return p, nil
+}
+
+// recordGapLocked adds a gap unless one already covers its start, and persists it.
+func (p *Partition) recordGapLocked(g Gap) {
+	if g.To <= g.From {
+		return
+	}
+	for _, old := range p.gaps {
+		if old.From <= g.From && g.From < old.To {
+			return
+		}
+	}
+	if g.Time.IsZero() {
+		g.Time = time.Now().UTC()
+	}
+	if g.Records == 0 {
+		g.Records = g.To - g.From
+	}
+	p.gaps = append(p.gaps, g)
+	sort.Slice(p.gaps, func(i, j int) bool { return p.gaps[i].From < p.gaps[j].From })
+	if err := p.log.saveGap(p.stream, p.id, g); err != nil {
+		p.log.logger.Error("save gap record", "stream", p.stream, "partition", p.id, "err", err)
+	}
+	p.log.logger.Warn("records lost", "stream", p.stream, "partition", p.id, "from", g.From, "to", g.To, "reason", g.Reason)
+}
+
+// openSealed opens a sealed segment and its index, rebuilding a missing or damaged index from the
+// frame descriptors and checking every frame's CRC unless told not to.
+func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealedSegment, error) {
+	path := filepath.Join(dir, segmentName(base, sealedExt))
+	corrupt := func(reason string, err error) error {
+		return &CorruptionError{Stream: stream, Partition: id, Segment: base, Offset: -1, Reason: reason, Err: err}
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	idxPath := filepath.Join(dir, segmentName(base, indexExt))
+	var frames []frameInfo
+	var next int64
+	b, rerr := os.ReadFile(idxPath)
+	ibase, inext, iframes, ierr := decodeIndex(b)
+	if rerr == nil && ierr == nil && ibase == base && indexFits(iframes, st.Size()) {
+		frames, next = iframes, inext
+	} else {
+		why := ierr
+		if rerr != nil {
+			why = rerr
+		}
+		l.logger.Warn("rebuild index of sealed segment", "stream", stream, "partition", id, "segment", base, "reason", why)
+		frames, err = rebuildIndex(f, st.Size())
+		if err != nil {
+			f.Close()
+			return nil, corrupt("frame descriptors damaged", err)
+		}
+		if len(frames) == 0 || frames[0].base != base {
+			f.Close()
+			return nil, corrupt("no frames", nil)
+		}
+		next = frames[len(frames)-1].next()
+		tmp := idxPath + tmpExt
+		if err := writeFileSync(tmp, encodeIndex(base, next, frames)); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write rebuilt index: %w", err)
+		}
+		if err := fsutil.ReplaceFile(tmp, idxPath); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("write rebuilt index: %w", err)
+		}
+	}
+	if !l.opts.SkipVerifyOnOpen {
+		if bad, err := verifyFrames(f, frames); err != nil {
+			f.Close()
+			ce := corrupt("frame checksum mismatch", err).(*CorruptionError)
+			if bad >= 0 {
+				ce.Offset = frames[bad].base
+			}
+			return nil, ce
+		}
+	}
+	return newSealedSegment(f, base, next, frames, st.Size()), nil
+}
+
+func newSealedSegment(f *os.File, base, next int64, frames []frameInfo, size int64) *sealedSegment {
+	s := &sealedSegment{base: base, next: next, file: f.Name(), f: f, frames: frames, size: size}
+	for _, fi := range frames {
+		s.raw += int64(fi.rawLen)
+		if fi.maxTS > s.maxTS {
+			s.maxTS = fi.maxTS
+		}
+	}
+	s.closeFn = func(remove bool) {
+		s.f.Close()
+		if remove {
+			os.Remove(s.file)
+			os.Remove(strings.TrimSuffix(s.file, sealedExt) + indexExt)
+		}
+	}
+	return s
+}
+
+// indexFits checks that an index describes a file of the given size, frame after frame.
+func indexFits(frames []frameInfo, size int64) bool {
+	pos := int64(0)
+	for i, fi := range frames {
+		if fi.pos != pos+descriptorFrame || (i > 0 && frames[i-1].next() != fi.base) {
+			return false
+		}
+		pos = fi.pos + int64(fi.compLen)
+	}
+	return pos == size && len(frames) > 0
+}
+
+// quarantine moves a damaged sealed segment aside and returns the offset after its last record,
+// as far as it can be told.
+func (l *Log) quarantine(stream string, id int, dir string, base int64, ce *CorruptionError) int64 {
+	l.quarantined.Add(1)
+	l.logger.Error("sealed segment damaged: moved to quarantine, its records are reported as a gap",
+		"stream", stream, "partition", id, "segment", base, "err", ce)
+	next := base
+	if b, err := os.ReadFile(filepath.Join(dir, segmentName(base, indexExt))); err == nil {
+		if _, n, _, err := decodeIndex(b); err == nil {
+			next = n
+		}
+	}
+	if next == base {
+		if f, err := os.Open(filepath.Join(dir, segmentName(base, sealedExt))); err == nil {
+			if st, err := f.Stat(); err == nil {
+				if frames, _ := rebuildIndex(f, st.Size()); len(frames) > 0 {
+					next = frames[len(frames)-1].next()
+				}
+			}
+			f.Close()
+		}
+	}
+	qdir := filepath.Join(l.dir, "quarantine", stream, fmt.Sprint(id))
+	if err := os.MkdirAll(qdir, 0o755); err == nil {
+		for _, ext := range []string{sealedExt, indexExt} {
+			name := segmentName(base, ext)
+			if err := os.Rename(filepath.Join(dir, name), filepath.Join(qdir, name)); err != nil && !os.IsNotExist(err) {
+				os.Remove(filepath.Join(dir, name))
+			}
+		}
+	}
+	ce.Stream, ce.Partition, ce.Segment = stream, id, base
+	l.cursorMu.Lock()
+	l.damage = append(l.damage, ce)
+	l.cursorMu.Unlock()
+	return next
+}
+
+// Damage lists the corruption found since Open: at recovery and by readers.
+func (l *Log) Damage() []*CorruptionError {
+	l.cursorMu.Lock()
+	defer l.cursorMu.Unlock()
+	return append([]*CorruptionError(nil), l.damage...)
+}
+
+func writeFileSync(path string, b []byte) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,336 @@
+package storage
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"runtime"
+	"sync"
+
+	// zstd from klauspost/compress: pure Go (static, cross-compiled gateway binaries), fast, and its
+	// EncodeAll/DecodeAll are safe for concurrent use, so one encoder and one decoder serve the process.
+	"github.com/klauspost/compress/zstd"
+)
+
+// A sealed segment file (.zst) is a sequence of frames. Each frame is a zstd skippable frame carrying
+// the frame descriptor, followed by one zstd frame holding whole raw batches. Standard zstd tools skip
+// the descriptors, so `zstd -d` turns a sealed segment back into the plain segment it came from.
+const (
+	skippableMagic   = 0x184D2A5B // one of the 16 magic numbers zstd reserves for skippable frames
+	descriptorSize   = 36
+	descriptorFrame  = 8 + descriptorSize
+	indexMagic       = "TIDX"
+	indexVersion     = 1
+	indexHeaderSize  = 32
+	indexEntrySize   = 40
+	indexTrailerSize = 4
+)
+
+// frameInfo describes one compressed frame of a sealed segment.
+type frameInfo struct {
+	base    int64  // offset of its first record
+	count   uint32 // records
+	rawLen  uint32 // bytes of raw batches
+	compLen uint32 // bytes of the zstd frame
+	crc     uint32 // CRC32-C of the zstd frame bytes
+	maxTS   int64
+	pos     int64 // file position of the zstd frame (after its descriptor)
+}
+
+func (f frameInfo) next() int64 { return f.base + int64(f.count) }
+
+func putDescriptor(b []byte, fi frameInfo) {
+	binary.LittleEndian.PutUint32(b[0:], skippableMagic)
+	binary.LittleEndian.PutUint32(b[4:], descriptorSize)
+	d := b[8:]
+	binary.LittleEndian.PutUint64(d[0:], uint64(fi.base))
+	binary.LittleEndian.PutUint32(d[8:], fi.count)
+	binary.LittleEndian.PutUint32(d[12:], fi.rawLen)
+	binary.LittleEndian.PutUint32(d[16:], fi.compLen)
+	binary.LittleEndian.PutUint32(d[20:], fi.crc)
+	binary.LittleEndian.PutUint64(d[24:], uint64(fi.maxTS))
+	binary.LittleEndian.PutUint32(d[32:], crc32.Checksum(d[:32], castagnoli))
+}
+
+var errDescriptor = errors.New("bad frame descriptor")
+
+func parseDescriptor(b []byte) (frameInfo, error) {
+	if len(b) < descriptorFrame || binary.LittleEndian.Uint32(b[0:]) != skippableMagic ||
+		binary.LittleEndian.Uint32(b[4:]) != descriptorSize {
+		return frameInfo{}, errDescriptor
+	}
+	d := b[8:]
+	if crc32.Checksum(d[:32], castagnoli) != binary.LittleEndian.Uint32(d[32:]) {
+		return frameInfo{}, errDescriptor
+	}
+	return frameInfo{
+		base:    int64(binary.LittleEndian.Uint64(d[0:])),
+		count:   binary.LittleEndian.Uint32(d[8:]),
+		rawLen:  binary.LittleEndian.Uint32(d[12:]),
+		compLen: binary.LittleEndian.Uint32(d[16:]),
+		crc:     binary.LittleEndian.Uint32(d[20:]),
+		maxTS:   int64(binary.LittleEndian.Uint64(d[24:])),
+	}, nil
+}
+
+var (
+	encoderOnce = sync.OnceValue(func() *zstd.Encoder {
+		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
+			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false),
+			zstd.WithZeroFrames(true))
+		if err != nil {
+			panic(err) // only bad options fail here
+		}
+		return e
+	})
+	decoderOnce = sync.OnceValue(func() *zstd.Decoder {
+		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
+			zstd.WithDecoderMaxMemory(maxBatchSize*2), zstd.IgnoreChecksum(true))
+		if err != nil {
+			panic(err)
+		}
+		return d
+	})
+)
+
+// compressFrame compresses raw batches into one zstd frame.
+func compressFrame(raw []byte) []byte { return encoderOnce().EncodeAll(raw, nil) }
+
+// decompressFrame decodes one zstd frame of raw batches, refusing output larger than limit.
+func decompressFrame(comp []byte, rawLen int) ([]byte, error) {
+	out, err := decoderOnce().DecodeAll(comp, make([]byte, 0, rawLen))
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// sealedSegment is a read-only compressed segment with its frame index in memory.
+type sealedSegment struct {
+	refs
+	base   int64
+	next   int64
+	file   string
+	f      *os.File
+	frames []frameInfo
+	size   int64
+	raw    int64
+	maxTS  int64
+}
+
+func (s *sealedSegment) baseOffset() int64   { return s.base }
+func (s *sealedSegment) nextOffset() int64   { return s.next }
+func (s *sealedSegment) storedBytes() int64  { return s.size }
+func (s *sealedSegment) rawBytes() int64     { return s.raw }
+func (s *sealedSegment) maxTimestamp() int64 { return s.maxTS }
+func (s *sealedSegment) sealed() bool        { return true }
+func (s *sealedSegment) path() string        { return s.file }
+
+func (s *sealedSegment) frameFor(offset int64) int {
+	lo, hi := 0, len(s.frames)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if s.frames[m].next() <= offset {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// readFrame returns the compressed bytes of frame i after checking its CRC.
+func (s *sealedSegment) readFrame(i int) ([]byte, error) {
+	fi := s.frames[i]
+	comp := make([]byte, fi.compLen)
+	if _, err := s.f.ReadAt(comp, fi.pos); err != nil {
+		return nil, fmt.Errorf("read frame %d: %w", i, err)
+	}
+	if crc32.Checksum(comp, castagnoli) != fi.crc {
+		return nil, &CorruptionError{Segment: s.base, Offset: fi.base, Reason: "frame checksum mismatch"}
+	}
+	return comp, nil
+}
+
+func (s *sealedSegment) readBatches(offset int64, maxBytes int) ([]byte, error) {
+	i := s.frameFor(offset)
+	if i >= len(s.frames) {
+		return nil, io.EOF
+	}
+	comp, err := s.readFrame(i)
+	if err != nil {
+		return nil, err
+	}
+	raw, err := decompressFrame(comp, int(s.frames[i].rawLen))
+	if err != nil || len(raw) != int(s.frames[i].rawLen) {
+		return nil, &CorruptionError{Segment: s.base, Offset: s.frames[i].base, Reason: "frame does not decompress", Err: err}
+	}
+	return raw, nil
+}
+
+// sealFile compresses the raw batches of a plain segment into dst (frames of about frameBytes raw
+// bytes each), fsyncs it, and returns the frame index.
+func sealFile(raw []byte, dst *os.File, frameBytes int) ([]frameInfo, error) {
+	var frames []frameInfo
+	var pos int64
+	w := make([]byte, 0, 1<<20)
+	start := 0
+	for start < len(raw) {
+		fi := frameInfo{}
+		end := start
+		for end < len(raw) && (end == start || end-start < frameBytes) {
+			h, err := checkBatch(raw[end:])
+			if err != nil {
+				return nil, fmt.Errorf("batch at byte %d: %w", end, err)
+			}
+			if end == start {
+				fi.base = h.BaseOffset
+			}
+			fi.count += h.Count
+			if h.MaxTimestamp > fi.maxTS {
+				fi.maxTS = h.MaxTimestamp
+			}
+			end += int(h.Length)
+		}
+		comp := compressFrame(raw[start:end])
+		fi.rawLen = uint32(end - start)
+		fi.compLen = uint32(len(comp))
+		fi.crc = crc32.Checksum(comp, castagnoli)
+		fi.pos = pos + descriptorFrame
+		w = w[:0]
+		w = append(w, make([]byte, descriptorFrame)...)
+		putDescriptor(w, fi)
+		w = append(w, comp...)
+		if _, err := dst.Write(w); err != nil {
+			return nil, err
+		}
+		pos += int64(len(w))
+		frames = append(frames, fi)
+		start = end
+	}
+	if err := dst.Sync(); err != nil {
+		return nil, err
+	}
+	return frames, nil
+}
+
+// encodeIndex serialises the frame index of a sealed segment; FORMAT.md shows the layout.
+func encodeIndex(base, next int64, frames []frameInfo) []byte {
+	b := make([]byte, indexHeaderSize+len(frames)*indexEntrySize+indexTrailerSize)
+	copy(b, indexMagic)
+	b[4] = indexVersion
+	binary.LittleEndian.PutUint64(b[8:], uint64(base))
+	binary.LittleEndian.PutUint64(b[16:], uint64(next))
+	binary.LittleEndian.PutUint32(b[24:], uint32(len(frames)))
+	p := b[indexHeaderSize:]
+	for _, fi := range frames {
+		binary.LittleEndian.PutUint64(p[0:], uint64(fi.base))
+		binary.LittleEndian.PutUint32(p[8:], fi.count)
+		binary.LittleEndian.PutUint32(p[12:], fi.rawLen)
+		binary.LittleEndian.PutUint32(p[16:], fi.compLen)
+		binary.LittleEndian.PutUint32(p[20:], fi.crc)
+		binary.LittleEndian.PutUint64(p[24:], uint64(fi.pos))
+		binary.LittleEndian.PutUint64(p[32:], uint64(fi.maxTS))
+		p = p[indexEntrySize:]
+	}
+	binary.LittleEndian.PutUint32(p, crc32.Checksum(b[:len(b)-indexTrailerSize], castagnoli))
+	return b
+}
+
+var errIndex = errors.New("bad index file")
+
+func decodeIndex(b []byte) (base, next int64, frames []frameInfo, err error) {
+	if len(b) < indexHeaderSize+indexTrailerSize || string(b[:4]) != indexMagic || b[4] != indexVersion {
+		return 0, 0, nil, errIndex
+	}
+	body := b[:len(b)-indexTrailerSize]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(b[len(body):]) {
+		return 0, 0, nil, fmt.Errorf("%w: checksum mismatch", errIndex)
+	}
+	base = int64(binary.LittleEndian.Uint64(b[8:]))
+	next = int64(binary.LittleEndian.Uint64(b[16:]))
+	n := int(binary.LittleEndian.Uint32(b[24:]))
+	if len(body) != indexHeaderSize+n*indexEntrySize {
+		return 0, 0, nil, fmt.Errorf("%w: length", errIndex)
+	}
+	p := body[indexHeaderSize:]
+	frames = make([]frameInfo, n)
+	for i := range frames {
+		frames[i] = frameInfo{
+			base:    int64(binary.LittleEndian.Uint64(p[0:])),
+			count:   binary.LittleEndian.Uint32(p[8:]),
+			rawLen:  binary.LittleEndian.Uint32(p[12:]),
+			compLen: binary.LittleEndian.Uint32(p[16:]),
+			crc:     binary.LittleEndian.Uint32(p[20:]),
+			pos:     int64(binary.LittleEndian.Uint64(p[24:])),
+			maxTS:   int64(binary.LittleEndian.Uint64(p[32:])),
+		}
+		p = p[indexEntrySize:]
+	}
+	return base, next, frames, nil
+}
+
+// rebuildIndex walks the frame descriptors of a sealed file, without decompressing, to recreate a
+// missing or damaged index.
+func rebuildIndex(f *os.File, size int64) ([]frameInfo, error) {
+	var frames []frameInfo
+	var desc [descriptorFrame]byte
+	pos := int64(0)
+	for pos < size {
+		if _, err := f.ReadAt(desc[:], pos); err != nil {
+			return frames, fmt.Errorf("read descriptor at %d: %w", pos, err)
+		}
+		fi, err := parseDescriptor(desc[:])
+		if err != nil {
+			return frames, fmt.Errorf("at byte %d: %w", pos, err)
+		}
+		fi.pos = pos + descriptorFrame
+		if fi.pos+int64(fi.compLen) > size {
+			return frames, fmt.Errorf("frame at byte %d: %w", pos, errTruncated)
+		}
+		if n := len(frames); n > 0 && frames[n-1].next() != fi.base {
+			return frames, fmt.Errorf("frame at byte %d starts at offset %d, want %d", pos, fi.base, frames[n-1].next())
+		}
+		frames = append(frames, fi)
+		pos = fi.pos + int64(fi.compLen)
+	}
+	return frames, nil
+}
+
+// verifyFrames checks the CRC of every frame against the file.
+func verifyFrames(f *os.File, frames []frameInfo) (bad int, err error) {
+	var buf []byte
+	for i, fi := range frames {
+		if cap(buf) < int(fi.compLen) {
+			buf = make([]byte, fi.compLen)
+		}
+		b := buf[:fi.compLen]
+		if _, err := f.ReadAt(b, fi.pos); err != nil {
+			return i, fmt.Errorf("read frame %d: %w", i, err)
+		}
+		if crc32.Checksum(b, castagnoli) != fi.crc {
+			return i, fmt.Errorf("frame %d (offset %d): checksum mismatch", i, fi.base)
+		}
+	}
+	return -1, nil
+}
+
+// framesEqual reports whether two indexes describe the same frames; used to check an index file
+// against the descriptors in the segment.
+func framesEqual(a, b []frameInfo) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+var _ = bytes.Equal

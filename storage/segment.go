@@ -1,0 +1,286 @@
+package storage
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Segment files are named by the base offset of their first record, zero padded so that a
+// directory listing sorts in offset order.
+const (
+	plainExt  = ".log"
+	sealedExt = ".zst"
+	indexExt  = ".idx"
+	tmpExt    = ".tmp"
+)
+
+func segmentName(base int64, ext string) string { return fmt.Sprintf("%020d%s", base, ext) }
+
+func parseSegmentName(name string) (base int64, ext string, ok bool) {
+	ext = filepath.Ext(name)
+	stem := strings.TrimSuffix(name, ext)
+	if len(stem) != 20 {
+		return 0, "", false
+	}
+	base, err := strconv.ParseInt(stem, 10, 64)
+	if err != nil || base < 0 {
+		return 0, "", false
+	}
+	return base, ext, true
+}
+
+// segment is one file of a partition: plain (the active one, or rolled and waiting to be sealed) or
+// sealed (zstd frames). Readers hold a reference while they read, so sealing and retention can
+// replace or delete a segment under them without a failed read.
+type segment interface {
+	baseOffset() int64
+	nextOffset() int64
+	// readBatches returns whole raw batches: the first one holds offset, the rest follow it, up to
+	// about maxBytes (at least one batch). It returns io.EOF when offset is at the durable end.
+	readBatches(offset int64, maxBytes int) ([]byte, error)
+	storedBytes() int64
+	rawBytes() int64
+	maxTimestamp() int64
+	sealed() bool
+	acquire() bool
+	release()
+	// retire marks the segment as no longer part of the partition; its file is closed (and removed
+	// when remove is true) once the last reader releases it.
+	retire(remove bool)
+	path() string
+}
+
+// refs implements reference counting shared by both segment kinds.
+type refs struct {
+	mu      sync.Mutex
+	n       int
+	retired bool
+	remove  bool
+	closeFn func(remove bool)
+}
+
+func (r *refs) acquire() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.retired {
+		return false
+	}
+	r.n++
+	return true
+}
+
+func (r *refs) release() {
+	r.mu.Lock()
+	r.n--
+	done := r.retired && r.n == 0
+	r.mu.Unlock()
+	if done {
+		r.closeFn(r.remove)
+	}
+}
+
+func (r *refs) retire(remove bool) {
+	r.mu.Lock()
+	if r.retired {
+		r.mu.Unlock()
+		return
+	}
+	r.retired, r.remove = true, remove
+	done := r.n == 0
+	r.mu.Unlock()
+	if done {
+		r.closeFn(remove)
+	}
+}
+
+// indexEntry maps an offset to the file position of the batch that starts with it.
+type indexEntry struct {
+	offset int64
+	pos    int64
+}
+
+// plainIndexStride keeps the in-memory index of a plain segment sparse: one entry per this many
+// bytes, so RAM stays small on gateways while a seek reads at most this much extra.
+const plainIndexStride = 4096
+
+// plainSegment is an uncompressed segment. Only the partition's committer writes to it; readers read
+// below the durable size, which the committer publishes after each write (and fsync, by policy).
+type plainSegment struct {
+	refs
+	base    int64
+	file    string
+	f       *os.File
+	created time.Time
+
+	size    atomic.Int64 // bytes readers may read
+	next    atomic.Int64 // offset after the last readable record
+	maxTS   atomic.Int64
+	mu      sync.RWMutex // guards index
+	index   []indexEntry
+	lastPos int64 // position of the last index entry (committer only)
+}
+
+func newPlainSegment(f *os.File, base int64, created time.Time) *plainSegment {
+	s := &plainSegment{base: base, file: f.Name(), f: f, created: created}
+	s.next.Store(base)
+	s.closeFn = func(remove bool) {
+		s.f.Close()
+		if remove {
+			os.Remove(s.file)
+		}
+	}
+	return s
+}
+
+func (s *plainSegment) baseOffset() int64   { return s.base }
+func (s *plainSegment) nextOffset() int64   { return s.next.Load() }
+func (s *plainSegment) storedBytes() int64  { return s.size.Load() }
+func (s *plainSegment) rawBytes() int64     { return s.size.Load() }
+func (s *plainSegment) maxTimestamp() int64 { return s.maxTS.Load() }
+func (s *plainSegment) sealed() bool        { return false }
+func (s *plainSegment) path() string        { return s.file }
+
+// noteBatch records a batch written at pos so readers can seek to it. Called by the committer
+// before it publishes the new size.
+func (s *plainSegment) noteBatch(offset, pos int64, maxTS int64) {
+	if len(s.index) == 0 || pos-s.lastPos >= plainIndexStride {
+		s.mu.Lock()
+		s.index = append(s.index, indexEntry{offset, pos})
+		s.mu.Unlock()
+		s.lastPos = pos
+	}
+	if maxTS > s.maxTS.Load() {
+		s.maxTS.Store(maxTS)
+	}
+}
+
+// publish makes bytes up to size and offsets below next visible to readers.
+func (s *plainSegment) publish(size, next int64) {
+	s.size.Store(size)
+	s.next.Store(next)
+}
+
+func (s *plainSegment) seek(offset int64) int64 {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	lo, hi := 0, len(s.index)
+	for lo < hi {
+		m := (lo + hi) / 2
+		if s.index[m].offset <= offset {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	if lo == 0 {
+		return 0
+	}
+	return s.index[lo-1].pos
+}
+
+func (s *plainSegment) readBatches(offset int64, maxBytes int) ([]byte, error) {
+	size := s.size.Load()
+	if offset >= s.next.Load() {
+		return nil, io.EOF
+	}
+	pos := s.seek(offset)
+	// Walk batch headers from the index entry to the batch that holds offset.
+	var hdr [batchHeaderSize]byte
+	for {
+		if pos >= size {
+			return nil, io.EOF
+		}
+		if _, err := s.f.ReadAt(hdr[:], pos); err != nil {
+			return nil, fmt.Errorf("read batch header at %d: %w", pos, err)
+		}
+		h, err := parseBatchHeader(hdr[:])
+		if err != nil {
+			return nil, fmt.Errorf("read batch header at %d: %w", pos, err)
+		}
+		if h.NextOffset() > offset {
+			break
+		}
+		pos += int64(h.Length)
+	}
+	end := size
+	if maxBytes > 0 && end-pos > int64(maxBytes) {
+		end = pos + int64(maxBytes)
+	}
+	buf := make([]byte, end-pos)
+	if _, err := s.f.ReadAt(buf, pos); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("read batches at %d: %w", pos, err)
+	}
+	// Keep whole batches only; extend when the first batch alone exceeds maxBytes.
+	n := 0
+	for n < len(buf) {
+		h, err := parseBatchHeader(buf[n:])
+		if err != nil {
+			break
+		}
+		if n+int(h.Length) > len(buf) {
+			if n == 0 {
+				whole := make([]byte, h.Length)
+				if _, err := s.f.ReadAt(whole, pos); err != nil {
+					return nil, fmt.Errorf("read batch at %d: %w", pos, err)
+				}
+				return whole, nil
+			}
+			break
+		}
+		n += int(h.Length)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("read batches at %d: no whole batch", pos)
+	}
+	return buf[:n], nil
+}
+
+// scanResult describes what recovery found in a plain segment file.
+type scanResult struct {
+	validSize int64 // bytes of whole, checked, consecutive batches from the start
+	next      int64 // offset after the last valid record
+	fileSize  int64
+	maxTS     int64
+	damage    error // why scanning stopped before fileSize, if it did
+}
+
+// scanPlain checks every batch of a plain segment from the start and rebuilds its index. It stops
+// at the first batch that is torn, zero-filled, fails its checksum or does not continue the offsets.
+func scanPlain(s *plainSegment) (scanResult, error) {
+	st, err := s.f.Stat()
+	if err != nil {
+		return scanResult{}, err
+	}
+	res := scanResult{next: s.base, fileSize: st.Size()}
+	data, err := io.ReadAll(io.NewSectionReader(s.f, 0, st.Size()))
+	if err != nil {
+		return res, fmt.Errorf("read segment: %w", err)
+	}
+	pos := int64(0)
+	for pos < int64(len(data)) {
+		h, err := checkBatch(data[pos:])
+		if err == nil && h.BaseOffset != res.next {
+			err = fmt.Errorf("batch at %d starts at offset %d, want %d", pos, h.BaseOffset, res.next)
+		}
+		if err != nil {
+			res.damage = fmt.Errorf("at byte %d: %w", pos, err)
+			break
+		}
+		s.noteBatch(h.BaseOffset, pos, h.MaxTimestamp)
+		if h.MaxTimestamp > res.maxTS {
+			res.maxTS = h.MaxTimestamp
+		}
+		pos += int64(h.Length)
+		res.next = h.NextOffset()
+	}
+	res.validSize = pos
+	s.publish(pos, res.next)
+	return res, nil
+}
