@@ -1,6 +1,7 @@
 package devices
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"math"
@@ -122,12 +123,16 @@ func ReasonOf(err error) Reason {
 }
 
 func looksLikeJSON(b []byte) bool {
-	for _, c := range b {
+	for i, c := range b {
 		switch c {
 		case ' ', '\t', '\r', '\n':
 			continue
-		case '{', '[', '"', '-', 't', 'f', 'n', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		case '{', '[', '"', '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 			return true
+		case 't', 'f', 'n':
+			// Text such as "temp=21.5" would otherwise pay for json.Valid and its error.
+			b = b[i:]
+			return bytes.HasPrefix(b, []byte("true")) || bytes.HasPrefix(b, []byte("false")) || bytes.HasPrefix(b, []byte("null"))
 		default:
 			return false
 		}
@@ -196,12 +201,10 @@ func parseDeviceTime(v []byte) (time.Time, bool) {
 	}
 	if v[0] == '"' {
 		s := string(v[1 : len(v)-1])
-		for i := 0; i < len(s); i++ {
-			if s[i] == '\\' {
-				if json.Unmarshal(v, &s) != nil {
-					return time.Time{}, false
-				}
-				break
+		if bytes.IndexByte(v, '\\') >= 0 {
+			var ok bool
+			if s, ok = unquote(v); !ok {
+				return time.Time{}, false
 			}
 		}
 		t, err := time.Parse(time.RFC3339Nano, s)
@@ -235,6 +238,13 @@ func parseDeviceTime(v []byte) (time.Time, bool) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), true
+}
+
+// unquote decodes a JSON string with escapes; kept apart so the common path's string stays on the stack.
+func unquote(quoted []byte) (string, bool) {
+	var s string
+	err := json.Unmarshal(quoted, &s)
+	return s, err == nil
 }
 
 func skipSpace(b []byte, i int) int {

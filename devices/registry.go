@@ -236,7 +236,7 @@ func (r *Registry) Get(id string) (Device, error) {
 // List returns all devices sorted by id; an absent registry file lists as empty.
 func (r *Registry) List() ([]Device, error) {
 	var list []Device
-	err := view(r.path, r.lockTimeout, func(id []byte, d Device) { list = append(list, d) })
+	err := view(r.path, r.lockTimeout, func(d Device) { list = append(list, d) })
 	return list, err
 }
 
@@ -308,7 +308,7 @@ func openDB(path string, readOnly bool, timeout time.Duration) (*bolt.DB, error)
 
 // view reads every device from the file at path in one read-only transaction. An absent file is an
 // empty registry: the edge may start before the first device is added.
-func view(path string, timeout time.Duration, fn func(id []byte, d Device)) error {
+func view(path string, timeout time.Duration, fn func(d Device)) error {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -322,12 +322,12 @@ func view(path string, timeout time.Duration, fn func(id []byte, d Device)) erro
 		if b == nil {
 			return nil
 		}
-		return b.ForEach(func(k, v []byte) error {
+		return b.ForEach(func(_, v []byte) error {
 			d, err := decodeDevice(v)
 			if err != nil {
 				return fmt.Errorf("read registry %s: %w", path, err)
 			}
-			fn(k, d)
+			fn(d)
 			return nil
 		})
 	})
@@ -335,7 +335,7 @@ func view(path string, timeout time.Duration, fn func(id []byte, d Device)) erro
 
 func loadDevices(path string, timeout time.Duration) (map[string]*Device, error) {
 	devices := make(map[string]*Device)
-	err := view(path, timeout, func(id []byte, d Device) { devices[d.ID] = &d })
+	err := view(path, timeout, func(d Device) { devices[d.ID] = &d })
 	return devices, err
 }
 
