@@ -219,4 +219,3 @@ func ratio(raw, stored int64) string {
 	}
 	return fmt.Sprintf("%.1fx", float64(raw)/float64(stored))
 }
-
