@@ -364,64 +364,68 @@ func (d *device) publishFault(client paho.Client, kind string, deviceTime time.T
 }
 
 // ack waits for each published reading's completion, in publish order, until in is closed.
-// PUBACKs arrive in publish order on one connection, so waiting in order delays none of them;
-// the latency recorded is from Publish to when the acker saw the token complete.
-func (d *device) ack(in <-chan pending, inflight <-chan struct{}, drained <-chan struct{}) {
+// PUBACKs arrive in publish order on one connection, so waiting in order delays none of them; the
+// latency recorded is from Publish to when the acker saw the token complete. A reading whose
+// connection was dropped is handed to a straggler goroutine for its grace period, so it does not
+// hold up (and inflate the latency of) readings already acked on the next connection.
+func (d *device) ack(in <-chan pending, inflight <-chan struct{}, drained <-chan struct{}, stragglers *sync.WaitGroup) {
 	for p := range in {
 		timer := time.NewTimer(time.Until(p.sent.Add(d.cfg.AckTimeout)))
-		done := true
 		select {
 		case <-p.tok.Done():
+			d.settle(p, "", inflight)
 		case <-timer.C:
-			done = false
+			d.settle(p, "timeout", inflight)
 		case <-drained:
-			done = false
+			d.settle(p, "pending-at-stop", inflight)
 		case <-p.lost:
-			grace := time.NewTimer(lostGrace)
-			select {
-			case <-p.tok.Done():
-			case <-grace.C:
-				done = false
-			}
-			grace.Stop()
+			stragglers.Go(func() {
+				grace := time.NewTimer(lostGrace)
+				defer grace.Stop()
+				select {
+				case <-p.tok.Done():
+				case <-grace.C:
+				case <-drained:
+				}
+				d.settle(p, "connection-lost", inflight)
+			})
 		}
 		timer.Stop()
-		var outcome string
-		switch {
-		case done || isDone(p.tok): // a completed token wins over a deadline that fired with it
-			if err := p.tok.Error(); err != nil {
-				outcome = "error"
-				if errors.Is(err, paho.ErrNotConnected) {
-					outcome = "not-connected"
-				}
+	}
+}
+
+// settle accounts for one reading: acked or written if its token completed without error,
+// otherwise by the token's error or, if it never completed, by why the wait ended.
+func (d *device) settle(p pending, notDone string, inflight <-chan struct{}) {
+	now := time.Now()
+	outcome := notDone
+	if isDone(p.tok) { // a completed token wins over a deadline that fired with it
+		outcome = ""
+		if err := p.tok.Error(); err != nil {
+			outcome = "error"
+			if errors.Is(err, paho.ErrNotConnected) {
+				outcome = "not-connected"
 			}
-		case isClosed(p.lost):
-			outcome = "connection-lost"
-		case time.Since(p.sent) >= d.cfg.AckTimeout:
-			outcome = "timeout"
-		default:
-			outcome = "pending-at-stop"
 		}
-		<-inflight
-		now := time.Now()
-		d.statsMu.Lock()
-		switch {
-		case outcome == "" && d.cfg.QoS == 1:
-			d.stats.Acked++
-			d.acked.add(p.seq)
-			d.latency.record(now.Sub(p.sent))
-		case outcome == "":
-			d.stats.Written++
-		default:
-			if d.cfg.QoS == 1 {
-				d.stats.Unacked++
-			}
-			if d.stats.Errors == nil {
-				d.stats.Errors = make(map[string]uint64)
-			}
-			d.stats.Errors[outcome]++
+	}
+	<-inflight
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	switch {
+	case outcome == "" && d.cfg.QoS == 1:
+		d.stats.Acked++
+		d.acked.add(p.seq)
+		d.latency.record(now.Sub(p.sent))
+	case outcome == "":
+		d.stats.Written++
+	default:
+		if d.cfg.QoS == 1 {
+			d.stats.Unacked++
 		}
-		d.statsMu.Unlock()
+		if d.stats.Errors == nil {
+			d.stats.Errors = make(map[string]uint64)
+		}
+		d.stats.Errors[outcome]++
 	}
 }
 

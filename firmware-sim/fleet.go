@@ -50,11 +50,13 @@ func (f *Fleet) Run(ctx context.Context) (*Report, error) {
 		runCtx, cancel = context.WithTimeout(runCtx, cfg.Duration)
 		defer cancel()
 	}
+	// watchers wait on faulty publishes and on acks stranded by a dropped connection, apart
+	// from the in-order ackers.
 	// drained closes DrainTimeout after publishing stops: outstanding acks are given up then.
 	drained := make(chan struct{})
 
 	var (
-		publishers, ackers, faults, chaos sync.WaitGroup
+		publishers, ackers, watchers, chaos sync.WaitGroup
 		errMu                             sync.Mutex
 		errs                              []error
 	)
@@ -62,14 +64,14 @@ func (f *Fleet) Run(ctx context.Context) (*Report, error) {
 		out := make(chan pending, cfg.InFlight)
 		inflight := make(chan struct{}, cfg.InFlight)
 		publishers.Go(func() {
-			if err := d.publish(runCtx, start, out, inflight, &faults, drained); err != nil {
+			if err := d.publish(runCtx, start, out, inflight, &watchers, drained); err != nil {
 				cfg.Logger.Error("device stopped", "device", d.id, "err", err)
 				errMu.Lock()
 				errs = append(errs, err)
 				errMu.Unlock()
 			}
 		})
-		ackers.Go(func() { d.ack(out, inflight, drained) })
+		ackers.Go(func() { d.ack(out, inflight, drained, &watchers) })
 		if cfg.Faults.FlakyMeanInterval > 0 {
 			chaos.Go(func() { d.flaky(runCtx) })
 		}
@@ -84,7 +86,7 @@ func (f *Fleet) Run(ctx context.Context) (*Report, error) {
 	chaos.Wait()
 	drainTimer := time.AfterFunc(cfg.DrainTimeout, func() { close(drained) })
 	ackers.Wait()
-	faults.Wait()
+	watchers.Wait()
 	drainTimer.Stop()
 
 	var disconnects sync.WaitGroup
