@@ -57,8 +57,8 @@ func (f *Fleet) Run(ctx context.Context) (*Report, error) {
 
 	var (
 		publishers, ackers, watchers, chaos sync.WaitGroup
-		errMu                             sync.Mutex
-		errs                              []error
+		errMu                               sync.Mutex
+		errs                                []error
 	)
 	for _, d := range f.devices {
 		out := make(chan pending, cfg.InFlight)
