@@ -44,10 +44,10 @@ func (m *DeviceManifest) IsAcked(seq uint64) bool {
 	return i < len(m.Acked) && m.Acked[i].First <= seq
 }
 
-// WriteJSON writes the manifest as JSON.
+// WriteJSON writes the manifest as compact JSON: a fleet of thousands of devices stays a small
+// file, and indenting would put every number of every [first, last] range on its own line.
 func (m *Manifest) WriteJSON(w io.Writer) error {
 	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
 	if err := enc.Encode(m); err != nil {
 		return fmt.Errorf("write manifest: %w", err)
 	}
