@@ -1,0 +1,135 @@
+// Package protocol is the wire format between an edge's forwarder and central's receiver, shared by
+// both ends so neither can drift from the other.
+//
+// One edge partition is one lane, addressed as /v1/sync/{stream}/{partition}:
+//
+//	GET  /v1/sync/{stream}/{partition}   → 200 Position: where central will resume
+//	POST /v1/sync/{stream}/{partition}   body = one storage.Chunk's Data (a zstd frame of whole,
+//	                                     CRC32-C checked batches, exactly as storage returns it)
+//	                                     → 200 Position after applying it
+//	                                     → 409 Position when the chunk does not start at or below
+//	                                       the expected offset (a reordered or lost predecessor)
+//	                                     → 4xx Error with a reason for anything malformed; nothing
+//	                                       is applied
+//	                                     → 503 + Retry-After when central's disk is full
+//
+// The chunk's facts travel in headers (see the Header constants); a gap chunk has an empty body
+// and the Gap headers instead. Every request carries the edge id and its bearer token.
+//
+// Position has two offsets. Next is the offset central expects next: the forwarder pipelines
+// from it. Committed is the offset below which central's dedupe state is checkpointed durably:
+// after a crash central resumes no lower than Committed, so it is the only offset an edge may use
+// to let retention delete forwarded records.
+package protocol
+
+import (
+	"encoding/json"
+	"fmt"
+	"hash/crc32"
+	"net/http"
+	"strconv"
+	"strings"
+)
+
+// Paths.
+const (
+	SyncPrefix = "/v1/sync/"
+)
+
+// Request and response headers.
+const (
+	HeaderEdge      = "Tributary-Edge"       // edge id
+	HeaderBase      = "Tributary-Base"       // chunk base offset
+	HeaderNext      = "Tributary-Next"       // offset after the chunk
+	HeaderRecords   = "Tributary-Records"    // records in the chunk
+	HeaderRawBytes  = "Tributary-Raw-Bytes"  // raw batch bytes inside the body
+	HeaderCRC       = "Tributary-Crc32c"     // CRC32-C of the body, decimal
+	HeaderSealed    = "Tributary-Sealed"     // "1" when the body is a sealed segment's stored frame
+	HeaderEdgeEnd   = "Tributary-Edge-End"   // the edge partition's end offset when sent (for lag)
+	HeaderGapFrom   = "Tributary-Gap-From"   // gap chunk: first missing offset
+	HeaderGapTo     = "Tributary-Gap-To"     // gap chunk: offset after the last missing one
+	HeaderGapReason = "Tributary-Gap-Reason" // gap chunk: why the range is missing
+	HeaderGapTime   = "Tributary-Gap-Time"   // gap chunk: when the edge recorded it, unix ms
+)
+
+// Provenance headers central adds to every record it stores.
+const (
+	ProvEdge          = "edge"
+	ProvEdgePartition = "edge-partition"
+	ProvEdgeOffset    = "edge-offset"
+	ProvCentralTime   = "central-receive-time" // unix milliseconds, decimal
+)
+
+// Position is central's answer on a lane.
+type Position struct {
+	Next      int64 `json:"next"`
+	Committed int64 `json:"committed"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	Error string `json:"error"`
+	// Position is set on 409 and whenever central knows the lane.
+	Position *Position `json:"position,omitempty"`
+}
+
+// ChunkCRC is the checksum of a request body.
+func ChunkCRC(body []byte) uint32 { return crc32.Checksum(body, castagnoli) }
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// SyncPath is the lane path of a stream partition.
+func SyncPath(stream string, partition int) string {
+	return SyncPrefix + stream + "/" + strconv.Itoa(partition)
+}
+
+// ParseSyncPath splits a lane path into stream and partition.
+func ParseSyncPath(path string) (stream string, partition int, err error) {
+	rest, ok := strings.CutPrefix(path, SyncPrefix)
+	if !ok {
+		return "", 0, fmt.Errorf("path %q is not under %s", path, SyncPrefix)
+	}
+	stream, ps, ok := strings.Cut(rest, "/")
+	if !ok || stream == "" || strings.Contains(ps, "/") {
+		return "", 0, fmt.Errorf("path %q: want %s{stream}/{partition}", path, SyncPrefix)
+	}
+	partition, err = strconv.Atoi(ps)
+	if err != nil || partition < 0 || partition > 1<<16 {
+		return "", 0, fmt.Errorf("path %q: partition must be a small non-negative integer", path)
+	}
+	return stream, partition, nil
+}
+
+// Int64Header reads a required decimal header.
+func Int64Header(h http.Header, name string) (int64, error) {
+	v := h.Get(name)
+	if v == "" {
+		return 0, fmt.Errorf("missing header %s", name)
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("header %s: %q is not an integer", name, v)
+	}
+	return n, nil
+}
+
+// WriteJSON writes v as the JSON body with status code.
+func WriteJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// WriteError writes an Error body.
+func WriteError(w http.ResponseWriter, code int, pos *Position, format string, args ...any) {
+	WriteJSON(w, code, Error{Error: fmt.Sprintf(format, args...), Position: pos})
+}
+
+// BearerToken returns the token of an "Authorization: Bearer" header.
+func BearerToken(r *http.Request) string {
+	t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return ""
+	}
+	return strings.TrimSpace(t)
+}

@@ -1,0 +1,236 @@
+package receive
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+// dedupeNamespace holds one checkpoint per central stream (key = stream name).
+const dedupeNamespace = "central.dedupe"
+
+// gapNamespace holds the gap markers edges forwarded (key = edge, stream, partition, from).
+const gapNamespace = "central.gaps"
+
+type checkpoint struct {
+	// Positions are the central partitions' end offsets taken before the lanes were snapshot:
+	// every record at or past them is found by the startup scan.
+	Positions []int64            `json:"positions"`
+	Sources   []sourceCheckpoint `json:"sources"`
+	Time      time.Time          `json:"time"`
+}
+
+type sourceCheckpoint struct {
+	Edge      string  `json:"edge"`
+	Partition int     `json:"partition"`
+	Expected  int64   `json:"expected"`
+	Applied   []int64 `json:"applied"`
+}
+
+// rebuild restores the lanes of one central stream: the checkpoint, then a scan of every central
+// partition from the checkpointed position to its end, raising applied[c] to the highest edge
+// offset found. It returns the number of records scanned.
+func (r *Receiver) rebuild(cs *centralStream) (int, error) {
+	n := cs.stream.Partitions()
+	positions := make([]int64, n)
+	v, err := r.log.Meta(dedupeNamespace, cs.name)
+	if err != nil {
+		return 0, err
+	}
+	if v != nil {
+		var cp checkpoint
+		if err := json.Unmarshal(v, &cp); err != nil {
+			return 0, fmt.Errorf("read checkpoint: %w", err)
+		}
+		if len(cp.Positions) != n {
+			return 0, fmt.Errorf("checkpoint has %d partitions, the stream %d", len(cp.Positions), n)
+		}
+		copy(positions, cp.Positions)
+		for _, sc := range cp.Sources {
+			if len(sc.Applied) != n {
+				return 0, fmt.Errorf("checkpoint lane %s/%d has %d partitions, the stream %d", sc.Edge, sc.Partition, len(sc.Applied), n)
+			}
+			s := cs.source(sourceKey{sc.Edge, sc.Partition})
+			s.expected = sc.Expected
+			copy(s.applied, sc.Applied)
+			s.committed.Store(sc.Expected)
+		}
+	}
+	scanned := 0
+	ctx := context.Background()
+	for c := 0; c < n; c++ {
+		rd := cs.stream.Partition(c).NewReader(positions[c], &storage.ReaderOptions{ReadBytes: 4 << 20})
+		for {
+			e, err := rd.Next(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return scanned, fmt.Errorf("scan partition %d: %w", c, err)
+			}
+			if e.Gap != nil {
+				continue
+			}
+			scanned++
+			edge, ep, eo, ok := provenance(&e.Record)
+			if !ok {
+				continue // not forwarded by an edge
+			}
+			s := cs.source(sourceKey{edge, ep})
+			if eo > s.applied[c] {
+				s.applied[c] = eo
+			}
+		}
+	}
+	for _, s := range cs.sources {
+		s.next.Store(s.expected)
+	}
+	return scanned, nil
+}
+
+func provenance(rec *storage.Record) (edge string, partition int, offset int64, ok bool) {
+	ev := rec.HeaderValue(protocol.ProvEdge)
+	pv := rec.HeaderValue(protocol.ProvEdgePartition)
+	ov := rec.HeaderValue(protocol.ProvEdgeOffset)
+	if ev == nil || pv == nil || ov == nil {
+		return "", 0, 0, false
+	}
+	p, err1 := strconv.Atoi(string(pv))
+	o, err2 := strconv.ParseInt(string(ov), 10, 64)
+	if err1 != nil || err2 != nil {
+		return "", 0, 0, false
+	}
+	return string(ev), p, o, true
+}
+
+// Checkpoint writes the dedupe state of every changed stream to the log's metadata (one bbolt
+// transaction per stream) and then publishes the new Committed offsets.
+func (r *Receiver) Checkpoint() error {
+	r.checkpointMu.Lock()
+	defer r.checkpointMu.Unlock()
+	r.mu.Lock()
+	streams := make([]*centralStream, 0, len(r.streams))
+	for _, cs := range r.streams {
+		streams = append(streams, cs)
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, cs := range streams {
+		if err := r.checkpointStream(cs); err != nil {
+			errs = append(errs, fmt.Errorf("checkpoint stream %q: %w", cs.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Receiver) checkpointStream(cs *centralStream) error {
+	n := cs.stream.Partitions()
+	// Positions first, lanes second: a record below a position was durable before it was read,
+	// and its apply, if still running then, finishes before its lane's snapshot below, which
+	// waits for the lane's lock. So the snapshot covers every record below the positions.
+	cp := checkpoint{Positions: make([]int64, n), Time: time.Now().UTC()}
+	for c := range cp.Positions {
+		cp.Positions[c] = cs.stream.Partition(c).EndOffset()
+	}
+	cs.mu.Lock()
+	sources := make([]*source, 0, len(cs.sources))
+	for _, s := range cs.sources {
+		sources = append(sources, s)
+	}
+	cs.mu.Unlock()
+	changed := false
+	for _, s := range sources {
+		s.mu.Lock()
+		cp.Sources = append(cp.Sources, sourceCheckpoint{Edge: s.key.edge, Partition: s.key.partition,
+			Expected: s.expected, Applied: append([]int64(nil), s.applied...)})
+		changed = changed || s.dirty
+		s.dirty = false
+		s.mu.Unlock()
+	}
+	if !changed {
+		return nil
+	}
+	v, _ := json.Marshal(cp)
+	if err := r.log.SetMeta(dedupeNamespace, cs.name, v); err != nil {
+		for _, s := range sources {
+			s.mu.Lock()
+			s.dirty = true
+			s.mu.Unlock()
+		}
+		return err
+	}
+	for i, s := range sources {
+		s.committed.Store(cp.Sources[i].Expected)
+	}
+	return nil
+}
+
+// GapInfo is a range of edge offsets that will never arrive, with the edge's reason.
+type GapInfo struct {
+	Edge      string    `json:"edge"`
+	Stream    string    `json:"stream"`
+	Partition int       `json:"partition"`
+	From      int64     `json:"from"`
+	To        int64     `json:"to"`
+	Reason    string    `json:"reason"`
+	Time      time.Time `json:"time,omitzero"` // when the edge recorded it
+	Received  time.Time `json:"received"`
+}
+
+func gapKey(edge, stream string, partition int, from int64) string {
+	return fmt.Sprintf("%s\x00%s\x00%010d\x00%020d", edge, stream, partition, from)
+}
+
+// applyGap stores the gap marker durably, then advances the lane past it. s.mu is held.
+func (r *Receiver) applyGap(s *source, c *chunk) error {
+	// Keyed by the edge's own From, so a gap resent after a central restart overwrites itself.
+	g := GapInfo{Edge: s.key.edge, Stream: s.stream, Partition: s.key.partition, From: c.gap.From, To: c.gap.To,
+		Reason: c.gap.Reason, Time: c.gap.Time, Received: time.Now().UTC()}
+	v, _ := json.Marshal(g)
+	if err := r.log.SetMeta(gapNamespace, gapKey(g.Edge, g.Stream, g.Partition, g.From), v); err != nil {
+		return fmt.Errorf("store gap: %w", err)
+	}
+	r.logger.Warn("edge reports lost records", "edge", g.Edge, "stream", g.Stream, "partition", g.Partition,
+		"from", g.From, "to", g.To, "reason", g.Reason)
+	r.m.gapRecords.WithLabelValues(g.Edge, g.Stream, strconv.Itoa(g.Partition)).Add(float64(g.To - g.From))
+	s.advance(c.next)
+	return nil
+}
+
+// Gaps lists every gap marker received, by edge, stream, partition and offset.
+func (r *Receiver) Gaps() ([]GapInfo, error) { return ListGaps(r.log) }
+
+// ListGaps reads the gap markers stored in a central log.
+func ListGaps(log *storage.Log) ([]GapInfo, error) {
+	var out []GapInfo
+	err := log.ScanMeta(gapNamespace, func(_ string, v []byte) error {
+		var g GapInfo
+		if err := json.Unmarshal(v, &g); err != nil {
+			return fmt.Errorf("read gap: %w", err)
+		}
+		out = append(out, g)
+		return nil
+	})
+	return out, err
+}
+
+func sortLanes(l []LaneInfo) {
+	sort.Slice(l, func(i, j int) bool {
+		a, b := l[i], l[j]
+		if a.Edge != b.Edge {
+			return a.Edge < b.Edge
+		}
+		if a.Stream != b.Stream {
+			return a.Stream < b.Stream
+		}
+		return a.Partition < b.Partition
+	})
+}

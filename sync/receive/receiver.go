@@ -1,0 +1,624 @@
+package receive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	// client_golang exposes central's per-edge, per-partition lag and apply counters in the
+	// Prometheus format every monitoring stack scrapes.
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+// Config configures a Receiver. Zero fields mean the defaults.
+type Config struct {
+	Log *storage.Log // central's log; the Receiver does not close it
+	// Partitions is the partition count of central streams created on first sight; default 8.
+	// An existing stream keeps its count.
+	Partitions int
+	// MaxBodyBytes bounds one request body (compressed); default 16 MiB. Larger gets 413.
+	MaxBodyBytes int64
+	// MaxRawBytes bounds one chunk's raw batches after decompression; default 64 MiB.
+	MaxRawBytes int
+	// CheckpointInterval is how often dedupe state is checkpointed to the log's metadata; default
+	// 1s. It bounds the startup scan and how far Position.Committed trails Position.Next.
+	CheckpointInterval time.Duration
+	// ReorderWait is how long a chunk that arrived before its predecessor waits for it before
+	// getting 409; default 2s. Pipelined requests on separate connections routinely overtake
+	// each other by a few milliseconds.
+	ReorderWait time.Duration
+	// StallAfter is how long a lane may be behind without progress, while its edge keeps
+	// talking, before the stalled gauge reports it; default 1m.
+	StallAfter time.Duration
+	Logger     *slog.Logger
+	// Registerer receives the receiver's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// Receiver is central's side of sync: it authenticates edges, verifies chunks, applies them in
+// order per lane exactly once into central's log and answers with the lane's Position.
+// It is an http.Handler for protocol.SyncPrefix.
+type Receiver struct {
+	cfg    Config
+	log    *storage.Log
+	logger *slog.Logger
+	m      *metrics
+
+	mu      sync.Mutex
+	streams map[string]*centralStream
+	edges   map[string]EdgeInfo
+
+	checkpointMu sync.Mutex // one checkpoint at a time
+}
+
+// centralStream is a central stream with the lanes (sources) that feed it.
+type centralStream struct {
+	name    string
+	stream  *storage.Stream
+	mu      sync.Mutex
+	sources map[sourceKey]*source
+}
+
+type sourceKey struct {
+	edge      string
+	partition int
+}
+
+// source is the dedupe state of one lane (edge, stream, edge partition). See doc.go.
+type source struct {
+	key    sourceKey
+	stream string
+
+	mu       sync.Mutex // held for a whole apply: applies of one lane are serial
+	expected int64      // every edge offset below it is durably applied
+	applied  []int64    // per central partition, the highest edge offset durably applied; -1 none
+	advanced chan struct{}
+	dirty    bool // changed since the last checkpoint
+
+	committed   atomic.Int64 // expected as of the last durable checkpoint
+	edgeEnd     atomic.Int64
+	lastSeen    atomic.Int64 // unix nanos of the last request
+	lastAdvance atomic.Int64 // unix nanos of the last advance of expected
+	next        atomic.Int64 // mirror of expected readable without mu
+}
+
+// New loads the edge registry and rebuilds the dedupe state of every stream in cfg.Log: from the
+// last checkpoint, then by scanning the central partitions past it (doc.go explains why that is
+// enough). Call Run to keep checkpointing.
+func New(cfg Config) (*Receiver, error) {
+	if cfg.Log == nil {
+		return nil, errors.New("new receiver: no log")
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 8
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 16 << 20
+	}
+	if cfg.MaxRawBytes <= 0 {
+		cfg.MaxRawBytes = 64 << 20
+	}
+	if cfg.CheckpointInterval <= 0 {
+		cfg.CheckpointInterval = time.Second
+	}
+	if cfg.ReorderWait <= 0 {
+		cfg.ReorderWait = 2 * time.Second
+	}
+	if cfg.StallAfter <= 0 {
+		cfg.StallAfter = time.Minute
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	r := &Receiver{cfg: cfg, log: cfg.Log, logger: cfg.Logger, streams: map[string]*centralStream{}, edges: map[string]EdgeInfo{}}
+	list, err := ListEdges(cfg.Log)
+	if err != nil {
+		return nil, fmt.Errorf("new receiver: %w", err)
+	}
+	for _, e := range list {
+		r.edges[e.ID] = e
+	}
+	for _, st := range cfg.Log.Streams() {
+		cs := &centralStream{name: st.Name(), stream: st, sources: map[sourceKey]*source{}}
+		start := time.Now()
+		scanned, err := r.rebuild(cs)
+		if err != nil {
+			return nil, fmt.Errorf("new receiver: rebuild dedupe state of stream %q: %w", st.Name(), err)
+		}
+		r.logger.Info("dedupe state rebuilt", "stream", st.Name(), "lanes", len(cs.sources), "scanned", scanned, "took", time.Since(start))
+		r.streams[st.Name()] = cs
+	}
+	r.m = newMetrics(r)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(r.m); err != nil {
+			return nil, fmt.Errorf("new receiver: register metrics: %w", err)
+		}
+	}
+	return r, nil
+}
+
+// Run checkpoints dedupe state every CheckpointInterval until ctx ends, then once more.
+func (r *Receiver) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return r.Checkpoint()
+		case <-t.C:
+			if err := r.Checkpoint(); err != nil {
+				r.logger.Error("checkpoint dedupe state; retrying", "err", err)
+			}
+		}
+	}
+}
+
+// AddEdge registers an edge (or replaces its token) and returns the token; effective at once.
+func (r *Receiver) AddEdge(id string) (string, error) {
+	token, info, err := AddEdge(r.log, id)
+	if err != nil {
+		return "", err
+	}
+	r.mu.Lock()
+	r.edges[id] = info
+	r.mu.Unlock()
+	return token, nil
+}
+
+// RevokeEdge refuses an edge's token from now on.
+func (r *Receiver) RevokeEdge(id string) error {
+	info, err := RevokeEdge(r.log, id)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.edges[id] = info
+	r.mu.Unlock()
+	return nil
+}
+
+// Edges lists registered edges.
+func (r *Receiver) Edges() ([]EdgeInfo, error) { return ListEdges(r.log) }
+
+func (r *Receiver) authenticate(req *http.Request) (string, bool) {
+	id := req.Header.Get(protocol.HeaderEdge)
+	r.mu.Lock()
+	e, ok := r.edges[id]
+	r.mu.Unlock()
+	return id, ok && e.accepts(protocol.BearerToken(req))
+}
+
+var streamName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
+
+// ServeHTTP serves GET and POST on protocol.SyncPrefix.
+func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	edge, ok := r.authenticate(req)
+	if !ok {
+		r.m.rejected.WithLabelValues("unauthenticated").Inc()
+		w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
+		protocol.WriteError(w, http.StatusUnauthorized, nil, "unknown or revoked edge, or wrong token: register the edge with `tributary central edges add ID` and give the edge that token")
+		return
+	}
+	stream, partition, err := protocol.ParseSyncPath(req.URL.Path)
+	if err == nil && !streamName.MatchString(stream) {
+		err = fmt.Errorf("stream name %q is not valid", stream)
+	}
+	if err != nil {
+		r.reject(w, http.StatusBadRequest, "bad-path", nil, "%v", err)
+		return
+	}
+	switch req.Method {
+	case http.MethodGet:
+		s, err := r.source(edge, stream, partition)
+		if err != nil {
+			r.reject(w, http.StatusServiceUnavailable, "storage", nil, "open stream: %v", err)
+			return
+		}
+		s.touch(req)
+		protocol.WriteJSON(w, http.StatusOK, s.position())
+	case http.MethodPost:
+		r.post(w, req, edge, stream, partition)
+	default:
+		w.Header().Set("Allow", "GET, POST")
+		r.reject(w, http.StatusMethodNotAllowed, "bad-method", nil, "method %s: use GET for the position or POST for a chunk", req.Method)
+	}
+}
+
+func (r *Receiver) reject(w http.ResponseWriter, code int, reason string, pos *protocol.Position, format string, args ...any) {
+	r.m.rejected.WithLabelValues(reason).Inc()
+	protocol.WriteError(w, code, pos, format, args...)
+}
+
+func (s *source) touch(req *http.Request) {
+	s.lastSeen.Store(time.Now().UnixNano())
+	if v := req.Header.Get(protocol.HeaderEdgeEnd); v != "" {
+		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
+			s.edgeEnd.Store(n)
+		}
+	}
+}
+
+func (s *source) position() protocol.Position {
+	return protocol.Position{Next: s.next.Load(), Committed: s.committed.Load()}
+}
+
+// chunk is a validated request, decoded before any state is touched.
+type chunk struct {
+	base, next int64
+	records    []storage.Entry // offsets base..next-1; keys and values alias body's decode buffer
+	gap        *storage.Gap
+	wire, raw  int
+}
+
+// parseChunk validates a request's headers and body and decodes it. Nothing is applied here, so
+// a malformed request changes nothing.
+func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
+	base, err := protocol.Int64Header(h, protocol.HeaderBase)
+	if err != nil {
+		return nil, err
+	}
+	next, err := protocol.Int64Header(h, protocol.HeaderNext)
+	if err != nil {
+		return nil, err
+	}
+	if base < 0 || next <= base {
+		return nil, fmt.Errorf("chunk range [%d, %d) is empty or negative", base, next)
+	}
+	c := &chunk{base: base, next: next, wire: len(body)}
+	if h.Get(protocol.HeaderGapFrom) != "" {
+		from, err := protocol.Int64Header(h, protocol.HeaderGapFrom)
+		if err != nil {
+			return nil, err
+		}
+		to, err := protocol.Int64Header(h, protocol.HeaderGapTo)
+		if err != nil {
+			return nil, err
+		}
+		if from != base || to != next || len(body) != 0 {
+			return nil, fmt.Errorf("gap chunk must have an empty body and gap [%d, %d) equal to the chunk range [%d, %d)", from, to, base, next)
+		}
+		g := storage.Gap{From: from, To: to, Records: to - from, Reason: h.Get(protocol.HeaderGapReason)}
+		if ms, err := protocol.Int64Header(h, protocol.HeaderGapTime); err == nil {
+			g.Time = time.UnixMilli(ms).UTC()
+		}
+		if g.Reason == "" || len(g.Reason) > 200 {
+			return nil, errors.New("gap chunk needs a reason of at most 200 bytes")
+		}
+		c.gap = &g
+		return c, nil
+	}
+	records, err := protocol.Int64Header(h, protocol.HeaderRecords)
+	if err != nil {
+		return nil, err
+	}
+	rawBytes, err := protocol.Int64Header(h, protocol.HeaderRawBytes)
+	if err != nil {
+		return nil, err
+	}
+	crc, err := protocol.Int64Header(h, protocol.HeaderCRC)
+	if err != nil {
+		return nil, err
+	}
+	if records != next-base {
+		return nil, fmt.Errorf("chunk says %d records but spans [%d, %d)", records, base, next)
+	}
+	if rawBytes <= 0 || rawBytes > int64(maxRaw) {
+		return nil, fmt.Errorf("chunk of %d raw bytes: the limit is %d", rawBytes, maxRaw)
+	}
+	if len(body) == 0 {
+		return nil, errors.New("empty body")
+	}
+	if got := protocol.ChunkCRC(body); int64(got) != crc {
+		return nil, fmt.Errorf("body checksum %d does not match header %d: damaged or truncated in transit", got, crc)
+	}
+	c.raw = int(rawBytes)
+	c.records = make([]storage.Entry, 0, records)
+	want := base
+	err = storage.DecodeChunk(body, int(rawBytes), func(off int64, rec storage.Record) error {
+		if off != want {
+			return fmt.Errorf("record offset %d, want %d", off, want)
+		}
+		want++
+		c.records = append(c.records, storage.Entry{Offset: off, Record: rec})
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if want != next {
+		return nil, fmt.Errorf("chunk decodes to [%d, %d), headers say [%d, %d)", base, want, base, next)
+	}
+	return c, nil
+}
+
+func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream string, partition int) {
+	if req.ContentLength > r.cfg.MaxBodyBytes {
+		r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body of %d bytes: the limit is %d; lower the forwarder's max chunk bytes", req.ContentLength, r.cfg.MaxBodyBytes)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body over the limit of %d bytes", r.cfg.MaxBodyBytes)
+			return
+		}
+		r.reject(w, http.StatusBadRequest, "truncated", nil, "read body: %v", err)
+		return
+	}
+	c, err := parseChunk(req.Header, body, r.cfg.MaxRawBytes)
+	if err != nil {
+		r.reject(w, http.StatusBadRequest, "malformed", nil, "malformed chunk: %v", err)
+		return
+	}
+	s, err := r.source(edge, stream, partition)
+	if err != nil {
+		r.reject(w, http.StatusServiceUnavailable, "storage", nil, "open stream: %v", err)
+		return
+	}
+	s.touch(req)
+	if !s.lockAt(req.Context(), c.base, r.cfg.ReorderWait) {
+		r.reject(w, http.StatusConflict, "out-of-order", ptr(s.position()), "chunk starts at %d but the lane expects %d: resend from there", c.base, s.next.Load())
+		return
+	}
+	defer s.mu.Unlock()
+	if c.next <= s.expected {
+		r.m.duplicates.WithLabelValues(edge, stream, strconv.Itoa(partition)).Add(float64(len(c.records)))
+		protocol.WriteJSON(w, http.StatusOK, s.positionLocked())
+		return
+	}
+	cs := r.stream(stream)
+	var applyErr error
+	if c.gap != nil {
+		applyErr = r.applyGap(s, c)
+	} else {
+		applyErr = r.apply(cs, s, c)
+	}
+	if applyErr != nil {
+		if errors.Is(applyErr, storage.ErrFull) {
+			w.Header().Set("Retry-After", "5")
+			r.reject(w, http.StatusServiceUnavailable, "full", ptr(s.positionLocked()), "central's disk quota is full: the edge keeps buffering; retry later")
+			return
+		}
+		r.logger.Error("apply chunk", "edge", edge, "stream", stream, "partition", partition, "base", c.base, "err", applyErr)
+		w.Header().Set("Retry-After", "2")
+		r.reject(w, http.StatusServiceUnavailable, "storage", ptr(s.positionLocked()), "store chunk: %v", applyErr)
+		return
+	}
+	labels := []string{edge, stream, strconv.Itoa(partition)}
+	r.m.wireBytes.WithLabelValues(labels...).Add(float64(c.wire))
+	r.m.rawBytes.WithLabelValues(labels...).Add(float64(c.raw))
+	protocol.WriteJSON(w, http.StatusOK, s.positionLocked())
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func (s *source) positionLocked() protocol.Position {
+	return protocol.Position{Next: s.expected, Committed: s.committed.Load()}
+}
+
+// lockAt locks s once the lane expects base or more, waiting up to wait for predecessors.
+func (s *source) lockAt(ctx context.Context, base int64, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if base <= s.expected {
+			return true
+		}
+		ch := s.advanced
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// advance moves expected to next; s.mu is held.
+func (s *source) advance(next int64) {
+	s.expected = next
+	s.next.Store(next)
+	s.dirty = true
+	s.lastAdvance.Store(time.Now().UnixNano())
+	close(s.advanced)
+	s.advanced = make(chan struct{})
+}
+
+// apply appends the records of c at or past expected that are not yet in their central
+// partition, waits until they are durable, then advances expected. s.mu is held.
+func (r *Receiver) apply(cs *centralStream, s *source, c *chunk) error {
+	now := []byte(strconv.FormatInt(time.Now().UnixMilli(), 10))
+	edgeHdr := []byte(s.key.edge)
+	partHdr := []byte(strconv.Itoa(s.key.partition))
+	n := cs.stream.Partitions()
+	type result struct {
+		maxOK   int64
+		failed  bool
+		firstEr error
+	}
+	var (
+		resMu   sync.Mutex
+		results = make([]result, n)
+		wg      sync.WaitGroup
+		failed  atomic.Bool
+		applied int
+		dups    int
+	)
+	for i := range results {
+		results[i].maxOK = -1
+	}
+	for _, e := range c.records {
+		if e.Offset < s.expected {
+			dups++
+			continue
+		}
+		p := cs.stream.PartitionFor(e.Key)
+		if e.Offset <= s.applied[p] {
+			dups++ // stored before a crash or a failed apply; see doc.go
+			continue
+		}
+		if failed.Load() {
+			break // keep each central partition a prefix of the lane: stop at the first failure
+		}
+		rec := storage.Record{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp,
+			Headers: make([]storage.Header, 0, len(e.Headers)+4)}
+		for _, h := range e.Headers {
+			switch h.Key {
+			case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset, protocol.ProvCentralTime:
+				continue // provenance is central's to write; an edge cannot forge it
+			}
+			rec.Headers = append(rec.Headers, h)
+		}
+		rec.Headers = append(rec.Headers,
+			storage.Header{Key: protocol.ProvEdge, Value: edgeHdr},
+			storage.Header{Key: protocol.ProvEdgePartition, Value: partHdr},
+			storage.Header{Key: protocol.ProvEdgeOffset, Value: strconv.AppendInt(nil, e.Offset, 10)},
+			storage.Header{Key: protocol.ProvCentralTime, Value: now})
+		off := e.Offset
+		wg.Add(1)
+		applied++
+		cs.stream.Partition(p).AppendAsync(rec, func(_ int64, err error) {
+			resMu.Lock()
+			res := &results[p]
+			if err != nil {
+				if !res.failed {
+					res.failed, res.firstEr = true, err
+				}
+				failed.Store(true)
+			} else if !res.failed && off > res.maxOK {
+				res.maxOK = off
+			}
+			resMu.Unlock()
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	var firstErr error
+	for p, res := range results {
+		if res.maxOK > s.applied[p] {
+			s.applied[p] = res.maxOK
+			s.dirty = true
+		}
+		if res.failed && firstErr == nil {
+			firstErr = res.firstEr
+		}
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	labels := []string{s.key.edge, s.stream, strconv.Itoa(s.key.partition)}
+	r.m.applied.WithLabelValues(labels...).Add(float64(applied))
+	r.m.duplicates.WithLabelValues(labels...).Add(float64(dups))
+	s.advance(c.next)
+	return nil
+}
+
+// source returns the lane state, creating the central stream and the lane on first sight.
+func (r *Receiver) source(edge, stream string, partition int) (*source, error) {
+	r.mu.Lock()
+	cs, ok := r.streams[stream]
+	if !ok {
+		st, err := r.log.Stream(stream)
+		if errors.Is(err, storage.ErrNoStream) {
+			st, err = r.log.CreateStream(stream, storage.StreamConfig{Partitions: r.cfg.Partitions})
+		}
+		if err != nil {
+			r.mu.Unlock()
+			return nil, err
+		}
+		cs = &centralStream{name: stream, stream: st, sources: map[sourceKey]*source{}}
+		r.streams[stream] = cs
+	}
+	r.mu.Unlock()
+	return cs.source(sourceKey{edge, partition}), nil
+}
+
+func (r *Receiver) stream(name string) *centralStream {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.streams[name]
+}
+
+func (cs *centralStream) source(k sourceKey) *source {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	s, ok := cs.sources[k]
+	if !ok {
+		s = &source{key: k, stream: cs.name, applied: make([]int64, cs.stream.Partitions()), advanced: make(chan struct{})}
+		for i := range s.applied {
+			s.applied[i] = -1
+		}
+		cs.sources[k] = s
+	}
+	return s
+}
+
+// LaneInfo is central's view of one lane, for `tributary edges`.
+type LaneInfo struct {
+	Edge          string    `json:"edge"`
+	Stream        string    `json:"stream"`
+	Partition     int       `json:"partition"`
+	Next          int64     `json:"next"`      // next edge offset central expects
+	Committed     int64     `json:"committed"` // checkpointed resume point
+	EdgeEnd       int64     `json:"edge_end"`  // end offset the edge last reported
+	Behind        int64     `json:"behind"`    // EdgeEnd - Next, as far as central knows
+	LastSeen      time.Time `json:"last_seen,omitzero"`
+	LastAdvance   time.Time `json:"last_advance,omitzero"`
+	Stalled       bool      `json:"stalled"` // edge talking, lane behind, no progress for StallAfter
+	GapsRecords   int64     `json:"gap_records"`
+	GapsCount     int       `json:"gaps"`
+	centralStream string
+}
+
+// Lanes returns every known lane, sorted by edge, stream and partition.
+func (r *Receiver) Lanes() []LaneInfo {
+	r.mu.Lock()
+	streams := make([]*centralStream, 0, len(r.streams))
+	for _, cs := range r.streams {
+		streams = append(streams, cs)
+	}
+	r.mu.Unlock()
+	gaps, _ := r.Gaps()
+	now := time.Now()
+	var out []LaneInfo
+	for _, cs := range streams {
+		cs.mu.Lock()
+		for _, s := range cs.sources {
+			li := LaneInfo{Edge: s.key.edge, Stream: cs.name, Partition: s.key.partition, Next: s.next.Load(),
+				Committed: s.committed.Load(), EdgeEnd: s.edgeEnd.Load()}
+			li.Behind = max(li.EdgeEnd-li.Next, 0)
+			if t := s.lastSeen.Load(); t > 0 {
+				li.LastSeen = time.Unix(0, t).UTC()
+			}
+			if t := s.lastAdvance.Load(); t > 0 {
+				li.LastAdvance = time.Unix(0, t).UTC()
+			}
+			li.Stalled = li.Behind > 0 && now.Sub(li.LastSeen) < r.cfg.StallAfter && now.Sub(li.LastAdvance) > r.cfg.StallAfter
+			for _, g := range gaps {
+				if g.Edge == li.Edge && g.Stream == li.Stream && g.Partition == li.Partition {
+					li.GapsCount++
+					li.GapsRecords += g.To - g.From
+				}
+			}
+			out = append(out, li)
+		}
+		cs.mu.Unlock()
+	}
+	sortLanes(out)
+	return out
+}
