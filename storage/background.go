@@ -94,7 +94,17 @@ func (p *Partition) seal(ps *plainSegment) error {
 	l.logger.Debug("sealed segment", "stream", p.stream, "partition", p.id, "segment", ps.base,
 		"raw_bytes", size, "sealed_bytes", ss.size, "frames", len(frames))
 	ps.retire(true)
+	if l.opts.QuotaBytes > 0 {
+		l.kickMaintenance() // the sealed segment may be what the quota was waiting to drop
+	}
 	return nil
+}
+
+func (l *Log) kickMaintenance() {
+	select {
+	case l.kickMaint <- struct{}{}:
+	default:
+	}
 }
 
 // maintain runs age rolls, interval fsyncs, retention and the disk quota.
@@ -165,8 +175,8 @@ func (l *Log) enforceRetention(now time.Time) {
 			for _, s := range segs {
 				total += s.storedBytes()
 			}
-			for _, s := range segs {
-				if !s.sealed() || s.nextOffset() > floor {
+			for _, s := range segs[:len(segs)-1] { // never the active segment
+				if s.nextOffset() > floor {
 					break
 				}
 				byAge := o.RetentionAge > 0 && s.maxTimestamp() > 0 && now.Sub(time.UnixMilli(s.maxTimestamp())) > o.RetentionAge
@@ -182,9 +192,34 @@ func (l *Log) enforceRetention(now time.Time) {
 	if o.QuotaBytes <= 0 {
 		return
 	}
-	for l.diskBytes.Load() > o.QuotaBytes {
+	for l.diskBytes.Load() >= o.QuotaBytes {
 		if !l.dropOldest(parts, true) && (o.QuotaPolicy != DropOldest || !l.dropOldest(parts, false)) {
-			return
+			break
+		}
+	}
+	if l.diskBytes.Load() < o.QuotaBytes {
+		return
+	}
+	// Still full and nothing left to drop but active segments: roll those whose records may go
+	// (all forwarded, or any under drop-oldest), so that once sealed they can be dropped. A
+	// partition still waiting for a seal is left alone, so a full log does not roll every tick.
+	for _, p := range parts {
+		segs := p.snapshot()
+		active := segs[len(segs)-1]
+		if active.storedBytes() == 0 {
+			continue
+		}
+		waiting := false
+		for _, s := range segs[:len(segs)-1] {
+			waiting = waiting || !s.sealed()
+		}
+		if waiting || (o.QuotaPolicy != DropOldest && active.nextOffset() > l.requiredFloor(p.stream, p.id)) {
+			continue
+		}
+		p.rollReq.Store(true)
+		select {
+		case p.kick <- struct{}{}:
+		default:
 		}
 	}
 }
@@ -196,8 +231,8 @@ func (l *Log) dropOldest(parts []*Partition, forwardedOnly bool) bool {
 	var best segment
 	for _, p := range parts {
 		segs := p.snapshot()
-		if len(segs) < 2 || !segs[0].sealed() {
-			continue
+		if len(segs) < 2 {
+			continue // the active segment is never dropped
 		}
 		s := segs[0]
 		if forwardedOnly && s.nextOffset() > l.requiredFloor(p.stream, p.id) {

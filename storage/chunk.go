@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/klauspost/compress/zstd"
 )
 
 // Chunk is a run of records in transfer form, for forwarding a partition to another node: one zstd
@@ -100,15 +102,24 @@ func DecodeChunk(data []byte, maxRawBytes int, fn func(offset int64, rec Record)
 	if maxRawBytes <= 0 {
 		maxRawBytes = maxBatchSize
 	}
-	raw, err := decoderOnce().DecodeAll(data, nil)
+	// The frame header declares the raw size; refuse before allocating anything larger, and let
+	// the decoder stop at that size whatever the frame claims inside.
+	var zh zstd.Header
+	if err := zh.Decode(data); err != nil {
+		return fmt.Errorf("decode chunk: %w", err)
+	}
+	if zh.Skippable || !zh.HasFCS {
+		return errors.New("decode chunk: not a zstd frame with a content size (chunks come from ReadChunk)")
+	}
+	if zh.FrameContentSize > uint64(maxRawBytes) {
+		return fmt.Errorf("decode chunk: %d raw bytes exceeds the limit of %d", zh.FrameContentSize, maxRawBytes)
+	}
+	if zh.FrameContentSize == 0 {
+		return errors.New("decode chunk: empty")
+	}
+	raw, err := decompressInto(data, make([]byte, 0, zh.FrameContentSize))
 	if err != nil {
 		return fmt.Errorf("decompress chunk: %w", err)
-	}
-	if len(raw) > maxRawBytes {
-		return fmt.Errorf("decompress chunk: %d raw bytes exceeds the limit of %d", len(raw), maxRawBytes)
-	}
-	if len(raw) == 0 {
-		return errors.New("decode chunk: empty")
 	}
 	expect := int64(-1)
 	for len(raw) > 0 {

@@ -237,6 +237,7 @@ func (l *Log) closeStreams() error {
 			p.closing = true
 			p.space.Broadcast()
 			p.mu.Unlock()
+			p.wake() // following readers return ErrClosed instead of waiting for their ctx
 			p.kick <- struct{}{}
 			<-p.done
 			if l.opts.Fsync != FsyncGroup {
@@ -264,10 +265,7 @@ func (l *Log) fdatasync(f *os.File) error {
 
 func (l *Log) checkQuota() error {
 	if l.opts.QuotaBytes > 0 && l.opts.QuotaPolicy == Backpressure && l.diskBytes.Load() >= l.opts.QuotaBytes {
-		select {
-		case l.kickMaint <- struct{}{}:
-		default:
-		}
+		l.kickMaintenance()
 		return ErrFull
 	}
 	return nil
@@ -293,9 +291,14 @@ func (l *Log) openStream(name string, cfg StreamConfig) (*Stream, error) {
 		p, err := l.openPartition(name, i)
 		if err != nil {
 			for _, q := range s.partitions {
+				q.mu.Lock()
 				q.closing = true
+				q.mu.Unlock()
 				q.kick <- struct{}{}
 				<-q.done
+				for _, seg := range q.snapshot() {
+					seg.retire(false)
+				}
 			}
 			return nil, fmt.Errorf("open stream %q partition %d: %w", name, i, err)
 		}

@@ -85,7 +85,13 @@ func (l *Log) SetCursors(name, stream string, offsets map[int]int64) error {
 	for p, off := range offsets {
 		l.cursors[string(cursorKey(name, stream, p))] = off
 	}
+	required := l.required[name]
 	l.cursorMu.Unlock()
+	if required && (l.opts.QuotaBytes > 0 || l.opts.RetentionAge > 0 || l.opts.RetentionBytes > 0) {
+		// A required cursor moving may free space: let retention run now rather than at the
+		// next tick, so a log refusing appends under backpressure recovers quickly.
+		l.kickMaintenance()
+	}
 	return nil
 }
 

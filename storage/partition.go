@@ -373,10 +373,15 @@ func (p *Partition) snapshot() []segment {
 	return append([]segment(nil), p.segments...)
 }
 
-// segmentFor returns the first segment holding offsets at or after offset, acquired.
+// segmentFor returns the first segment holding offsets at or after offset, acquired, or nil once
+// the log is closing (its segments are retired then, and acquiring them would never succeed).
 func (p *Partition) segmentFor(offset int64) segment {
 	for {
 		p.mu.Lock()
+		if p.closing {
+			p.mu.Unlock()
+			return nil
+		}
 		var s segment
 		for _, seg := range p.segments {
 			if seg.nextOffset() > offset || seg == segment(p.active) {

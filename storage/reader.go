@@ -124,6 +124,13 @@ func (r *Reader) fill(ctx context.Context) error {
 			return err
 		}
 		if err := r.decode(raw, end); err != nil {
+			if seg.sealed() {
+				// A frame that passed its CRC but holds a bad batch was damaged before it was
+				// compressed; the segment is no better than one with a bad frame.
+				r.pending = r.pending[:0]
+				p.quarantineSegment(seg, err)
+				continue
+			}
 			return err
 		}
 		if len(r.pending) > 0 {

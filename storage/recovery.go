@@ -3,6 +3,7 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -60,62 +61,59 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	var segs []segment
 	var lastPlain *plainSegment
 	changed := false
+	ok := false
+	defer func() {
+		if !ok {
+			for _, seg := range segs {
+				seg.retire(false)
+			}
+		}
+	}()
 	for _, base := range bases {
 		exts := files[base]
-		switch {
-		case exts[sealedExt]:
-			if exts[plainExt] {
-				// The seal completed (the .zst rename is its last step); the plain file is a leftover.
-				os.Remove(filepath.Join(dir, segmentName(base, plainExt)))
-				changed = true
-			}
+		if exts[sealedExt] {
 			seg, err := l.openSealed(stream, id, dir, base)
-			if err != nil {
-				var ce *CorruptionError
-				if !errors.As(err, &ce) {
-					return nil, err
+			if err == nil {
+				if exts[plainExt] {
+					// The seal completed (renaming the .zst is its last step) and the sealed file
+					// checks out, so the plain file is a leftover.
+					os.Remove(filepath.Join(dir, segmentName(base, plainExt)))
+					changed = true
 				}
-				next := l.quarantine(stream, id, dir, base, ce)
-				p.recordGapLocked(Gap{From: base, To: next, Reason: GapCorrupt})
-				changed = true
+				segs = append(segs, seg)
 				continue
 			}
-			segs = append(segs, seg)
-		case exts[plainExt]:
-			if exts[indexExt] {
-				os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
-			}
-			f, err := os.OpenFile(filepath.Join(dir, segmentName(base, plainExt)), os.O_RDWR, 0)
-			if err != nil {
+			var ce *CorruptionError
+			if !errors.As(err, &ce) {
 				return nil, err
 			}
-			ps := newPlainSegment(f, base, time.Now())
-			res, err := scanPlain(ps)
-			if err != nil {
-				f.Close()
-				return nil, fmt.Errorf("scan segment %d: %w", base, err)
+			next := l.quarantine(stream, id, dir, base, ce)
+			changed = true
+			if !exts[plainExt] {
+				p.recordGapLocked(Gap{From: base, To: next, Reason: GapCorrupt})
+				continue
 			}
-			if res.damage != nil {
-				// Keep the whole batches before the damage: they were fsynced and possibly acked.
-				l.logger.Warn("cut damaged or torn tail of segment", "stream", stream, "partition", id,
-					"segment", base, "kept_bytes", res.validSize, "cut_bytes", res.fileSize-res.validSize,
-					"next_offset", res.next, "reason", res.damage)
-				if err := f.Truncate(res.validSize); err != nil {
-					f.Close()
-					return nil, fmt.Errorf("truncate torn segment %d: %w", base, err)
-				}
-				if err := f.Sync(); err != nil {
-					f.Close()
-					return nil, fmt.Errorf("sync truncated segment %d: %w", base, err)
-				}
-			}
-			segs = append(segs, ps)
-			lastPlain = ps
-		default:
-			// An index without its segment: a seal that renamed the index but not the segment.
+			// The plain segment the damaged seal was made from is still here: keep reading it.
+			l.logger.Warn("damaged sealed segment replaced by the plain segment it was sealed from",
+				"stream", stream, "partition", id, "segment", base)
+		}
+		if !exts[plainExt] {
+			// An index without its segment: a seal that renamed the index but not the segment, or
+			// retention that removed the segment but not yet its index.
+			os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
+			changed = true
+			continue
+		}
+		if exts[indexExt] && !exts[sealedExt] {
 			os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
 			changed = true
 		}
+		ps, err := l.recoverPlain(p, base)
+		if err != nil {
+			return nil, err
+		}
+		segs = append(segs, ps)
+		lastPlain = ps
 	}
 	// Holes between segments are ranges lost to damage; make sure each has a gap record.
 	for i := 0; i+1 < len(segs); i++ {
@@ -123,22 +121,34 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 			p.recordGapLocked(Gap{From: n, To: b, Reason: GapCorrupt})
 		}
 	}
-	// The active segment is the last plain one, if it is last; otherwise start a new one.
-	if lastPlain == nil || segs[len(segs)-1] != segment(lastPlain) {
-		next := int64(0)
-		if len(segs) > 0 {
-			next = segs[len(segs)-1].nextOffset()
-		}
-		for _, g := range p.gaps {
-			if g.To > next {
-				next = g.To
-			}
-		}
+	// Offsets already handed out, and maybe acknowledged and forwarded, must never be reused:
+	// the next record goes after every stored segment and every recorded gap.
+	next := int64(0)
+	if len(segs) > 0 {
+		next = segs[len(segs)-1].nextOffset()
+	}
+	for _, g := range p.gaps {
+		next = max(next, g.To)
+	}
+	// The active segment is the last plain one if it is last and continues at next; otherwise a
+	// new one starts there.
+	if lastPlain != nil && segs[len(segs)-1] == segment(lastPlain) && lastPlain.nextOffset() < next &&
+		lastPlain.size.Load() == 0 {
+		segs = segs[:len(segs)-1]
+		lastPlain.retire(true)
+		lastPlain = nil
+		changed = true
+	}
+	if lastPlain == nil || segs[len(segs)-1] != segment(lastPlain) || lastPlain.nextOffset() < next {
 		f, err := os.OpenFile(filepath.Join(dir, segmentName(next, plainExt)), os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
 			return nil, err
 		}
 		lastPlain = newPlainSegment(f, next, time.Now())
+		if _, err := scanPlain(lastPlain); err != nil {
+			f.Close()
+			return nil, err
+		}
 		segs = append(segs, lastPlain)
 		changed = true
 	}
@@ -147,6 +157,7 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 			return nil, err
 		}
 	}
+	ok = true
 	p.segments = segs
 	p.active = lastPlain
 	p.end.Store(lastPlain.nextOffset())
@@ -155,6 +166,100 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	}
 	go p.run()
 	return p, nil
+}
+
+// recoverPlain opens a plain segment and cuts it back to its last whole, checked batch. When intact
+// batches follow the damage, the damage is not a torn tail but lost records that may have been
+// acknowledged: their offsets become a corrupt-segment gap (so they are never reused), the file
+// goes to quarantine as evidence, and the damage is reported.
+func (l *Log) recoverPlain(p *Partition, base int64) (*plainSegment, error) {
+	path := filepath.Join(p.dir, segmentName(base, plainExt))
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	ps := newPlainSegment(f, base, time.Now())
+	res, err := scanPlain(ps)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("scan segment %d: %w", base, err)
+	}
+	if res.damage == nil {
+		return ps, nil
+	}
+	if res.lostNext > res.next {
+		ce := &CorruptionError{Offset: res.next, Reason: fmt.Sprintf("damaged batch in plain segment; offsets %d-%d lost", res.next, res.lostNext-1), Err: res.damage}
+		l.quarantineCopy(p.stream, p.id, path, ce)
+		p.recordGapLocked(Gap{From: res.next, To: res.lostNext, Reason: GapCorrupt})
+	} else {
+		l.logger.Warn("cut torn tail of segment", "stream", p.stream, "partition", p.id,
+			"segment", base, "kept_bytes", res.validSize, "cut_bytes", res.fileSize-res.validSize,
+			"next_offset", res.next, "reason", res.damage)
+	}
+	if err := f.Truncate(res.validSize); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("truncate torn segment %d: %w", base, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("sync truncated segment %d: %w", base, err)
+	}
+	return ps, nil
+}
+
+// quarantineCopy keeps a copy of a damaged plain segment in quarantine/ before recovery cuts it,
+// and reports the damage.
+func (l *Log) quarantineCopy(stream string, id int, path string, ce *CorruptionError) {
+	base, _, _ := parseSegmentName(filepath.Base(path))
+	ce.Stream, ce.Partition, ce.Segment = stream, id, base
+	l.logger.Error("plain segment damaged: copy moved to quarantine, lost records are reported as a gap",
+		"stream", stream, "partition", id, "segment", base, "err", ce)
+	if dst, err := l.quarantinePath(stream, id, filepath.Base(path)); err == nil {
+		if err := copyFile(path, dst); err != nil {
+			l.logger.Error("copy damaged segment to quarantine", "err", err)
+		}
+	}
+	l.quarantined.Add(1)
+	l.cursorMu.Lock()
+	l.damage = append(l.damage, ce)
+	l.cursorMu.Unlock()
+}
+
+// quarantinePath returns a free file name for name in the partition's quarantine folder; a segment
+// damaged twice (same base offset) keeps both copies.
+func (l *Log) quarantinePath(stream string, id int, name string) (string, error) {
+	qdir := filepath.Join(l.dir, "quarantine", stream, fmt.Sprint(id))
+	if err := os.MkdirAll(qdir, 0o755); err != nil {
+		return "", err
+	}
+	dst := filepath.Join(qdir, name)
+	for i := 1; ; i++ {
+		if _, err := os.Lstat(dst); os.IsNotExist(err) {
+			return dst, nil
+		}
+		dst = filepath.Join(qdir, fmt.Sprintf("%s.%d", name, i))
+	}
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // recordGapLocked adds a gap unless one already covers its start, and persists it.
@@ -202,18 +307,24 @@ func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealed
 	var next int64
 	b, rerr := os.ReadFile(idxPath)
 	ibase, inext, iframes, ierr := decodeIndex(b)
-	if rerr == nil && ierr == nil && ibase == base && indexFits(iframes, st.Size()) {
+	if rerr == nil && ierr == nil && ibase == base && indexFits(iframes, st.Size()) && iframes[len(iframes)-1].next() == inext {
 		frames, next = iframes, inext
 	} else {
 		why := ierr
 		if rerr != nil {
 			why = rerr
+		} else if why == nil {
+			why = errors.New("index does not match the segment file")
 		}
 		l.logger.Warn("rebuild index of sealed segment", "stream", stream, "partition", id, "segment", base, "reason", why)
 		frames, err = rebuildIndex(f, st.Size())
 		if err != nil {
 			f.Close()
-			return nil, corrupt("frame descriptors damaged", err)
+			ce := corrupt("frame descriptors damaged and no usable index", err).(*CorruptionError)
+			if len(frames) > 0 {
+				ce.Offset = frames[len(frames)-1].next()
+			}
+			return nil, ce
 		}
 		if len(frames) == 0 || frames[0].base != base {
 			f.Close()
@@ -231,7 +342,8 @@ func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealed
 		}
 	}
 	if !l.opts.SkipVerifyOnOpen {
-		if bad, err := verifyFrames(f, frames); err != nil {
+		badDesc, bad, err := verifyFrames(f, frames)
+		if err != nil {
 			f.Close()
 			ce := corrupt("frame checksum mismatch", err).(*CorruptionError)
 			if bad >= 0 {
@@ -239,8 +351,67 @@ func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealed
 			}
 			return nil, ce
 		}
+		if badDesc >= 0 {
+			// Every frame checks out against the index; only a descriptor is damaged. Rewrite the
+			// descriptors from the index (same positions, so the index stays valid) so that a later
+			// index rebuild works, and keep the damaged file as evidence.
+			f.Close()
+			ce := &CorruptionError{Stream: stream, Partition: id, Segment: base, Offset: frames[badDesc].base,
+				Reason: "frame descriptor damaged; rewritten from the index, no records lost"}
+			if f, err = l.repairDescriptors(path, frames, ce); err != nil {
+				return nil, fmt.Errorf("repair descriptors of segment %d: %w", base, err)
+			}
+		}
 	}
 	return newSealedSegment(f, base, next, frames, st.Size()), nil
+}
+
+// repairDescriptors rewrites a sealed file with descriptors made from its index, atomically, after
+// copying the damaged file to quarantine, and returns the repaired file opened for reading.
+func (l *Log) repairDescriptors(path string, frames []frameInfo, ce *CorruptionError) (*os.File, error) {
+	l.logger.Error("sealed segment frame descriptor damaged: repaired from its index", "err", ce)
+	if dst, err := l.quarantinePath(ce.Stream, ce.Partition, filepath.Base(path)); err == nil {
+		if err := copyFile(path, dst); err != nil {
+			l.logger.Error("copy damaged segment to quarantine", "err", err)
+		}
+	}
+	l.quarantined.Add(1)
+	l.cursorMu.Lock()
+	l.damage = append(l.damage, ce)
+	l.cursorMu.Unlock()
+	src, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	tmp, err := os.Create(path + tmpExt)
+	if err != nil {
+		return nil, err
+	}
+	var desc [descriptorFrame]byte
+	for _, fi := range frames {
+		putDescriptor(desc[:], fi)
+		if _, err = tmp.Write(desc[:]); err != nil {
+			break
+		}
+		if _, err = io.Copy(tmp, io.NewSectionReader(src, fi.pos, int64(fi.compLen))); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = fsutil.ReplaceFile(path+tmpExt, path)
+	}
+	if err != nil {
+		os.Remove(path + tmpExt)
+		return nil, err
+	}
+	return os.Open(path)
 }
 
 func newSealedSegment(f *os.File, base, next int64, frames []frameInfo, size int64) *sealedSegment {
@@ -295,13 +466,20 @@ func (l *Log) quarantine(stream string, id int, dir string, base int64, ce *Corr
 			f.Close()
 		}
 	}
-	qdir := filepath.Join(l.dir, "quarantine", stream, fmt.Sprint(id))
-	if err := os.MkdirAll(qdir, 0o755); err == nil {
-		for _, ext := range []string{sealedExt, indexExt} {
-			name := segmentName(base, ext)
-			if err := os.Rename(filepath.Join(dir, name), filepath.Join(qdir, name)); err != nil && !os.IsNotExist(err) {
-				os.Remove(filepath.Join(dir, name))
-			}
+	for _, ext := range []string{sealedExt, indexExt} {
+		name := segmentName(base, ext)
+		src := filepath.Join(dir, name)
+		if _, err := os.Lstat(src); err != nil {
+			continue
+		}
+		dst, err := l.quarantinePath(stream, id, name)
+		if err == nil {
+			err = os.Rename(src, dst)
+		}
+		if err != nil {
+			// The damaged file must leave the partition either way, or the next open finds it again.
+			l.logger.Error("move damaged file to quarantine; removing it", "file", name, "err", err)
+			os.Remove(src)
 		}
 	}
 	ce.Stream, ce.Partition, ce.Segment = stream, id, base

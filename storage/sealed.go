@@ -28,7 +28,19 @@ const (
 	indexHeaderSize  = 32
 	indexEntrySize   = 40
 	indexTrailerSize = 4
+	// maxFrameRaw bounds the raw bytes of one frame (FrameBytes plus at most one batch); a
+	// descriptor or index entry above it is damage, and no decode ever allocates more.
+	maxFrameRaw  = 2 * maxBatchSize
+	maxFrameComp = maxFrameRaw + maxFrameRaw/128 + 1024 // zstd's worst-case expansion is far below this
 )
+
+// plausible rejects frame descriptions no writer produces, so damaged metadata that happens to
+// pass a checksum cannot make a reader allocate gigabytes or loop.
+func (f frameInfo) plausible() bool {
+	return f.base >= 0 && f.count > 0 && f.rawLen >= batchHeaderSize && f.rawLen <= maxFrameRaw &&
+		f.compLen > 0 && f.compLen <= maxFrameComp && int64(f.count) <= int64(f.rawLen)/4 &&
+		f.base <= 1<<62
+}
 
 // frameInfo describes one compressed frame of a sealed segment.
 type frameInfo struct {
@@ -67,14 +79,18 @@ func parseDescriptor(b []byte) (frameInfo, error) {
 	if crc32.Checksum(d[:32], castagnoli) != binary.LittleEndian.Uint32(d[32:]) {
 		return frameInfo{}, errDescriptor
 	}
-	return frameInfo{
+	fi := frameInfo{
 		base:    int64(binary.LittleEndian.Uint64(d[0:])),
 		count:   binary.LittleEndian.Uint32(d[8:]),
 		rawLen:  binary.LittleEndian.Uint32(d[12:]),
 		compLen: binary.LittleEndian.Uint32(d[16:]),
 		crc:     binary.LittleEndian.Uint32(d[20:]),
 		maxTS:   int64(binary.LittleEndian.Uint64(d[24:])),
-	}, nil
+	}
+	if !fi.plausible() {
+		return frameInfo{}, errDescriptor
+	}
+	return fi, nil
 }
 
 var (
@@ -88,8 +104,10 @@ var (
 		return e
 	})
 	decoderOnce = sync.OnceValue(func() *zstd.Decoder {
+		// DecodeAll never writes past cap(dst): callers size dst from a checked length, so a
+		// damaged or hostile frame cannot grow memory beyond what was asked for.
 		d, err := zstd.NewReader(nil, zstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
-			zstd.WithDecoderMaxMemory(maxBatchSize*2), zstd.IgnoreChecksum(true))
+			zstd.WithDecoderMaxMemory(maxFrameRaw), zstd.IgnoreChecksum(true), zstd.WithDecodeAllCapLimit(true))
 		if err != nil {
 			panic(err)
 		}
@@ -100,9 +118,14 @@ var (
 // compressFrame compresses raw batches into one zstd frame.
 func compressFrame(raw []byte) []byte { return encoderOnce().EncodeAll(raw, nil) }
 
-// decompressFrame decodes one zstd frame of raw batches, refusing output larger than limit.
+// decompressFrame decodes one zstd frame of raw batches, refusing output larger than rawLen.
 func decompressFrame(comp []byte, rawLen int) ([]byte, error) {
-	out, err := decoderOnce().DecodeAll(comp, make([]byte, 0, rawLen))
+	return decompressInto(comp, make([]byte, 0, rawLen))
+}
+
+// decompressInto decodes into dst[:0], refusing output larger than cap(dst).
+func decompressInto(comp, dst []byte) ([]byte, error) {
+	out, err := decoderOnce().DecodeAll(comp, dst[:0])
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +280,9 @@ func decodeIndex(b []byte) (base, next int64, frames []frameInfo, err error) {
 	if len(body) != indexHeaderSize+n*indexEntrySize {
 		return 0, 0, nil, fmt.Errorf("%w: length", errIndex)
 	}
+	if n == 0 {
+		return 0, 0, nil, fmt.Errorf("%w: no frames", errIndex)
+	}
 	p := body[indexHeaderSize:]
 	frames = make([]frameInfo, n)
 	for i := range frames {
@@ -268,6 +294,9 @@ func decodeIndex(b []byte) (base, next int64, frames []frameInfo, err error) {
 			crc:     binary.LittleEndian.Uint32(p[20:]),
 			pos:     int64(binary.LittleEndian.Uint64(p[24:])),
 			maxTS:   int64(binary.LittleEndian.Uint64(p[32:])),
+		}
+		if !frames[i].plausible() {
+			return 0, 0, nil, fmt.Errorf("%w: frame %d out of range", errIndex, i)
 		}
 		p = p[indexEntrySize:]
 	}
@@ -301,23 +330,32 @@ func rebuildIndex(f *os.File, size int64) ([]frameInfo, error) {
 	return frames, nil
 }
 
-// verifyFrames checks the CRC of every frame against the file.
-func verifyFrames(f *os.File, frames []frameInfo) (bad int, err error) {
+// verifyFrames checks every frame's CRC and every descriptor against the index. It returns the
+// first frame whose descriptor disagrees (or -1), and for a frame that fails its CRC its number and
+// an error.
+func verifyFrames(f *os.File, frames []frameInfo) (badDesc, bad int, err error) {
+	badDesc = -1
 	var buf []byte
 	for i, fi := range frames {
-		if cap(buf) < int(fi.compLen) {
-			buf = make([]byte, fi.compLen)
+		n := descriptorFrame + int(fi.compLen)
+		if cap(buf) < n {
+			buf = make([]byte, n)
 		}
-		b := buf[:fi.compLen]
-		if _, err := f.ReadAt(b, fi.pos); err != nil {
-			return i, fmt.Errorf("read frame %d: %w", i, err)
+		b := buf[:n]
+		if _, err := f.ReadAt(b, fi.pos-descriptorFrame); err != nil {
+			return badDesc, i, fmt.Errorf("read frame %d: %w", i, err)
 		}
-		if crc32.Checksum(b, castagnoli) != fi.crc {
-			return i, fmt.Errorf("frame %d (offset %d): checksum mismatch", i, fi.base)
+		if crc32.Checksum(b[descriptorFrame:], castagnoli) != fi.crc {
+			return badDesc, i, fmt.Errorf("frame %d (offset %d): checksum mismatch", i, fi.base)
+		}
+		if d, err := parseDescriptor(b); badDesc < 0 && (err != nil || d.withPos(fi.pos) != fi) {
+			badDesc = i
 		}
 	}
-	return -1, nil
+	return badDesc, -1, nil
 }
+
+func (f frameInfo) withPos(pos int64) frameInfo { f.pos = pos; return f }
 
 // framesEqual reports whether two indexes describe the same frames; used to check an index file
 // against the descriptors in the segment.

@@ -186,8 +186,11 @@ func (s *plainSegment) seek(offset int64) int64 {
 }
 
 func (s *plainSegment) readBatches(offset int64, maxBytes int) ([]byte, error) {
+	// next before size: publish stores size first, so the size read here covers every offset
+	// below the next read here.
+	next := s.next.Load()
 	size := s.size.Load()
-	if offset >= s.next.Load() {
+	if offset >= next {
 		return nil, io.EOF
 	}
 	pos := s.seek(offset)
@@ -249,6 +252,9 @@ type scanResult struct {
 	fileSize  int64
 	maxTS     int64
 	damage    error // why scanning stopped before fileSize, if it did
+	// lostNext, when above next, is the offset after the last intact batch found past the damage:
+	// offsets below it were handed out and must not be reused.
+	lostNext int64
 }
 
 // scanPlain checks every batch of a plain segment from the start and rebuilds its index. It stops
@@ -271,6 +277,7 @@ func scanPlain(s *plainSegment) (scanResult, error) {
 		}
 		if err != nil {
 			res.damage = fmt.Errorf("at byte %d: %w", pos, err)
+			res.lostNext = intactAfter(data, int(pos), res.next)
 			break
 		}
 		s.noteBatch(h.BaseOffset, pos, h.MaxTimestamp)
@@ -283,4 +290,25 @@ func scanPlain(s *plainSegment) (scanResult, error) {
 	res.validSize = pos
 	s.publish(pos, res.next)
 	return res, nil
+}
+
+// intactAfter looks past damage at byte from for intact batches that continue the offsets, and
+// returns the offset after the last one found (or next if none). A candidate must pass its CRC and
+// carry a plausible offset: each record takes at least 4 bytes, so the damaged bytes before it
+// cannot hold more records than that.
+func intactAfter(data []byte, from int, next int64) int64 {
+	last := next
+	for i := from + 1; i+batchHeaderSize <= len(data); i++ {
+		h, err := parseBatchHeader(data[i:])
+		if err != nil || h.BaseOffset < last || h.BaseOffset-last > int64(i-from)/4+1 || int(h.Length) > len(data)-i {
+			continue
+		}
+		if _, err := checkBatch(data[i:]); err != nil {
+			continue
+		}
+		last = h.NextOffset()
+		from = i + int(h.Length) - 1
+		i = from
+	}
+	return last
 }
