@@ -36,9 +36,9 @@ type Log struct {
 	required map[string]bool
 
 	fsyncs, bytesWritten, recordsAppended, diskBytes atomic.Int64
-	sealedSegments, sealedRaw, sealedBytes         atomic.Int64
-	droppedRecords, quarantined                    atomic.Int64
-	damage                                         []*CorruptionError
+	sealedSegments, sealedRaw, sealedBytes           atomic.Int64
+	droppedRecords, quarantined                      atomic.Int64
+	damage                                           []*CorruptionError
 
 	sealQueue chan sealJob
 	kickMaint chan struct{}

@@ -47,15 +47,15 @@ type Partition struct {
 
 // group is the unit of group commit: records queued between two commits, written as one batch.
 type group struct {
-	buf          []byte // batch header space followed by encoded records
-	count        int
-	baseTS       int64
-	maxTS        int64
-	hasTS        bool
-	callbacks    []groupCallback
-	done         chan struct{}
-	base         int64
-	err          error
+	buf       []byte // batch header space followed by encoded records
+	count     int
+	baseTS    int64
+	maxTS     int64
+	hasTS     bool
+	callbacks []groupCallback
+	done      chan struct{}
+	base      int64
+	err       error
 }
 
 type groupCallback struct {
