@@ -1,0 +1,341 @@
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/storage"
+)
+
+// Agent is the edge agent: an embedded MQTT broker whose hook appends every reading to the edge
+// log, acknowledging QoS 1/2 only once durable, plus an optional external-broker source and an
+// HTTP endpoint for metrics and health.
+type Agent struct {
+	cfg     Config
+	logger  *slog.Logger
+	log     *storage.Log
+	cache   *devices.Cache
+	mapper  *devices.Mapper
+	server  *mqtt.Server
+	hook    *hook
+	metrics *metrics
+	dedupe  *dedupe
+	source  *source
+
+	anonymousAllowed bool
+	pending          atomic.Int64 // QoS 1/2 acks waiting for their append
+
+	streamsMu  sync.RWMutex
+	streams    map[string]*streamEntry
+	deadLetter *storage.Stream
+
+	httpLn  net.Listener
+	tcpAddr string
+	tlsAddr string
+	ready   atomic.Bool
+	ran     atomic.Bool
+	closed  sync.Once
+}
+
+type streamEntry struct {
+	stream *storage.Stream
+	policy devices.Policy
+}
+
+// New opens the log and the device registry and binds the listeners; [Agent.Run] serves them.
+// Call [Agent.Close] instead of Run to release them.
+func New(cfg Config, logger *slog.Logger) (*Agent, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	a := &Agent{cfg: cfg, logger: logger, metrics: newMetrics(), streams: map[string]*streamEntry{}}
+	a.dedupe = newDedupe(2 * cfg.MaxPendingPerClient)
+	ok := false
+	defer func() {
+		if !ok {
+			a.closeResources()
+		}
+	}()
+
+	fsync, _ := storage.ParseFsyncPolicy(orDefault(cfg.Fsync, "group"))
+	quota, _ := storage.ParseQuotaPolicy(orDefault(cfg.QuotaPolicy, "backpressure"))
+	l, err := storage.Open(cfg.DataDir, &storage.Options{
+		Logger: logger.With("component", "storage"), Fsync: fsync, FsyncInterval: cfg.FsyncInterval,
+		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: quota, SegmentBytes: cfg.SegmentBytes,
+		OnFsync: a.metrics.observeFsync,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open edge log in %s: %w", cfg.DataDir, err)
+	}
+	a.log = l
+	a.metrics.registerLog(l)
+	if a.deadLetter, err = l.CreateStream(devices.DeadLetterStream, storage.StreamConfig{Partitions: 1}); err != nil {
+		return nil, fmt.Errorf("create dead-letter stream: %w", err)
+	}
+	// Streams already on disk keep their partition count; the default stream exists from the start
+	// so the forwarder sees it before the first reading.
+	for _, s := range l.Streams() {
+		if s.Name() != devices.DeadLetterStream {
+			a.streams[s.Name()] = &streamEntry{stream: s, policy: cfg.policy(s.Name())}
+		}
+	}
+	if _, err := a.stream(cfg.DefaultStream); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	n, err := a.dedupe.rebuild(context.Background(), l, cfg.DedupeWindow)
+	if err != nil {
+		return nil, fmt.Errorf("rebuild dedupe memory from the log tail: %w", err)
+	}
+	logger.Info("dedupe memory rebuilt", "readings", n, "took", time.Since(start).Round(time.Millisecond))
+
+	if a.mapper, err = devices.NewMapper(cfg.Mapping); err != nil {
+		return nil, fmt.Errorf("mapping: %w", err)
+	}
+	if a.cache, err = devices.NewCache(cfg.Registry, &devices.CacheOptions{Mapper: a.mapper, Logger: logger.With("component", "devices")}); err != nil {
+		return nil, fmt.Errorf("load device registry: %w", err)
+	}
+	var addrs []string
+	for _, ad := range []string{cfg.MQTT.Listen, cfg.MQTT.TLSListen, cfg.MQTT.WSListen} {
+		if ad != "" {
+			addrs = append(addrs, ad)
+		}
+	}
+	a.anonymousAllowed = len(addrs) > 0 && devices.AnonymousAllowed(addrs, cfg.AllowAnonymous)
+
+	if err := a.newBroker(); err != nil {
+		return nil, err
+	}
+	if cfg.HTTPListen != "" {
+		if a.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
+			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPListen, err)
+		}
+	}
+	if cfg.Source != nil {
+		a.source = newSource(a, *cfg.Source)
+	}
+	ok = true
+	return a, nil
+}
+
+func (a *Agent) newBroker() error {
+	cfg := a.cfg
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.ReceiveMaximum = uint16(cfg.MaxPendingPerClient)
+	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketBytes)
+	// Sessions of clean-session clients are kept a day, not forever, so a churning fleet does not
+	// fill memory with dead sessions.
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	a.server = mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		// Mochi logs every connection at info; the hook logs what operators need.
+		Logger: slog.New(levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn}),
+	})
+	a.hook = &hook{agent: a, log: a.logger.With("component", "ingest"), sessions: map[*mqtt.Client]*session{}}
+	if err := a.server.AddHook(a.hook, nil); err != nil {
+		return fmt.Errorf("add ingest hook: %w", err)
+	}
+	if cfg.MQTT.Listen != "" {
+		tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.MQTT.Listen})
+		if err := a.server.AddListener(tcp); err != nil {
+			return fmt.Errorf("listen for MQTT on %s: %w", cfg.MQTT.Listen, err)
+		}
+		a.tcpAddr = tcp.Address()
+	}
+	if cfg.MQTT.TLSListen != "" {
+		tc, err := a.tlsConfig()
+		if err != nil {
+			return err
+		}
+		l := listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.MQTT.TLSListen, TLSConfig: tc})
+		if err := a.server.AddListener(l); err != nil {
+			return fmt.Errorf("listen for MQTT over TLS on %s: %w", cfg.MQTT.TLSListen, err)
+		}
+		a.tlsAddr = l.Address()
+	}
+	if cfg.MQTT.WSListen != "" {
+		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.MQTT.WSListen})
+		if err := a.server.AddListener(ws); err != nil {
+			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) tlsConfig() (*tls.Config, error) {
+	m := a.cfg.MQTT
+	cert, err := tls.LoadX509KeyPair(m.TLSCert, m.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate (mqtt.tls_cert, mqtt.tls_key): %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if m.TLSClientCA != "" {
+		pem, err := os.ReadFile(m.TLSClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("read client CA (mqtt.tls_client_ca): %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, errors.New("mqtt.tls_client_ca holds no PEM certificate")
+		}
+		// Devices with a password may still connect over TLS without a certificate.
+		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+	}
+	return tc, nil
+}
+
+// Log is the edge log the agent appends to; the forwarder reads it. Valid until Run returns.
+func (a *Agent) Log() *storage.Log { return a.log }
+
+// Config is the effective configuration, defaults applied.
+func (a *Agent) Config() Config { return a.cfg }
+
+// Registerer lets other parts of the edge process (the forwarder) export metrics on /metrics.
+func (a *Agent) Registerer() prometheus.Registerer { return a.metrics.registry }
+
+// MQTTAddr is the bound address of the plain TCP listener ("" when disabled).
+func (a *Agent) MQTTAddr() string { return a.tcpAddr }
+
+// TLSAddr is the bound address of the TLS listener ("" when disabled).
+func (a *Agent) TLSAddr() string { return a.tlsAddr }
+
+// HTTPAddr is the bound address of the metrics and health endpoint ("" when disabled).
+func (a *Agent) HTTPAddr() string {
+	if a.httpLn == nil {
+		return ""
+	}
+	return a.httpLn.Addr().String()
+}
+
+// Ready reports whether the agent accepts readings.
+func (a *Agent) Ready() bool { return a.ready.Load() }
+
+// Run serves until ctx ends, then shuts down in order: refuse new connections and publishes,
+// wait (up to drain_timeout) for pending acks, close the broker (which waits for its hooks), and
+// close the log last. It may be called once.
+func (a *Agent) Run(ctx context.Context) error {
+	if a.ran.Swap(true) {
+		return errors.New("edge agent: Run called twice")
+	}
+	var wg sync.WaitGroup
+	bg, stopBG := context.WithCancel(context.Background())
+	wg.Go(func() { _ = a.cache.Watch(bg, 2*time.Second) })
+	var httpSrv *http.Server
+	if a.httpLn != nil {
+		httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		wg.Go(func() {
+			if err := httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.logger.Error("HTTP server stopped", "err", err)
+			}
+		})
+	}
+	if err := a.server.Serve(); err != nil {
+		stopBG()
+		wg.Wait()
+		a.closeResources()
+		return fmt.Errorf("start MQTT broker: %w", err)
+	}
+	srcErr := make(chan error, 1)
+	if a.source != nil {
+		wg.Go(func() { srcErr <- a.source.run(bg) })
+	}
+	a.ready.Store(true)
+	a.logger.Info("edge agent ready", "mqtt", a.tcpAddr, "tls", a.tlsAddr, "ws", a.cfg.MQTT.WSListen,
+		"http", a.HTTPAddr(), "data_dir", a.cfg.DataDir, "anonymous", a.anonymousAllowed)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case err := <-srcErr:
+		runErr = err
+	}
+	a.logger.Info("edge agent stopping")
+	a.ready.Store(false)
+	a.hook.draining.Store(true)
+	if a.source != nil {
+		a.source.stop()
+	}
+	a.drain()
+	stopBG()
+	if httpSrv != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = httpSrv.Shutdown(sctx)
+		cancel()
+	}
+	wg.Wait()
+	if err := a.closeResources(); err != nil && runErr == nil {
+		runErr = err
+	}
+	a.logger.Info("edge agent stopped")
+	return runErr
+}
+
+// drain waits until every queued ack is written or dropped, so readings already appended are
+// acknowledged before the connections close.
+func (a *Agent) drain() {
+	deadline := time.Now().Add(a.cfg.DrainTimeout)
+	for a.pending.Load() > 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := a.pending.Load(); n > 0 {
+		a.logger.Warn("shutdown with readings still waiting for their ack; clients will resend them", "pending", n)
+	}
+}
+
+// Close releases what New opened, for a caller that does not call Run. After Run it does nothing.
+func (a *Agent) Close() error { return a.closeResources() }
+
+func (a *Agent) closeResources() error {
+	var err error
+	a.closed.Do(func() {
+		if a.server != nil {
+			// Closes listeners and clients and waits for client goroutines, so no hook runs after.
+			_ = a.server.Close()
+		}
+		if a.httpLn != nil {
+			_ = a.httpLn.Close()
+		}
+		if a.log != nil {
+			err = a.log.Close()
+		}
+	})
+	return err
+}
+
+// levelFloor drops records below a level, to quiet a library's chatty logger.
+type levelFloor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+func (h levelFloor) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return levelFloor{h.Handler.WithAttrs(attrs), h.min}
+}
+
+func (h levelFloor) WithGroup(name string) slog.Handler {
+	return levelFloor{h.Handler.WithGroup(name), h.min}
+}

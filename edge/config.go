@@ -1,0 +1,285 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	// yaml.v3 reads the agent's config file; KnownFields catches misspelt keys, which would
+	// otherwise silently fall back to defaults on a gateway nobody watches.
+	"gopkg.in/yaml.v3"
+
+	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/storage"
+)
+
+// Config is the edge agent's configuration: the YAML file's schema, and what the command's flags
+// override. The zero value of each field means its default (see [Config.withDefaults]).
+type Config struct {
+	// DataDir holds the log (streams/, meta.db) and, by default, the device registry devices.db.
+	DataDir string `yaml:"data_dir"`
+	// Registry is the device registry file; default DataDir/devices.db.
+	Registry string `yaml:"registry"`
+	// EdgeID names this gateway to central; only the forwarder uses it.
+	EdgeID string `yaml:"edge_id"`
+	// Central is the URL of the central node; empty means no forwarding: the agent only logs.
+	Central string `yaml:"central"`
+
+	MQTT MQTTConfig `yaml:"mqtt"`
+	// HTTPListen serves /metrics, /healthz and /readyz; empty disables it.
+	HTTPListen string `yaml:"http_listen"`
+
+	// Fsync is the storage fsync policy: group (default; the only one under which a PUBACK means
+	// durable), interval or none.
+	Fsync         string        `yaml:"fsync"`
+	FsyncInterval time.Duration `yaml:"fsync_interval"`
+	// QuotaBytes bounds the log on disk; 0 means no quota. QuotaPolicy is backpressure (default:
+	// stop acking) or drop-oldest.
+	QuotaBytes  int64  `yaml:"quota_bytes"`
+	QuotaPolicy string `yaml:"quota_policy"`
+	// SegmentBytes rolls active segments at this size; 0 means the storage default.
+	SegmentBytes int64 `yaml:"segment_bytes"`
+
+	// DefaultStream is documentation for operators: the stream most devices publish to, created at
+	// start with DefaultPartitions partitions so the forwarder sees it before the first reading.
+	DefaultStream string `yaml:"default_stream"`
+	// DefaultPartitions is the partition count of streams created on demand; default 8.
+	DefaultPartitions int `yaml:"default_partitions"`
+	// Streams declares per-stream settings; streams not listed are created on demand with defaults.
+	Streams map[string]StreamConfig `yaml:"streams"`
+	// MaxStreams bounds how many streams devices can create through their topics; default 64.
+	MaxStreams int `yaml:"max_streams"`
+	// MaxPayloadBytes dead-letters larger payloads; default devices.DefaultMaxPayloadBytes.
+	MaxPayloadBytes int `yaml:"max_payload_bytes"`
+	// JSONStreams lists streams whose payloads must be JSON (also settable per stream).
+	JSONStreams []string `yaml:"json_streams"`
+
+	// AllowAnonymous accepts clients without credentials even on non-loopback listeners.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// AnonymousPublish is what an anonymous client may publish: "own" (default) treats its client
+	// id as its device id, so it publishes only under its own topics; "any" lets it publish for any
+	// device, for a trusted local bridge.
+	AnonymousPublish string `yaml:"anonymous_publish"`
+	// AllowSubscribe lets devices subscribe under their own topics; by default subscriptions are
+	// refused, since readings are stored, not fanned out.
+	AllowSubscribe bool `yaml:"allow_subscribe"`
+	// Mapping are topic mapping rules tried in order; empty means devices/{device}/{stream}/#.
+	Mapping []devices.Rule `yaml:"mapping"`
+
+	// MaxPendingPerClient caps QoS 1/2 readings of one client waiting for their group commit. The
+	// client's read goroutine blocks above it, which paces the device; MQTT 5 clients are told it
+	// as Receive Maximum. Default 256.
+	MaxPendingPerClient int `yaml:"max_pending_per_client"`
+	// DedupeWindow is how many recently stored readings per client are remembered to recognise DUP
+	// resends, and how many records per partition are scanned at start to rebuild that memory.
+	// Default 4096.
+	DedupeWindow int `yaml:"dedupe_window"`
+	// DrainTimeout bounds how long shutdown waits for pending acks; default 5s.
+	DrainTimeout time.Duration `yaml:"drain_timeout"`
+
+	// Source subscribes to an existing broker instead of (or besides) devices connecting here.
+	Source *SourceConfig `yaml:"source"`
+}
+
+// MQTTConfig configures the embedded broker's listeners.
+type MQTTConfig struct {
+	// Listen is the plain TCP listener; default 127.0.0.1:1883. "-" disables it.
+	Listen string `yaml:"listen"`
+	// TLSListen, with TLSCert and TLSKey, adds a TLS listener. TLSClientCA, when set, asks clients
+	// for a certificate signed by it; a verified certificate's CN is the device id.
+	TLSListen   string `yaml:"tls_listen"`
+	TLSCert     string `yaml:"tls_cert"`
+	TLSKey      string `yaml:"tls_key"`
+	TLSClientCA string `yaml:"tls_client_ca"`
+	// WSListen adds a WebSocket listener (MQTT over ws://ADDR/).
+	WSListen string `yaml:"ws_listen"`
+	// MaxPacketBytes bounds an MQTT packet; larger ones drop the connection. Default is
+	// MaxPayloadBytes + 64 KiB, so oversized payloads up to that size are dead-lettered instead.
+	MaxPacketBytes int `yaml:"max_packet_bytes"`
+}
+
+// StreamConfig declares one stream.
+type StreamConfig struct {
+	Partitions      int  `yaml:"partitions"`
+	JSON            bool `yaml:"json"`
+	MaxPayloadBytes int  `yaml:"max_payload_bytes"`
+}
+
+// SourceConfig subscribes to an external broker with a persistent session and acks each message
+// only after its durable append. Topics must map through the same rules as device topics.
+type SourceConfig struct {
+	Broker   string   `yaml:"broker"` // tcp://host:port, ssl://host:port or ws://host:port
+	ClientID string   `yaml:"client_id"`
+	Username string   `yaml:"username"`
+	Password string   `yaml:"password"`
+	Topics   []string `yaml:"topics"` // filters; default devices/#
+	QoS      byte     `yaml:"qos"`    // 1 (default) or 2
+}
+
+// Defaults applied by withDefaults.
+const (
+	DefaultMQTTListen          = "127.0.0.1:1883"
+	DefaultStreamName          = "readings"
+	DefaultPartitionCount      = 8
+	DefaultMaxStreams          = 64
+	DefaultMaxPendingPerClient = 256
+	DefaultDedupeWindow        = 4096
+)
+
+// LoadConfig reads a YAML config file. Unknown keys are an error.
+func LoadConfig(path string) (Config, error) {
+	var c Config
+	f, err := os.Open(path)
+	if err != nil {
+		return c, fmt.Errorf("open config: %w", err)
+	}
+	defer f.Close()
+	dec := yaml.NewDecoder(f)
+	dec.KnownFields(true)
+	// An empty file decodes as io.EOF and means "all defaults".
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return c, fmt.Errorf("read config %s: %w", filepath.Base(path), err)
+	}
+	return c, nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.MQTT.Listen == "" {
+		c.MQTT.Listen = DefaultMQTTListen
+	}
+	if c.MQTT.Listen == "-" {
+		c.MQTT.Listen = ""
+	}
+	if c.Registry == "" && c.DataDir != "" {
+		c.Registry = filepath.Join(c.DataDir, "devices.db")
+	}
+	if c.DefaultStream == "" {
+		c.DefaultStream = DefaultStreamName
+	}
+	if c.DefaultPartitions <= 0 {
+		c.DefaultPartitions = DefaultPartitionCount
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxPayloadBytes <= 0 {
+		c.MaxPayloadBytes = devices.DefaultMaxPayloadBytes
+	}
+	if c.MQTT.MaxPacketBytes <= 0 {
+		c.MQTT.MaxPacketBytes = c.MaxPayloadBytes + 64<<10
+	}
+	if c.AnonymousPublish == "" {
+		c.AnonymousPublish = "own"
+	}
+	if c.MaxPendingPerClient <= 0 {
+		c.MaxPendingPerClient = DefaultMaxPendingPerClient
+	}
+	if c.MaxPendingPerClient > 65535 {
+		c.MaxPendingPerClient = 65535
+	}
+	if c.DedupeWindow <= 0 {
+		c.DedupeWindow = DefaultDedupeWindow
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 5 * time.Second
+	}
+	if c.Source != nil {
+		s := *c.Source
+		if len(s.Topics) == 0 {
+			s.Topics = []string{"devices/#"}
+		}
+		if s.QoS == 0 {
+			s.QoS = 1
+		}
+		if s.ClientID == "" {
+			s.ClientID = "tributary-edge"
+			if c.EdgeID != "" {
+				s.ClientID += "-" + c.EdgeID
+			}
+		}
+		c.Source = &s
+	}
+	return c
+}
+
+// validate checks a defaulted config and says what to change.
+func (c Config) validate() error {
+	if c.DataDir == "" {
+		return errors.New("no data directory: set --data-dir or data_dir in the config file")
+	}
+	if _, err := storage.ParseFsyncPolicy(orDefault(c.Fsync, "group")); err != nil {
+		return fmt.Errorf("fsync: %w", err)
+	}
+	if _, err := storage.ParseQuotaPolicy(orDefault(c.QuotaPolicy, "backpressure")); err != nil {
+		return fmt.Errorf("quota_policy: %w", err)
+	}
+	if err := devices.CheckStream(c.DefaultStream); err != nil {
+		return fmt.Errorf("default_stream: %w", err)
+	}
+	for name, sc := range c.Streams {
+		if err := devices.CheckStream(name); err != nil {
+			return fmt.Errorf("streams: %w", err)
+		}
+		if sc.Partitions < 0 {
+			return fmt.Errorf("streams.%s.partitions: must be positive", name)
+		}
+	}
+	for _, name := range c.JSONStreams {
+		if err := devices.CheckStream(name); err != nil {
+			return fmt.Errorf("json_streams: %w", err)
+		}
+	}
+	if c.AnonymousPublish != "own" && c.AnonymousPublish != "any" {
+		return fmt.Errorf("anonymous_publish %q: want own or any", c.AnonymousPublish)
+	}
+	if c.MQTT.TLSListen != "" && (c.MQTT.TLSCert == "" || c.MQTT.TLSKey == "") {
+		return errors.New("mqtt.tls_listen needs mqtt.tls_cert and mqtt.tls_key")
+	}
+	if c.MQTT.Listen == "" && c.MQTT.TLSListen == "" && c.MQTT.WSListen == "" && c.Source == nil {
+		return errors.New("nothing to ingest from: configure an MQTT listener or a source")
+	}
+	if c.Source != nil {
+		if c.Source.Broker == "" {
+			return errors.New("source.broker is empty: give the external broker's URL, such as tcp://127.0.0.1:1883")
+		}
+		if c.Source.QoS > 2 {
+			return fmt.Errorf("source.qos %d: want 1 or 2", c.Source.QoS)
+		}
+	}
+	return nil
+}
+
+// policy returns the validation policy of a stream.
+func (c Config) policy(stream string) devices.Policy {
+	p := devices.Policy{MaxPayloadBytes: c.MaxPayloadBytes}
+	if sc, ok := c.Streams[stream]; ok {
+		p.JSON = sc.JSON
+		if sc.MaxPayloadBytes > 0 {
+			p.MaxPayloadBytes = sc.MaxPayloadBytes
+		}
+	}
+	for _, s := range c.JSONStreams {
+		if s == stream {
+			p.JSON = true
+		}
+	}
+	return p
+}
+
+// partitions returns the partition count a stream is created with.
+func (c Config) partitions(stream string) int {
+	if sc, ok := c.Streams[stream]; ok && sc.Partitions > 0 {
+		return sc.Partitions
+	}
+	return c.DefaultPartitions
+}
+
+func orDefault(s, d string) string {
+	if s == "" {
+		return d
+	}
+	return s
+}

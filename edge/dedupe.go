@@ -1,0 +1,219 @@
+package edge
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"hash/fnv"
+	"io"
+	"strconv"
+	"sync"
+
+	"github.com/tributary-iot/tributary/storage"
+)
+
+// Record headers written with every reading. client-id, packet-id and payload-hash let a restarted
+// agent recognise a DUP resend of a reading it stored but never acknowledged.
+const (
+	HeaderTopic       = "topic"
+	HeaderContentType = "content-type"
+	HeaderDeviceTime  = "device-time"  // unix milliseconds, from the payload's ts/time field
+	HeaderReceiveTime = "receive-time" // unix milliseconds, gateway clock
+	HeaderClientID    = "client-id"
+	HeaderPacketID    = "packet-id" // decimal; absent for QoS 0
+	HeaderPayloadHash = "payload-hash"
+	HeaderDevice      = "device"         // dead letters: the authenticated device, or the client id
+	HeaderReason      = "reason"         // dead letters: a devices.Reason
+	HeaderPayloadSize = "payload-size"   // dead letters: original size when the payload was cut
+	HeaderSource      = "source"         // "mqtt" or the external broker URL
+)
+
+// payloadHash identifies a publish for dedupe: FNV-1a 64 over topic, a zero byte and payload.
+// It needs no secrecy, only to tell a resend of the same reading from a new reading that reuses
+// the packet id, and it is stable across restarts (unlike maphash).
+func payloadHash(topic string, payload []byte) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(topic))
+	h.Write([]byte{0})
+	h.Write(payload)
+	return h.Sum64()
+}
+
+func appendHash(dst []byte, h uint64) []byte {
+	var b [8]byte
+	for i := range b {
+		b[i] = byte(h >> (56 - 8*i))
+	}
+	return hex.AppendEncode(dst, b[:])
+}
+
+func parseHash(s []byte) (uint64, bool) {
+	var b [8]byte
+	if len(s) != 16 {
+		return 0, false
+	}
+	if _, err := hex.Decode(b[:], s); err != nil {
+		return 0, false
+	}
+	var h uint64
+	for _, c := range b {
+		h = h<<8 | uint64(c)
+	}
+	return h, true
+}
+
+// dedupe remembers, per MQTT client id, the last readings stored with a packet id. A client
+// resends only PUBLISHes it has not seen acknowledged, and it has at most MaxPendingPerClient of
+// those stored-but-unacked at a time, so a ring of twice that per client covers every resend.
+type dedupe struct {
+	perClient int
+	maxIdle   int
+
+	mu      sync.Mutex
+	clients map[string]*dedupeRing
+}
+
+type dedupeRing struct {
+	mu        sync.Mutex
+	entries   []dedupeEntry
+	next      int
+	size      int
+	connected int // sessions holding the ring; idle rings are evicted first
+}
+
+type dedupeEntry struct {
+	packetID uint16
+	hash     uint64
+	res      *result
+}
+
+func newDedupe(perClient int) *dedupe {
+	return &dedupe{perClient: perClient, maxIdle: 100_000, clients: map[string]*dedupeRing{}}
+}
+
+// ring returns the ring of a client id, creating it. attach counts a connected session.
+func (d *dedupe) ring(clientID string, attach bool) *dedupeRing {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.clients[clientID]
+	if r == nil {
+		if len(d.clients) >= d.maxIdle {
+			d.evictIdleLocked()
+		}
+		r = &dedupeRing{size: d.perClient}
+		d.clients[clientID] = r
+	}
+	if attach {
+		r.mu.Lock()
+		r.connected++
+		r.mu.Unlock()
+	}
+	return r
+}
+
+func (d *dedupe) detach(r *dedupeRing) {
+	r.mu.Lock()
+	r.connected--
+	r.mu.Unlock()
+}
+
+// evictIdleLocked forgets half of the clients that are not connected: a fleet of clean-session
+// clients with random ids must not grow this map forever.
+func (d *dedupe) evictIdleLocked() {
+	target := len(d.clients) / 2
+	for id, r := range d.clients {
+		if len(d.clients) <= target {
+			return
+		}
+		r.mu.Lock()
+		idle := r.connected == 0
+		r.mu.Unlock()
+		if idle {
+			delete(d.clients, id)
+		}
+	}
+}
+
+func (r *dedupeRing) add(packetID uint16, hash uint64, res *result) {
+	r.mu.Lock()
+	if len(r.entries) < r.size {
+		r.entries = append(r.entries, dedupeEntry{packetID, hash, res})
+	} else {
+		r.entries[r.next] = dedupeEntry{packetID, hash, res}
+		r.next = (r.next + 1) % r.size
+	}
+	r.mu.Unlock()
+}
+
+// lookup returns the result of the newest stored reading with packetID, if its hash matches and it
+// did not fail. A newer reading with the same packet id but another payload means the id was
+// reused after an ack, so the resend is a new reading.
+func (r *dedupeRing) lookup(packetID uint16, hash uint64) *result {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := len(r.entries)
+	for i := range n {
+		// Newest first: the slot before next, going back.
+		idx := r.next - 1 - i
+		if len(r.entries) < r.size {
+			idx = n - 1 - i
+		}
+		for idx < 0 {
+			idx += n
+		}
+		e := r.entries[idx]
+		if e.packetID != packetID {
+			continue
+		}
+		if e.hash != hash {
+			return nil
+		}
+		if done, err := e.res.outcome(); done && err != nil {
+			return nil
+		}
+		return e.res
+	}
+	return nil
+}
+
+// rebuild reads the last window records of every partition and remembers the readings stored with
+// a packet id, so a DUP resend after a crash or restart is acked without storing it twice.
+func (d *dedupe) rebuild(ctx context.Context, log *storage.Log, window int) (int, error) {
+	n := 0
+	for _, s := range log.Streams() {
+		for i := range s.Partitions() {
+			p := s.Partition(i)
+			from := max(p.EndOffset()-int64(window), p.StartOffset())
+			rd := p.NewReader(from, nil)
+			for {
+				e, err := rd.Next(ctx)
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					return n, err
+				}
+				if e.Gap != nil {
+					continue
+				}
+				cid := e.HeaderValue(HeaderClientID)
+				pid := e.HeaderValue(HeaderPacketID)
+				hv := e.HeaderValue(HeaderPayloadHash)
+				if cid == nil || pid == nil || hv == nil {
+					continue
+				}
+				id, err := strconv.ParseUint(string(pid), 10, 16)
+				if err != nil {
+					continue
+				}
+				h, ok := parseHash(hv)
+				if !ok {
+					continue
+				}
+				d.ring(string(cid), false).add(uint16(id), h, stored)
+				n++
+			}
+		}
+	}
+	return n, nil
+}

@@ -1,0 +1,236 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	// mochi is the embedded MQTT broker; this file is the one place that touches its hooks.
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tributary-iot/tributary/devices"
+)
+
+// session is what the hook knows about one connected client.
+type session struct {
+	clientID  string
+	device    string // authenticated device id; the client id for anonymous clients in "own" mode
+	anonymous bool
+	ring      *dedupeRing
+
+	acksOnce sync.Once
+	acks     *clientAcks // created on the first QoS 1/2 publish
+}
+
+// hook is the agent's single mochi hook: it authenticates CONNECTs, checks the ACL, and turns
+// every PUBLISH into a durable append, acknowledging QoS 1/2 only after the group commit.
+//
+// Mochi runs OnPublish on the client's read goroutine and writes its own PUBACK right after it
+// returns, unless it returns packets.ErrRejectPacket (any other error is acked as success, see
+// server.go processPublish). So for QoS 1/2 the hook queues the append, returns ErrRejectPacket,
+// and clientAcks writes the PUBACK once the append is durable. ErrRejectPacket also skips mochi's
+// receive-quota and inflight bookkeeping for the packet (nothing is added, nothing to free), and
+// skips fan-out to subscribers: QoS 1/2 readings are stored, not relayed.
+type hook struct {
+	mqtt.HookBase
+	agent *Agent
+	log   *slog.Logger
+
+	draining atomic.Bool
+
+	mu       sync.RWMutex
+	sessions map[*mqtt.Client]*session
+}
+
+func (h *hook) ID() string { return "tributary-edge" }
+
+func (h *hook) Provides(b byte) bool {
+	return bytes.Contains([]byte{
+		mqtt.OnConnectAuthenticate,
+		mqtt.OnACLCheck,
+		mqtt.OnSessionEstablished,
+		mqtt.OnDisconnect,
+		mqtt.OnPublish,
+	}, []byte{b})
+}
+
+var errDraining = errors.New("edge agent is shutting down; reconnect later")
+
+func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	if h.draining.Load() {
+		h.agent.metrics.authFailed.WithLabelValues("shutting_down").Inc()
+		return false
+	}
+	s, reason, err := h.authenticate(cl, pk)
+	if err != nil {
+		h.agent.metrics.authFailed.WithLabelValues(reason).Inc()
+		h.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
+			"reason", reason, "err", err)
+		return false
+	}
+	h.mu.Lock()
+	h.sessions[cl] = s
+	h.mu.Unlock()
+	return true
+}
+
+func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, string, error) {
+	a := h.agent
+	s := &session{clientID: cl.ID}
+	if cn, ok := peerCertCN(cl); ok {
+		if err := a.cache.AuthenticateCert(cn); err != nil {
+			return nil, authReason(err), err
+		}
+		s.device = cn
+	} else if user := string(pk.Connect.Username); user != "" {
+		if err := a.cache.Authenticate(user, string(pk.Connect.Password)); err != nil {
+			return nil, authReason(err), err
+		}
+		s.device = user
+	} else {
+		if !a.anonymousAllowed {
+			return nil, "anonymous", errors.New("anonymous clients are refused: a listener is not on loopback and allow_anonymous is false; register the device with tributary devices add")
+		}
+		s.anonymous = true
+		s.device = cl.ID
+	}
+	s.ring = a.dedupe.ring(cl.ID, true)
+	return s, "", nil
+}
+
+func authReason(err error) string {
+	switch {
+	case errors.Is(err, devices.ErrUnknownDevice):
+		return "unknown_device"
+	case errors.Is(err, devices.ErrBadPassword):
+		return "bad_password"
+	case errors.Is(err, devices.ErrDeviceDisabled):
+		return "disabled"
+	case errors.Is(err, devices.ErrNoPassword), errors.Is(err, devices.ErrNoCertIdentity):
+		return "wrong_credential_type"
+	}
+	return "other"
+}
+
+// peerCertCN returns the CN of a client certificate that crypto/tls verified against the
+// configured client CA. The handshake has completed: mochi read the CONNECT through it.
+func peerCertCN(cl *mqtt.Client) (string, bool) {
+	tc, ok := cl.Net.Conn.(*tls.Conn)
+	if !ok {
+		return "", false
+	}
+	st := tc.ConnectionState()
+	if len(st.VerifiedChains) == 0 || len(st.PeerCertificates) == 0 {
+		return "", false
+	}
+	cn := st.PeerCertificates[0].Subject.CommonName
+	return cn, cn != ""
+}
+
+func (h *hook) session(cl *mqtt.Client) *session {
+	h.mu.RLock()
+	s := h.sessions[cl]
+	h.mu.RUnlock()
+	return s
+}
+
+func (h *hook) OnSessionEstablished(cl *mqtt.Client, pk packets.Packet) {
+	h.agent.metrics.connected.Inc()
+}
+
+func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
+	h.mu.Lock()
+	s := h.sessions[cl]
+	delete(h.sessions, cl)
+	h.mu.Unlock()
+	if s == nil {
+		return
+	}
+	h.agent.metrics.connected.Dec()
+	h.agent.dedupe.detach(s.ring)
+	if s.acks != nil {
+		s.acks.close()
+	}
+}
+
+// OnACLCheck refuses publishes outside the device's own topics, and subscriptions unless allowed.
+// Mochi disconnects an MQTT 3 client refused on a QoS 1/2 publish and answers MQTT 5 with reason
+// "not authorized"; QoS 0 publishes are dropped.
+func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	s := h.session(cl)
+	if s == nil {
+		return false
+	}
+	if !write {
+		prefix := "devices/" + s.device + "/"
+		return h.agent.cfg.AllowSubscribe && s.device != "" && strings.HasPrefix(topic, prefix)
+	}
+	if _, err := h.agent.authorize(s, topic); err != nil {
+		reason := devices.ReasonOf(err)
+		h.agent.metrics.rejected.WithLabelValues(string(reason)).Inc()
+		h.log.Info("publish refused", "client", cl.ID, "device", s.device, "topic", topic, "reason", reason)
+		return false
+	}
+	return true
+}
+
+func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, error) {
+	if cl.Net.Inline {
+		return pk, nil // the agent's own publishes, if any, are not readings
+	}
+	s := h.session(cl)
+	if s == nil || h.draining.Load() {
+		// Not acked: the client resends after it reconnects to the restarted agent.
+		cl.Stop(errDraining)
+		return pk, packets.ErrRejectPacket
+	}
+	a := h.agent
+	qos := pk.FixedHeader.Qos
+	a.metrics.readingsIn.WithLabelValues(qosLabel[qos&3]).Inc()
+	route, err := a.authorize(s, pk.TopicName)
+	if err != nil {
+		// OnACLCheck passed moments ago; the registry changed in between.
+		cl.Stop(fmt.Errorf("publish to %s: %w", pk.TopicName, err))
+		return pk, packets.ErrRejectPacket
+	}
+	in := inbound{
+		route: route, topic: pk.TopicName, payload: pk.Payload, clientID: cl.ID, device: s.device,
+		packetID: pk.PacketID, qos: qos, contentType: pk.Properties.ContentType, receiveTime: time.Now(),
+	}
+	if qos == 0 {
+		a.ingest(&in, nil)
+		return pk, nil
+	}
+	s.acksOnce.Do(func() {
+		s.acks = newClientAcks(cl, a.server, a.metrics, &a.pending, a.cfg.MaxPendingPerClient)
+	})
+	in.hash = payloadHash(pk.TopicName, pk.Payload)
+	if !s.acks.acquire() {
+		cl.Stop(errDraining)
+		return pk, packets.ErrRejectPacket
+	}
+	if pk.FixedHeader.Dup {
+		if res := s.ring.lookup(pk.PacketID, in.hash); res != nil {
+			a.metrics.duplicates.Inc()
+			s.acks.push(pk.PacketID, qos, res)
+			return pk, packets.ErrRejectPacket
+		}
+	}
+	res := &result{}
+	s.ring.add(pk.PacketID, in.hash, res)
+	if s.acks.push(pk.PacketID, qos, res) {
+		a.ingest(&in, res.complete)
+	} else {
+		res.complete(errDraining)
+	}
+	return pk, packets.ErrRejectPacket
+}
+
+var qosLabel = [4]string{"0", "1", "2", "3"}

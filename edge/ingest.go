@@ -1,0 +1,218 @@
+package edge
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/storage"
+)
+
+// inbound is one PUBLISH on its way into the log, from a device or from the external source.
+type inbound struct {
+	route       devices.Route
+	topic       string
+	payload     []byte
+	clientID    string
+	device      string
+	packetID    uint16
+	qos         byte
+	hash        uint64 // set for QoS 1/2
+	contentType string // MQTT 5 content type property, if any
+	receiveTime time.Time
+}
+
+// Edge-side refusal reasons, beside those of devices.
+const (
+	reasonStreamLimit devices.Reason = "stream_limit" // devices asked for more than max_streams streams
+)
+
+var errStreamLimit = errors.New("too many streams")
+
+// authorize maps a topic for a session and checks it is the device's own.
+func (a *Agent) authorize(s *session, topic string) (devices.Route, error) {
+	switch {
+	case s.anonymous && a.cfg.AnonymousPublish == "any":
+		return a.mapper.Map(topic)
+	case s.anonymous:
+		return a.mapper.Authorize(s.device, topic)
+	default:
+		return a.cache.Authorize(s.device, topic)
+	}
+}
+
+// stream returns the stream named by a route, creating it with the configured partition count.
+func (a *Agent) stream(name string) (*streamEntry, error) {
+	a.streamsMu.RLock()
+	e := a.streams[name]
+	a.streamsMu.RUnlock()
+	if e != nil {
+		return e, nil
+	}
+	a.streamsMu.Lock()
+	defer a.streamsMu.Unlock()
+	if e := a.streams[name]; e != nil {
+		return e, nil
+	}
+	if len(a.streams) >= a.cfg.MaxStreams {
+		return nil, fmt.Errorf("create stream %q: %w (max_streams %d)", name, errStreamLimit, a.cfg.MaxStreams)
+	}
+	s, err := a.log.CreateStream(name, storage.StreamConfig{Partitions: a.cfg.partitions(name)})
+	if err != nil {
+		return nil, fmt.Errorf("create stream %q: %w", name, err)
+	}
+	e = &streamEntry{stream: s, policy: a.cfg.policy(name)}
+	a.streams[name] = e
+	a.logger.Info("stream created", "stream", name, "partitions", s.Partitions())
+	return e, nil
+}
+
+// ingest validates a reading and appends it to its stream, or to the dead-letter stream with the
+// reason. done, when set, runs once the append is durable (nil error) or failed; it runs on a
+// partition's committer goroutine and must not block.
+func (a *Agent) ingest(in *inbound, done func(error)) {
+	target := a.deadLetter
+	var policy devices.Policy
+	reason := devices.ReasonNone
+	e, err := a.stream(in.route.Stream)
+	switch {
+	case errors.Is(err, errStreamLimit):
+		reason = reasonStreamLimit
+	case err != nil:
+		a.failed(in, done, err)
+		return
+	default:
+		target, policy = e.stream, e.policy
+	}
+	var reading devices.Reading
+	if reason == devices.ReasonNone {
+		reading, reason = devices.Validate(in.payload, policy)
+	}
+	rec := a.record(in, reading, reason, policy)
+	if reason != devices.ReasonNone {
+		target = a.deadLetter
+	}
+	target.AppendAsync(rec, func(_ int, _ int64, err error) {
+		if err != nil {
+			a.failed(in, done, err)
+			return
+		}
+		if reason != devices.ReasonNone {
+			a.metrics.deadLetters.WithLabelValues(string(reason)).Inc()
+		}
+		if done != nil {
+			done(nil)
+		}
+	})
+}
+
+func (a *Agent) failed(in *inbound, done func(error), err error) {
+	label := "append_error"
+	switch {
+	case errors.Is(err, storage.ErrFull):
+		label = "log_full"
+	case errors.Is(err, storage.ErrClosed):
+		label = "log_closed"
+	case errors.Is(err, storage.ErrRecordTooLarge):
+		label = "record_too_large"
+	}
+	a.metrics.rejected.WithLabelValues(label).Inc()
+	a.logger.Warn("reading not stored; the client will resend it", "client", in.clientID, "topic", in.topic, "qos", in.qos, "err", err)
+	if done != nil {
+		done(err)
+	}
+}
+
+var (
+	contentTypeJSON   = []byte(devices.ContentTypeJSON)
+	contentTypeText   = []byte(devices.ContentTypeText)
+	contentTypeBinary = []byte(devices.ContentTypeBinary)
+)
+
+// record builds the log record of a reading. The header values share one buffer: storage copies
+// the record while queueing it, so one allocation serves them all.
+func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p devices.Policy) storage.Record {
+	buf := make([]byte, 0, len(in.topic)+len(in.clientID)+len(in.device)+len(reason)+96)
+	headers := make([]storage.Header, 0, 10)
+	add := func(key string, start int) {
+		headers = append(headers, storage.Header{Key: key, Value: buf[start:len(buf):len(buf)]})
+	}
+	start := len(buf)
+	buf = append(buf, in.topic...)
+	add(HeaderTopic, start)
+	switch {
+	case in.contentType != "":
+		start = len(buf)
+		buf = append(buf, in.contentType...)
+		add(HeaderContentType, start)
+	case r.ContentType == devices.ContentTypeJSON:
+		headers = append(headers, storage.Header{Key: HeaderContentType, Value: contentTypeJSON})
+	case r.ContentType == devices.ContentTypeText:
+		headers = append(headers, storage.Header{Key: HeaderContentType, Value: contentTypeText})
+	case r.ContentType == devices.ContentTypeBinary:
+		headers = append(headers, storage.Header{Key: HeaderContentType, Value: contentTypeBinary})
+	}
+	if !r.DeviceTime.IsZero() {
+		start = len(buf)
+		buf = strconv.AppendInt(buf, r.DeviceTime.UnixMilli(), 10)
+		add(HeaderDeviceTime, start)
+	}
+	start = len(buf)
+	buf = strconv.AppendInt(buf, in.receiveTime.UnixMilli(), 10)
+	add(HeaderReceiveTime, start)
+	start = len(buf)
+	buf = append(buf, in.clientID...)
+	add(HeaderClientID, start)
+	if in.qos > 0 {
+		start = len(buf)
+		buf = strconv.AppendUint(buf, uint64(in.packetID), 10)
+		add(HeaderPacketID, start)
+		start = len(buf)
+		buf = appendHash(buf, in.hash)
+		add(HeaderPayloadHash, start)
+	}
+	key := in.route.Key
+	value := in.payload
+	if reason != devices.ReasonNone {
+		if key == "" {
+			key = in.device
+		}
+		start = len(buf)
+		buf = append(buf, in.device...)
+		add(HeaderDevice, start)
+		start = len(buf)
+		buf = append(buf, reason...)
+		add(HeaderReason, start)
+		if limit := max(p.MaxPayloadBytes, a.cfg.MaxPayloadBytes); len(value) > limit {
+			// Keep the dead letter itself bounded: the head shows what the device sent.
+			start = len(buf)
+			buf = strconv.AppendInt(buf, int64(len(value)), 10)
+			add(HeaderPayloadSize, start)
+			value = value[:limit]
+		}
+	}
+	return storage.Record{Key: []byte(key), Value: value, Timestamp: in.receiveTime, Headers: headers}
+}
+
+// httpHandler serves /metrics, /healthz (the process runs) and /readyz (the broker accepts
+// readings and the log is open).
+func (a *Agent) httpHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !a.ready.Load() {
+			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}

@@ -1,0 +1,103 @@
+package edge
+
+import (
+	"time"
+
+	// client_golang exposes the agent's counters in the Prometheus text format operators already
+	// scrape; a private registry keeps several agents in one process (tests, demo) apart.
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/storage"
+)
+
+type metrics struct {
+	registry *prometheus.Registry
+
+	readingsIn  *prometheus.CounterVec // by qos
+	acked       prometheus.Counter
+	rejected    *prometheus.CounterVec // by reason: refused publishes and failed appends
+	deadLetters *prometheus.CounterVec // by reason
+	duplicates  prometheus.Counter
+	authFailed  *prometheus.CounterVec // by reason
+	connected   prometheus.Gauge
+	pendingAcks prometheus.Gauge
+	paced       prometheus.Counter
+	ackFailures prometheus.Counter
+	fsync       prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	r := prometheus.NewRegistry()
+	m := &metrics{
+		registry: r,
+		readingsIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_edge_readings_received_total",
+			Help: "PUBLISH packets received from devices or the external source, by QoS.",
+		}, []string{"qos"}),
+		acked: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_edge_readings_acked_total",
+			Help: "QoS 1/2 readings acknowledged after their durable append.",
+		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_edge_readings_rejected_total",
+			Help: "Readings refused (ACL, topic) or not stored (append errors), by reason.",
+		}, []string{"reason"}),
+		deadLetters: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_edge_dead_letters_total",
+			Help: "Readings stored in the deadletter stream instead of their own, by reason.",
+		}, []string{"reason"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_edge_duplicates_total",
+			Help: "DUP resends of readings already stored, acknowledged without storing them again.",
+		}),
+		authFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tributary_edge_connect_refused_total",
+			Help: "CONNECTs refused, by reason.",
+		}, []string{"reason"}),
+		connected: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tributary_edge_connected_devices",
+			Help: "MQTT clients connected now.",
+		}),
+		pendingAcks: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "tributary_edge_pending_acks",
+			Help: "QoS 1/2 readings waiting for their group commit before the ack goes out.",
+		}),
+		paced: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_edge_client_paced_total",
+			Help: "Times a client's reads paused because it had max_pending_per_client readings in flight.",
+		}),
+		ackFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_edge_append_failures_total",
+			Help: "Clients disconnected because an append failed; they resend what was not acked.",
+		}),
+		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tributary_edge_fsync_seconds",
+			Help:    "Duration of segment fsyncs (one per group commit).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+	}
+	r.MustRegister(m.readingsIn, m.acked, m.rejected, m.deadLetters, m.duplicates, m.authFailed,
+		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.fsync)
+	return m
+}
+
+func (m *metrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Seconds()) }
+
+// registerLog exports storage's counters, read at scrape time.
+func (m *metrics) registerLog(l *storage.Log) {
+	gauge := func(name, help string, f func(storage.Stats) int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
+			func() float64 { return float64(f(l.Stats())) })
+	}
+	counter := func(name, help string, f func(storage.Stats) int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help},
+			func() float64 { return float64(f(l.Stats())) })
+	}
+	m.registry.MustRegister(
+		gauge("tributary_edge_log_disk_bytes", "Bytes of the edge log on disk.", func(s storage.Stats) int64 { return s.DiskBytes }),
+		counter("tributary_edge_log_bytes_written_total", "Bytes written to active segments.", func(s storage.Stats) int64 { return s.BytesWritten }),
+		counter("tributary_edge_log_records_appended_total", "Records appended to the log.", func(s storage.Stats) int64 { return s.RecordsAppended }),
+		counter("tributary_edge_log_fsyncs_total", "Segment fsyncs.", func(s storage.Stats) int64 { return s.Fsyncs }),
+		counter("tributary_edge_log_dropped_records_total", "Records dropped by the quota policy.", func(s storage.Stats) int64 { return s.DroppedRecords }),
+	)
+}
