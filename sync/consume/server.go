@@ -1,0 +1,411 @@
+package consume
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+// Server is the HTTP consume API on central's log:
+//
+//	GET  /v1/streams                          streams with partition start/end offsets
+//	GET  /v1/consume/{stream}?...             one batch (see Fetch parameters below)
+//	GET  /v1/tail/{stream}?from=end|beginning live tail as Server-Sent Events, one Message per event
+//	GET  /v1/groups/{group}/offsets?stream=S  a consumer group's committed offsets
+//	POST /v1/groups/{group}/offsets?stream=S  commit: body {"offsets":{"0":12,...}}
+//
+// Fetch parameters: offsets=P:O,P:O (explicit start), else the group's committed offsets when
+// group=G is given, else from=beginning (default) or from=end; since=RFC3339 or unix ms skips
+// records older than that at the start; partition=P limits to one partition; max=N (default 1000,
+// at most 10000); wait=DURATION long-polls until a record arrives (at most 60s).
+type Server struct {
+	Log *storage.Log
+	// Token, when set, is required as "Authorization: Bearer TOKEN".
+	Token string
+}
+
+// GroupCursor is the cursor name a consumer group's offsets are stored under.
+func GroupCursor(group string) string { return "group." + group }
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.Token != "" && protocol.BearerToken(r) != s.Token {
+		protocol.WriteError(w, http.StatusUnauthorized, nil, "this API needs a token: pass --token (the central's --api-token)")
+		return
+	}
+	path := r.URL.Path
+	switch {
+	case path == "/v1/streams" && r.Method == http.MethodGet:
+		s.streams(w)
+	case strings.HasPrefix(path, "/v1/consume/") && r.Method == http.MethodGet:
+		s.fetch(w, r, strings.TrimPrefix(path, "/v1/consume/"))
+	case strings.HasPrefix(path, "/v1/tail/") && r.Method == http.MethodGet:
+		s.tail(w, r, strings.TrimPrefix(path, "/v1/tail/"))
+	case strings.HasPrefix(path, "/v1/groups/") && strings.HasSuffix(path, "/offsets"):
+		s.groupOffsets(w, r, strings.TrimSuffix(strings.TrimPrefix(path, "/v1/groups/"), "/offsets"))
+	default:
+		protocol.WriteError(w, http.StatusNotFound, nil, "no such endpoint %s %s", r.Method, path)
+	}
+}
+
+func (s *Server) streams(w http.ResponseWriter) {
+	out := []StreamInfo{}
+	for _, st := range s.Log.Streams() {
+		out = append(out, streamInfo(st))
+	}
+	protocol.WriteJSON(w, http.StatusOK, out)
+}
+
+func streamInfo(st *storage.Stream) StreamInfo {
+	si := StreamInfo{Name: st.Name()}
+	for i := 0; i < st.Partitions(); i++ {
+		p := st.Partition(i)
+		si.Partitions = append(si.Partitions, PartitionInfo{i, p.StartOffset(), p.EndOffset()})
+	}
+	return si
+}
+
+func (s *Server) stream(w http.ResponseWriter, name string) *storage.Stream {
+	st, err := s.Log.Stream(name)
+	if err != nil {
+		protocol.WriteError(w, http.StatusNotFound, nil, "stream %q does not exist (yet): no edge has forwarded to it", name)
+		return nil
+	}
+	return st
+}
+
+// ParseOffsets reads "P:O,P:O".
+func ParseOffsets(s string) (map[int]int64, error) {
+	out := map[int]int64{}
+	if s == "" {
+		return out, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		ps, os, ok := strings.Cut(part, ":")
+		p, err1 := strconv.Atoi(ps)
+		o, err2 := strconv.ParseInt(os, 10, 64)
+		if !ok || err1 != nil || err2 != nil || p < 0 || o < 0 {
+			return nil, fmt.Errorf("offsets %q: want PARTITION:OFFSET,...", s)
+		}
+		out[p] = o
+	}
+	return out, nil
+}
+
+// FormatOffsets writes "P:O,P:O".
+func FormatOffsets(m map[int]int64) string {
+	var b strings.Builder
+	for p, o := range m {
+		if b.Len() > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, "%d:%d", p, o)
+	}
+	return b.String()
+}
+
+func parseSince(s string) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if ms, err := strconv.ParseInt(s, 10, 64); err == nil {
+		return time.UnixMilli(ms), nil
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("since %q: give RFC 3339 time or unix milliseconds", s)
+	}
+	return t, nil
+}
+
+// start resolves the starting offsets of the partitions a request reads.
+func (s *Server) start(st *storage.Stream, get func(string) string) (map[int]int64, error) {
+	parts := []int{}
+	if ps := get("partition"); ps != "" {
+		p, err := strconv.Atoi(ps)
+		if err != nil || p < 0 || p >= st.Partitions() {
+			return nil, fmt.Errorf("partition %q: the stream has partitions 0..%d", ps, st.Partitions()-1)
+		}
+		parts = append(parts, p)
+	} else {
+		for i := 0; i < st.Partitions(); i++ {
+			parts = append(parts, i)
+		}
+	}
+	explicit, err := ParseOffsets(get("offsets"))
+	if err != nil {
+		return nil, err
+	}
+	since, err := parseSince(get("since"))
+	if err != nil {
+		return nil, err
+	}
+	from := get("from")
+	if from != "" && from != "beginning" && from != "end" {
+		return nil, fmt.Errorf("from %q: use beginning or end", from)
+	}
+	group := get("group")
+	out := map[int]int64{}
+	for _, p := range parts {
+		part := st.Partition(p)
+		if o, ok := explicit[p]; ok {
+			out[p] = o
+			continue
+		}
+		if group != "" {
+			if o, ok := s.Log.Cursor(GroupCursor(group), st.Name(), p); ok {
+				out[p] = o
+				continue
+			}
+		}
+		if from == "end" {
+			out[p] = part.EndOffset()
+			continue
+		}
+		out[p] = part.StartOffset()
+		if !since.IsZero() {
+			out[p] = seekTime(part, since)
+		}
+	}
+	return out, nil
+}
+
+// seekTime finds the first offset whose timestamp is at or after t. Central timestamps are the
+// devices' and not sorted across edges, so this scans: it is for occasional replays.
+func seekTime(p *storage.Partition, t time.Time) int64 {
+	r := p.NewReader(p.StartOffset(), nil)
+	for {
+		e, err := r.Next(context.Background())
+		if err != nil {
+			return p.EndOffset()
+		}
+		if e.Gap == nil && !e.Timestamp.Before(t) {
+			return e.Offset
+		}
+	}
+}
+
+func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
+	st := s.stream(w, name)
+	if st == nil {
+		return
+	}
+	q := r.URL.Query()
+	offsets, err := s.start(st, q.Get)
+	if err != nil {
+		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		return
+	}
+	maxN := 1000
+	if v := q.Get("max"); v != "" {
+		if maxN, err = strconv.Atoi(v); err != nil || maxN < 1 {
+			protocol.WriteError(w, http.StatusBadRequest, nil, "max %q: give a positive number", v)
+			return
+		}
+		maxN = min(maxN, 10000)
+	}
+	var wait time.Duration
+	if v := q.Get("wait"); v != "" {
+		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
+			protocol.WriteError(w, http.StatusBadRequest, nil, "wait %q: give a duration such as 30s", v)
+			return
+		}
+		wait = min(wait, time.Minute)
+	}
+	batch := Batch{Messages: []Message{}, Offsets: offsets, Ends: map[int]int64{}}
+	deadline := time.Now().Add(wait)
+	for {
+		for p := range offsets {
+			batch.Ends[p] = st.Partition(p).EndOffset()
+		}
+		if err := read(r.Context(), st, offsets, maxN, &batch); err != nil {
+			protocol.WriteError(w, http.StatusInternalServerError, nil, "read: %v", err)
+			return
+		}
+		if len(batch.Messages) > 0 || wait == 0 || time.Now().After(deadline) {
+			break
+		}
+		waitAny(r.Context(), st, offsets, time.Until(deadline))
+	}
+	protocol.WriteJSON(w, http.StatusOK, batch)
+}
+
+// read fills batch from offsets, sharing max fairly: each partition gets a slice of it first.
+func read(ctx context.Context, st *storage.Stream, offsets map[int]int64, maxN int, batch *Batch) error {
+	per := max(maxN/max(len(offsets), 1), 1)
+	for p, off := range offsets {
+		if len(batch.Messages) >= maxN {
+			break
+		}
+		part := st.Partition(p)
+		if off >= part.EndOffset() {
+			continue
+		}
+		r := part.NewReader(off, &storage.ReaderOptions{ReadBytes: 256 << 10})
+		for n := 0; n < per && len(batch.Messages) < maxN; n++ {
+			e, err := r.Next(ctx)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			if e.Gap == nil {
+				batch.Messages = append(batch.Messages, NewMessage(st.Name(), p, e.Offset, &e.Record))
+			}
+			offsets[p] = r.Offset()
+		}
+	}
+	return nil
+}
+
+// waitAny returns when any partition has data past its offset, or after d.
+func waitAny(ctx context.Context, st *storage.Stream, offsets map[int]int64, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	var wg sync.WaitGroup
+	for p, off := range offsets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := st.Partition(p).NewReader(off, &storage.ReaderOptions{Follow: true, ReadBytes: 64 << 10})
+			if _, err := r.Next(ctx); err == nil {
+				cancel()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func (s *Server) tail(w http.ResponseWriter, r *http.Request, name string) {
+	st := s.stream(w, name)
+	if st == nil {
+		return
+	}
+	q := r.URL.Query()
+	if q.Get("from") == "" {
+		q.Set("from", "end")
+	}
+	offsets, err := s.start(st, q.Get)
+	if err != nil {
+		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		return
+	}
+	flusher, ok := w.(http.Flusher)
+	if !ok {
+		protocol.WriteError(w, http.StatusInternalServerError, nil, "streaming is not supported by this connection")
+		return
+	}
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.WriteHeader(http.StatusOK)
+	flusher.Flush()
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	msgs := make(chan Message, 1024)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	for p, off := range offsets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rd := st.Partition(p).NewReader(off, &storage.ReaderOptions{Follow: true, ReadBytes: 256 << 10})
+			for {
+				e, err := rd.Next(ctx)
+				if err != nil {
+					return
+				}
+				if e.Gap != nil {
+					continue
+				}
+				select {
+				case msgs <- NewMessage(st.Name(), p, e.Offset, &e.Record):
+				case <-ctx.Done():
+					return
+				}
+			}
+		}()
+	}
+	keepalive := time.NewTicker(15 * time.Second)
+	defer keepalive.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-keepalive.C:
+			if _, err := io.WriteString(w, ": keepalive\n\n"); err != nil {
+				return
+			}
+			flusher.Flush()
+		case m := <-msgs:
+			b, _ := json.Marshal(m)
+			if _, err := fmt.Fprintf(w, "id: %d:%d\ndata: %s\n\n", m.Partition, m.Offset, b); err != nil {
+				return
+			}
+			for more := true; more; {
+				select {
+				case m := <-msgs:
+					b, _ := json.Marshal(m)
+					fmt.Fprintf(w, "id: %d:%d\ndata: %s\n\n", m.Partition, m.Offset, b)
+				default:
+					more = false
+				}
+			}
+			flusher.Flush()
+		}
+	}
+}
+
+// GroupOffsets is the body of a group's offsets.
+type GroupOffsets struct {
+	Offsets map[int]int64 `json:"offsets"`
+}
+
+func (s *Server) groupOffsets(w http.ResponseWriter, r *http.Request, group string) {
+	if group == "" || strings.Contains(group, "/") || len(group) > 128 {
+		protocol.WriteError(w, http.StatusBadRequest, nil, "group name %q: 1-128 characters without /", group)
+		return
+	}
+	st := s.stream(w, r.URL.Query().Get("stream"))
+	if st == nil {
+		return
+	}
+	switch r.Method {
+	case http.MethodGet:
+		out := GroupOffsets{Offsets: map[int]int64{}}
+		for i := 0; i < st.Partitions(); i++ {
+			if o, ok := s.Log.Cursor(GroupCursor(group), st.Name(), i); ok {
+				out.Offsets[i] = o
+			}
+		}
+		protocol.WriteJSON(w, http.StatusOK, out)
+	case http.MethodPost:
+		var in GroupOffsets
+		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
+			protocol.WriteError(w, http.StatusBadRequest, nil, "decode offsets: %v", err)
+			return
+		}
+		for p, o := range in.Offsets {
+			if p < 0 || p >= st.Partitions() || o < 0 {
+				protocol.WriteError(w, http.StatusBadRequest, nil, "offset %d for partition %d is out of range", o, p)
+				return
+			}
+		}
+		if err := s.Log.SetCursors(GroupCursor(group), st.Name(), in.Offsets); err != nil {
+			protocol.WriteError(w, http.StatusServiceUnavailable, nil, "commit: %v", err)
+			return
+		}
+		protocol.WriteJSON(w, http.StatusOK, in)
+	default:
+		protocol.WriteError(w, http.StatusMethodNotAllowed, nil, "use GET or POST")
+	}
+}

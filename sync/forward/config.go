@@ -1,0 +1,145 @@
+package forward
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config configures a Forwarder. Zero fields mean the defaults.
+type Config struct {
+	CentralURL string // e.g. https://central.example:7443
+	EdgeID     string
+	Token      string // from `tributary central edges add ID`
+
+	// TLS, when set, is used as is. Otherwise CAFile (a PEM bundle to trust instead of the system
+	// roots) and CertFile/KeyFile (a client certificate for mTLS) build one.
+	TLS                       *tls.Config
+	CAFile, CertFile, KeyFile string
+	// HTTPClient, when set, is used as is (its proxy and TLS settings win). The default client
+	// honours HTTP_PROXY, HTTPS_PROXY and NO_PROXY.
+	HTTPClient *http.Client
+
+	// InFlight is how many chunks one partition may have unanswered; default 4. With 300 ms round
+	// trips a single chunk in flight would cap a lane at one chunk per 300 ms.
+	InFlight int
+	// MaxChunkBytes is the raw batch bytes per chunk read from the active segment; default 1 MiB.
+	// Sealed segments travel as their stored frames, whatever their size.
+	MaxChunkBytes int
+	// BandwidthBytesPerSec caps the bytes sent on the wire, all lanes together; 0 is no cap.
+	// Lanes that are live (their chunk reaches the end of the partition) go before lanes that
+	// catch up a backlog, so live readings do not queue behind an outage's worth of data.
+	BandwidthBytesPerSec int64
+	// BackoffMin and BackoffMax bound the exponential backoff (with full jitter) between retries;
+	// defaults 200ms and 30s.
+	BackoffMin, BackoffMax time.Duration
+	// RequestTimeout bounds one request; default 60s.
+	RequestTimeout time.Duration
+	// CursorInterval is how often central's committed offsets are stored as the edge log's
+	// required "forwarder" cursor, which lets retention free forwarded segments; default 1s.
+	CursorInterval time.Duration
+	// Streams limits forwarding to these streams; nil forwards every stream, including streams
+	// created later.
+	Streams []string
+	// StallAfter is how long a lane may be behind without progress while central answers before
+	// the stalled gauge reports it; default 1m.
+	StallAfter time.Duration
+
+	Logger *slog.Logger
+	// Registerer receives the forwarder's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+}
+
+// CursorName is the required cursor the forwarder keeps in the edge log.
+const CursorName = "forwarder"
+
+func (c Config) withDefaults() Config {
+	if c.InFlight <= 0 {
+		c.InFlight = 4
+	}
+	if c.MaxChunkBytes <= 0 {
+		c.MaxChunkBytes = 1 << 20
+	}
+	if c.BackoffMin <= 0 {
+		c.BackoffMin = 200 * time.Millisecond
+	}
+	if c.BackoffMax <= 0 {
+		c.BackoffMax = 30 * time.Second
+	}
+	if c.BackoffMax < c.BackoffMin {
+		c.BackoffMax = c.BackoffMin
+	}
+	if c.RequestTimeout <= 0 {
+		c.RequestTimeout = time.Minute
+	}
+	if c.CursorInterval <= 0 {
+		c.CursorInterval = time.Second
+	}
+	if c.StallAfter <= 0 {
+		c.StallAfter = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.CentralURL = strings.TrimRight(c.CentralURL, "/")
+	return c
+}
+
+func (c Config) check() error {
+	if c.CentralURL == "" || !(strings.HasPrefix(c.CentralURL, "http://") || strings.HasPrefix(c.CentralURL, "https://")) {
+		return fmt.Errorf("central URL %q: give http://HOST:PORT or https://HOST:PORT", c.CentralURL)
+	}
+	if c.EdgeID == "" || c.Token == "" {
+		return errors.New("no edge id or token: register the edge on central with `tributary central edges add ID` and pass its id and token")
+	}
+	return nil
+}
+
+func (c Config) client() (*http.Client, error) {
+	if c.HTTPClient != nil {
+		return c.HTTPClient, nil
+	}
+	tlsCfg := c.TLS
+	if tlsCfg == nil && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "") {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		if c.CAFile != "" {
+			pem, err := os.ReadFile(c.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("read CA file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("CA file %s holds no PEM certificate", c.CAFile)
+			}
+			tlsCfg.RootCAs = pool
+		}
+		if c.CertFile != "" || c.KeyFile != "" {
+			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			if err != nil {
+				return nil, fmt.Errorf("load client certificate: %w", err)
+			}
+			tlsCfg.Certificates = []tls.Certificate{cert}
+		}
+	}
+	tr := &http.Transport{
+		Proxy:                 http.ProxyFromEnvironment,
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSClientConfig:       tlsCfg,
+		ForceAttemptHTTP2:     true,
+		MaxIdleConns:          256,
+		MaxIdleConnsPerHost:   256, // one per lane and in-flight chunk, over plain HTTP/1.1
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: c.RequestTimeout,
+	}
+	return &http.Client{Transport: tr, Timeout: c.RequestTimeout}, nil
+}

@@ -1,0 +1,466 @@
+package forward
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+// Forwarder sends every partition of an edge log to central, in offset order, from the offset
+// central confirms. One goroutine per partition (a lane) pipelines up to Config.InFlight chunks.
+type Forwarder struct {
+	log    *storage.Log
+	cfg    Config
+	logger *slog.Logger
+	limit  *limiter
+	m      *metrics
+
+	mu    sync.Mutex
+	lanes map[laneKey]*lane
+}
+
+type laneKey struct {
+	stream    string
+	partition int
+}
+
+// lane is the state of one edge partition; counters are read by metrics and Status.
+type lane struct {
+	key laneKey
+	p   *storage.Partition
+
+	acked       atomic.Int64 // central's Next
+	committed   atomic.Int64 // central's Committed
+	known       atomic.Bool  // acked/committed came from central
+	lastOK      atomic.Int64 // unix nanos of the last answered request
+	lastAdvance atomic.Int64 // unix nanos of the last advance of acked
+	wireBytes   atomic.Int64
+	rawBytes    atomic.Int64
+	records     atomic.Int64
+	retries     atomic.Int64
+	lastErr     atomic.Pointer[string]
+}
+
+// New returns a forwarder of log's streams to cfg.CentralURL. Nothing starts until Run.
+func New(log *storage.Log, cfg Config) *Forwarder {
+	cfg = cfg.withDefaults()
+	f := &Forwarder{log: log, cfg: cfg, logger: cfg.Logger, lanes: map[laneKey]*lane{}}
+	if cfg.BandwidthBytesPerSec > 0 {
+		f.limit = newLimiter(cfg.BandwidthBytesPerSec)
+	}
+	f.m = newMetrics(f)
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(f.m); err != nil {
+			f.logger.Error("register forwarder metrics", "err", err)
+		}
+	}
+	return f
+}
+
+// Run forwards until ctx ends; it then waits for its goroutines, stores the cursor once more and
+// returns nil. It returns an error at once only for a configuration that cannot work.
+func (f *Forwarder) Run(ctx context.Context) error {
+	if err := f.cfg.check(); err != nil {
+		return fmt.Errorf("start forwarder: %w", err)
+	}
+	client, err := f.cfg.client()
+	if err != nil {
+		return fmt.Errorf("start forwarder: %w", err)
+	}
+	if err := f.log.RequireCursor(CursorName); err != nil {
+		return fmt.Errorf("start forwarder: %w", err)
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	discover := time.NewTicker(time.Second)
+	defer discover.Stop()
+	cursor := time.NewTicker(f.cfg.CursorInterval)
+	defer cursor.Stop()
+	saved := map[laneKey]int64{}
+	for {
+		for _, st := range f.log.Streams() {
+			if f.cfg.Streams != nil && !slices.Contains(f.cfg.Streams, st.Name()) {
+				continue
+			}
+			for i := 0; i < st.Partitions(); i++ {
+				k := laneKey{st.Name(), i}
+				f.mu.Lock()
+				_, ok := f.lanes[k]
+				if !ok {
+					ln := &lane{key: k, p: st.Partition(i)}
+					f.lanes[k] = ln
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						f.runLane(ctx, client, ln)
+					}()
+				}
+				f.mu.Unlock()
+			}
+		}
+		select {
+		case <-ctx.Done():
+			wg.Wait()
+			f.saveCursors(saved)
+			return nil
+		case <-discover.C:
+		case <-cursor.C:
+			f.saveCursors(saved)
+		}
+	}
+}
+
+// saveCursors stores central's committed offsets as the required cursor, one transaction per
+// stream and only when they moved.
+func (f *Forwarder) saveCursors(saved map[laneKey]int64) {
+	byStream := map[string]map[int]int64{}
+	for _, ln := range f.snapshot() {
+		if !ln.known.Load() {
+			continue
+		}
+		c := ln.committed.Load()
+		if old, ok := saved[ln.key]; ok && old == c {
+			continue
+		}
+		if byStream[ln.key.stream] == nil {
+			byStream[ln.key.stream] = map[int]int64{}
+		}
+		byStream[ln.key.stream][ln.key.partition] = c
+	}
+	for stream, offs := range byStream {
+		if err := f.log.SetCursors(CursorName, stream, offs); err != nil {
+			f.logger.Error("store forwarder cursor; retention keeps the records meanwhile", "stream", stream, "err", err)
+			continue
+		}
+		for p, c := range offs {
+			saved[laneKey{stream, p}] = c
+		}
+	}
+}
+
+func (f *Forwarder) snapshot() []*lane {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]*lane, 0, len(f.lanes))
+	for _, ln := range f.lanes {
+		out = append(out, ln)
+	}
+	return out
+}
+
+// LaneStatus is the forwarder's view of one edge partition.
+type LaneStatus struct {
+	Stream      string `json:"stream"`
+	Partition   int    `json:"partition"`
+	End         int64  `json:"end"`       // edge end offset
+	Acked       int64  `json:"acked"`     // central's next expected offset
+	Committed   int64  `json:"committed"` // central's checkpointed offset (the forwarder cursor)
+	Behind      int64  `json:"behind"`
+	WireBytes   int64  `json:"wire_bytes"`
+	RawBytes    int64  `json:"raw_bytes"`
+	Records     int64  `json:"records"`
+	Retries     int64  `json:"retries"`
+	Connected   bool   `json:"connected"`
+	Stalled     bool   `json:"stalled"`
+	LastError   string `json:"last_error,omitempty"`
+	KnownByPeer bool   `json:"known"`
+}
+
+// Status reports every lane, for the edge's local API.
+func (f *Forwarder) Status() []LaneStatus {
+	now := time.Now()
+	var out []LaneStatus
+	for _, ln := range f.snapshot() {
+		out = append(out, ln.status(now, f.cfg.StallAfter))
+	}
+	slices.SortFunc(out, func(a, b LaneStatus) int {
+		if a.Stream != b.Stream {
+			if a.Stream < b.Stream {
+				return -1
+			}
+			return 1
+		}
+		return a.Partition - b.Partition
+	})
+	return out
+}
+
+func (ln *lane) status(now time.Time, stallAfter time.Duration) LaneStatus {
+	s := LaneStatus{Stream: ln.key.stream, Partition: ln.key.partition, End: ln.p.EndOffset(),
+		Acked: ln.acked.Load(), Committed: ln.committed.Load(), WireBytes: ln.wireBytes.Load(),
+		RawBytes: ln.rawBytes.Load(), Records: ln.records.Load(), Retries: ln.retries.Load(), KnownByPeer: ln.known.Load()}
+	s.Behind = max(s.End-s.Acked, 0)
+	s.Connected = now.Sub(time.Unix(0, ln.lastOK.Load())) < 30*time.Second
+	s.Stalled = s.Connected && s.Behind > 0 && now.Sub(time.Unix(0, ln.lastAdvance.Load())) > stallAfter
+	if e := ln.lastErr.Load(); e != nil {
+		s.LastError = *e
+	}
+	return s
+}
+
+// errors a send can end with; each makes the lane ask central for its position again.
+type conflictError struct{ pos protocol.Position }
+
+func (e *conflictError) Error() string {
+	return fmt.Sprintf("central expects offset %d (409)", e.pos.Next)
+}
+
+type statusError struct {
+	code       int
+	reason     string
+	retryAfter time.Duration
+}
+
+func (e *statusError) Error() string {
+	return fmt.Sprintf("central answered %d: %s", e.code, e.reason)
+}
+
+func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) {
+	attempt := 0
+	for ctx.Err() == nil {
+		err := f.pump(ctx, client, ln)
+		if ctx.Err() != nil {
+			return
+		}
+		msg := err.Error()
+		ln.lastErr.Store(&msg)
+		var ce *conflictError
+		if errors.As(err, &ce) {
+			attempt = 0 // a reorder or a central restart: resume at once
+			continue
+		}
+		ln.retries.Add(1)
+		delay := f.backoff(attempt)
+		var se *statusError
+		if errors.As(err, &se) && se.retryAfter > delay {
+			delay = se.retryAfter
+		}
+		level := slog.LevelWarn
+		if errors.As(err, &se) && se.code == http.StatusUnauthorized {
+			level = slog.LevelError
+		}
+		f.logger.Log(ctx, level, "forward partition; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
+			"err", err, "retry_in", delay.Round(time.Millisecond))
+		attempt++
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+	}
+}
+
+// backoff is exponential with full jitter (AWS architecture blog, "Exponential Backoff And
+// Jitter"): a fleet of edges reconnecting after a central outage spreads out instead of stampeding.
+func (f *Forwarder) backoff(attempt int) time.Duration {
+	d := f.cfg.BackoffMin << min(attempt, 20)
+	if d <= 0 || d > f.cfg.BackoffMax {
+		d = f.cfg.BackoffMax
+	}
+	return f.cfg.BackoffMin/2 + time.Duration(rand.Int64N(int64(d)))
+}
+
+type flight struct {
+	next int64
+	done chan sendResult
+}
+
+type sendResult struct {
+	pos protocol.Position
+	err error
+}
+
+// pump asks central for the lane's position, then keeps up to InFlight chunks in flight until a
+// send fails or ctx ends.
+func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) error {
+	pos, err := f.position(ctx, client, ln)
+	if err != nil {
+		return err
+	}
+	ln.update(pos)
+	sendCtx, cancel := context.WithCancel(ctx)
+	var window []flight
+	defer func() {
+		cancel()
+		for _, fl := range window {
+			<-fl.done
+		}
+	}()
+	next := pos.Next
+	for {
+		for len(window) < f.cfg.InFlight {
+			ch, err := ln.p.ReadChunk(next, f.cfg.MaxChunkBytes)
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return fmt.Errorf("read partition at %d: %w", next, err)
+			}
+			if ch.Gap == nil && ch.Base > next {
+				// Records below the log's start are gone without a recorded gap (retention ran
+				// past what central holds): say so instead of waiting for them forever.
+				g := storage.Gap{From: next, To: ch.Base, Records: ch.Base - next, Reason: "missing-at-edge", Time: time.Now()}
+				ch = storage.Chunk{Base: g.From, Next: g.To, Gap: &g}
+			}
+			live := ch.Next >= ln.p.EndOffset()
+			fl := flight{next: ch.Next, done: make(chan sendResult, 1)}
+			go func() {
+				p, err := f.send(sendCtx, client, ln, ch, live)
+				fl.done <- sendResult{p, err}
+			}()
+			window = append(window, fl)
+			next = ch.Next
+		}
+		if len(window) == 0 {
+			if err := waitForData(ctx, ln.p, next); err != nil {
+				return err
+			}
+			continue
+		}
+		var res sendResult
+		select {
+		case res = <-window[0].done:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		sent := window[0].next
+		window = window[1:]
+		if res.err != nil {
+			return res.err
+		}
+		ln.update(res.pos)
+		if res.pos.Next < sent {
+			// Central forgot progress (a restart before its checkpoint): go back to it.
+			return &conflictError{res.pos}
+		}
+	}
+}
+
+func (ln *lane) update(pos protocol.Position) {
+	now := time.Now().UnixNano()
+	ln.lastOK.Store(now)
+	if !ln.known.Load() || pos.Next != ln.acked.Load() {
+		ln.lastAdvance.Store(now)
+	}
+	ln.acked.Store(pos.Next)
+	ln.committed.Store(pos.Committed)
+	ln.known.Store(true)
+	ln.lastErr.Store(nil)
+}
+
+// waitForData blocks until the partition holds a record (or gap) at or past from.
+func waitForData(ctx context.Context, p *storage.Partition, from int64) error {
+	if p.EndOffset() > from {
+		return nil
+	}
+	// A following reader parks on the partition's notification channel: no polling.
+	r := p.NewReader(from, &storage.ReaderOptions{Follow: true, ReadBytes: 64 << 10})
+	_, err := r.Next(ctx)
+	if err != nil && !errors.Is(err, storage.ErrClosed) {
+		return err
+	}
+	return err
+}
+
+func (f *Forwarder) newRequest(ctx context.Context, method string, ln *lane, body []byte) (*http.Request, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, f.cfg.CentralURL+protocol.SyncPath(ln.key.stream, ln.key.partition), rd)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+f.cfg.Token)
+	req.Header.Set(protocol.HeaderEdge, f.cfg.EdgeID)
+	req.Header.Set(protocol.HeaderEdgeEnd, strconv.FormatInt(ln.p.EndOffset(), 10))
+	return req, nil
+}
+
+func (f *Forwarder) position(ctx context.Context, client *http.Client, ln *lane) (protocol.Position, error) {
+	req, err := f.newRequest(ctx, http.MethodGet, ln, nil)
+	if err != nil {
+		return protocol.Position{}, err
+	}
+	return do(client, req)
+}
+
+func (f *Forwarder) send(ctx context.Context, client *http.Client, ln *lane, ch storage.Chunk, live bool) (protocol.Position, error) {
+	if err := f.limit.wait(ctx, len(ch.Data)+512, live); err != nil {
+		return protocol.Position{}, err
+	}
+	req, err := f.newRequest(ctx, http.MethodPost, ln, ch.Data)
+	if err != nil {
+		return protocol.Position{}, err
+	}
+	h := req.Header
+	h.Set(protocol.HeaderBase, strconv.FormatInt(ch.Base, 10))
+	h.Set(protocol.HeaderNext, strconv.FormatInt(ch.Next, 10))
+	if ch.Gap != nil {
+		h.Set(protocol.HeaderGapFrom, strconv.FormatInt(ch.Gap.From, 10))
+		h.Set(protocol.HeaderGapTo, strconv.FormatInt(ch.Gap.To, 10))
+		h.Set(protocol.HeaderGapReason, ch.Gap.Reason)
+		h.Set(protocol.HeaderGapTime, strconv.FormatInt(ch.Gap.Time.UnixMilli(), 10))
+	} else {
+		h.Set("Content-Type", "application/zstd")
+		h.Set(protocol.HeaderRecords, strconv.Itoa(ch.Records))
+		h.Set(protocol.HeaderRawBytes, strconv.Itoa(ch.RawBytes))
+		h.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC(ch.Data)), 10))
+		if ch.Sealed {
+			h.Set(protocol.HeaderSealed, "1")
+		}
+	}
+	pos, err := do(client, req)
+	if err == nil {
+		ln.wireBytes.Add(int64(len(ch.Data)))
+		ln.rawBytes.Add(int64(ch.RawBytes))
+		ln.records.Add(int64(ch.Records))
+	}
+	return pos, err
+}
+
+func do(client *http.Client, req *http.Request) (protocol.Position, error) {
+	resp, err := client.Do(req)
+	if err != nil {
+		return protocol.Position{}, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return protocol.Position{}, fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode == http.StatusOK {
+		var pos protocol.Position
+		if err := json.Unmarshal(body, &pos); err != nil {
+			return protocol.Position{}, fmt.Errorf("decode answer: %w", err)
+		}
+		return pos, nil
+	}
+	var e protocol.Error
+	_ = json.Unmarshal(body, &e)
+	if resp.StatusCode == http.StatusConflict && e.Position != nil {
+		return protocol.Position{}, &conflictError{*e.Position}
+	}
+	se := &statusError{code: resp.StatusCode, reason: e.Error}
+	if se.reason == "" {
+		se.reason = http.StatusText(resp.StatusCode)
+	}
+	if s, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && s > 0 {
+		se.retryAfter = time.Duration(s) * time.Second
+	}
+	return protocol.Position{}, se
+}
