@@ -22,10 +22,10 @@ const (
 	HeaderClientID    = "client-id"
 	HeaderPacketID    = "packet-id" // decimal; absent for QoS 0
 	HeaderPayloadHash = "payload-hash"
-	HeaderDevice      = "device"         // dead letters: the authenticated device, or the client id
-	HeaderReason      = "reason"         // dead letters: a devices.Reason
-	HeaderPayloadSize = "payload-size"   // dead letters: original size when the payload was cut
-	HeaderSource      = "source"         // "mqtt" or the external broker URL
+	HeaderDevice      = "device"       // dead letters: the authenticated device, or the client id
+	HeaderReason      = "reason"       // dead letters: a devices.Reason
+	HeaderPayloadSize = "payload-size" // dead letters: original size when the payload was cut
+	HeaderSource      = "source"       // "mqtt" or the external broker URL
 )
 
 // payloadHash identifies a publish for dedupe: FNV-1a 64 over topic, a zero byte and payload.
