@@ -326,8 +326,29 @@ func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) err
 			next = ch.Next
 		}
 		if len(window) == 0 {
-			if err := waitForData(ctx, ln.p, next); err != nil {
-				return err
+			if ln.committed.Load() >= ln.acked.Load() {
+				if err := waitForData(ctx, ln.p, next); err != nil {
+					return err
+				}
+				continue
+			}
+			// Idle but central's checkpoint trails: ask again after a while, so the forwarder
+			// cursor (and so retention) catches up without new traffic.
+			wctx, wcancel := context.WithTimeout(ctx, time.Second)
+			err := waitForData(wctx, ln.p, next)
+			wcancel()
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if err != nil {
+				pos, err := f.position(ctx, client, ln)
+				if err != nil {
+					return err
+				}
+				ln.update(pos)
+				if pos.Next != next {
+					return &conflictError{pos}
+				}
 			}
 			continue
 		}

@@ -1,0 +1,303 @@
+// Package central assembles the central node: central's log, the sync receiver, the consume
+// API, the edges view and metrics on one listener, and a local admin socket. cmd/tributary only
+// parses flags into a Config; tests run the same code in a child process.
+package central
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	// promhttp serves the private registry at /metrics.
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/protocol"
+	"github.com/tributary-iot/tributary/sync/receive"
+)
+
+// Config is what `tributary central` takes.
+type Config struct {
+	DataDir string `yaml:"data-dir"`
+	Listen  string `yaml:"listen"`
+
+	TLSCert  string `yaml:"tls-cert"`
+	TLSKey   string `yaml:"tls-key"`
+	ClientCA string `yaml:"client-ca"` // require client certificates signed by this CA (mTLS)
+	Insecure bool   `yaml:"insecure"`  // allow plain HTTP on a non-loopback listener
+
+	Partitions int    `yaml:"partitions"` // of central streams created on first sight; default 8
+	APIToken   string `yaml:"api-token"`  // required by the consume and edges API when set
+
+	Fsync      string `yaml:"fsync"`       // group (default), interval, none
+	QuotaBytes int64  `yaml:"quota-bytes"` // central's disk quota; full → 503 to edges
+
+	Logger *slog.Logger `yaml:"-"`
+	// Ready, when set, receives the bound address once serving.
+	Ready func(addr string) `yaml:"-"`
+}
+
+// AdminSocket is the Unix socket in the data directory that `tributary central edges` uses while
+// central runs (the log's metadata is locked by the running process).
+func AdminSocket(dataDir string) string { return filepath.Join(dataDir, "central.sock") }
+
+// IsLoopback reports whether a listen address binds only loopback interfaces.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// Run serves until ctx ends, then shuts down in order: listener, receiver checkpoint, log.
+func Run(ctx context.Context, cfg Config) error {
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DataDir == "" || cfg.Listen == "" {
+		return errors.New("central needs --data-dir DIR and --listen ADDR")
+	}
+	useTLS := cfg.TLSCert != "" || cfg.TLSKey != ""
+	if !useTLS && !IsLoopback(cfg.Listen) && !cfg.Insecure {
+		return fmt.Errorf("refusing plain HTTP on %s, which is not a loopback address: edge tokens and readings would travel in clear. Give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure if a trusted proxy terminates TLS", cfg.Listen)
+	}
+	if cfg.ClientCA != "" && !useTLS {
+		return errors.New("--client-ca needs --tls-cert and --tls-key: client certificates are checked in the TLS handshake")
+	}
+	fsync, err := storage.ParseFsyncPolicy(cfg.Fsync)
+	if err != nil {
+		return err
+	}
+	log, err := storage.Open(cfg.DataDir, &storage.Options{Logger: logger, Fsync: fsync, QuotaBytes: cfg.QuotaBytes})
+	if err != nil {
+		return fmt.Errorf("open central log: %w", err)
+	}
+	defer log.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, Logger: logger, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	mux.Handle(protocol.SyncPrefix, rcv)
+	api := &consume.Server{Log: log, Token: cfg.APIToken}
+	mux.Handle("/v1/streams", api)
+	mux.Handle("/v1/consume/", api)
+	mux.Handle("/v1/tail/", api)
+	mux.Handle("/v1/groups/", api)
+	mux.Handle("/v1/edges", tokenOnly(cfg.APIToken, edgesHandler(rcv)))
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	if useTLS {
+		tcfg, err := serverTLS(cfg)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		srv.TLSConfig = tcfg
+		ln = tls.NewListener(ln, tcfg)
+	}
+	admin, err := listenAdmin(cfg.DataDir, rcv)
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 3)
+	go func() { errc <- rcv.Run(ctx) }()
+	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- admin.Serve() }()
+	logger.Info("central serving", "addr", ln.Addr().String(), "tls", useTLS, "mtls", cfg.ClientCA != "", "data_dir", cfg.DataDir)
+	if cfg.Ready != nil {
+		cfg.Ready(ln.Addr().String())
+	}
+	var serveErr error
+	received := 0
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		received = 1
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	srv.Shutdown(sctx)
+	admin.Shutdown(sctx)
+	cancel() // rcv.Run returns after a last checkpoint
+	for ; received < 3; received++ {
+		if err := <-errc; serveErr == nil {
+			serveErr = err
+		}
+	}
+	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, net.ErrClosed) {
+		serveErr = nil
+	}
+	return serveErr
+}
+
+func serverTLS(cfg Config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	t := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	if cfg.ClientCA != "" {
+		pem, err := os.ReadFile(cfg.ClientCA)
+		if err != nil {
+			return nil, fmt.Errorf("read client CA: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("client CA %s holds no PEM certificate", cfg.ClientCA)
+		}
+		t.ClientCAs, t.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	}
+	return t, nil
+}
+
+func tokenOnly(token string, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if token != "" && protocol.BearerToken(r) != token {
+			protocol.WriteError(w, http.StatusUnauthorized, nil, "this API needs a token: pass --token (the central's --api-token)")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// EdgesView is the answer of GET /v1/edges.
+type EdgesView struct {
+	Edges []EdgeView         `json:"edges"`
+	Lanes []receive.LaneInfo `json:"lanes"`
+	Gaps  []receive.GapInfo  `json:"gaps"`
+}
+
+// EdgeView is a registered edge without its token hash.
+type EdgeView struct {
+	ID      string    `json:"id"`
+	Created time.Time `json:"created"`
+	Revoked bool      `json:"revoked"`
+}
+
+func edgesHandler(rcv *receive.Receiver) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		edges, err := rcv.Edges()
+		if err != nil {
+			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			return
+		}
+		gaps, err := rcv.Gaps()
+		if err != nil {
+			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			return
+		}
+		v := EdgesView{Edges: []EdgeView{}, Lanes: rcv.Lanes(), Gaps: gaps}
+		for _, e := range edges {
+			v.Edges = append(v.Edges, EdgeView{e.ID, e.Created, e.Revoked})
+		}
+		protocol.WriteJSON(w, http.StatusOK, v)
+	})
+}
+
+// adminServer serves edge administration on a Unix socket that only the data directory's owner
+// can reach: filesystem permission is the authority, as for opening the log directly.
+type adminServer struct {
+	ln  net.Listener
+	srv *http.Server
+}
+
+func listenAdmin(dataDir string, rcv *receive.Receiver) (*adminServer, error) {
+	path := AdminSocket(dataDir)
+	os.Remove(path) // a stale socket from a killed process; the log's lock proves we own the dir
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on admin socket: %w", err)
+	}
+	os.Chmod(path, 0o600)
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /edges/{id}", func(w http.ResponseWriter, r *http.Request) {
+		token, err := rcv.AddEdge(r.PathValue("id"))
+		if err != nil {
+			protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+			return
+		}
+		protocol.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "token": token})
+	})
+	mux.HandleFunc("DELETE /edges/{id}", func(w http.ResponseWriter, r *http.Request) {
+		if err := rcv.RevokeEdge(r.PathValue("id")); err != nil {
+			protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+			return
+		}
+		protocol.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "revoked": "true"})
+	})
+	mux.HandleFunc("GET /edges", func(w http.ResponseWriter, r *http.Request) {
+		edges, err := rcv.Edges()
+		if err != nil {
+			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			return
+		}
+		protocol.WriteJSON(w, http.StatusOK, edges)
+	})
+	return &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
+}
+
+func (a *adminServer) Serve() error { return a.srv.Serve(a.ln) }
+
+func (a *adminServer) Shutdown(ctx context.Context) { a.srv.Shutdown(ctx) }
+
+// AdminClient talks to a running central's admin socket; ok is false when none is running.
+func AdminClient(dataDir string) (*http.Client, bool) {
+	path := AdminSocket(dataDir)
+	conn, err := net.DialTimeout("unix", path, time.Second)
+	if err != nil {
+		return nil, false
+	}
+	conn.Close()
+	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", path)
+	}}, Timeout: 10 * time.Second}, true
+}
+
+// AdminDo calls the admin socket and decodes the JSON answer into out.
+func AdminDo(c *http.Client, method, path string, out any) error {
+	req, _ := http.NewRequest(method, "http://central"+path, nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("call central's admin socket: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e protocol.Error
+		json.NewDecoder(resp.Body).Decode(&e)
+		return errors.New(strings.TrimSpace(e.Error))
+	}
+	return json.NewDecoder(resp.Body).Decode(out)
+}
