@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	// paho subscribes to an external broker (Mosquitto, EMQX, a cloud broker) when devices publish
@@ -27,8 +28,9 @@ type source struct {
 	queue    chan *sourceItem // ordered acks; its capacity caps messages waiting for their fsync
 	failures chan error
 
-	stopOnce sync.Once
-	stopping chan struct{}
+	stopOnce   sync.Once
+	stopping   chan struct{}
+	subscribed atomic.Bool // the broker acknowledged the subscription of the current connection
 }
 
 type sourceItem struct {
@@ -95,13 +97,16 @@ func (s *source) session(ctx context.Context) error {
 		}
 		tok := c.SubscribeMultiple(filters, s.handle)
 		go func() {
-			if tok.WaitTimeout(10*time.Second) && tok.Error() != nil {
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 				s.log.Error("subscribe", "topics", s.cfg.Topics, "err", tok.Error())
+				return
 			}
+			s.subscribed.Store(true)
 		}()
 		s.log.Info("connected to external broker", "topics", s.cfg.Topics)
 	})
 	opts.SetConnectionLostHandler(func(_ paho.Client, err error) {
+		s.subscribed.Store(false)
 		s.log.Warn("external broker connection lost", "err", err)
 	})
 	client := paho.NewClient(opts)
@@ -204,3 +209,6 @@ func (s *source) acker(ctx context.Context) error {
 		}
 	}
 }
+
+// sourceSubscribed reports whether the external-broker source holds its subscription.
+func (a *Agent) sourceSubscribed() bool { return a.source != nil && a.source.subscribed.Load() }
