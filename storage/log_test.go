@@ -14,7 +14,12 @@ import (
 	"go.uber.org/goleak"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(crashChildEnv); dir != "" {
+		os.Exit(crashChild(dir)) // the crash test's child process, killed by its parent
+	}
+	goleak.VerifyTestMain(m)
+}
 
 func openTest(t testing.TB, dir string, o *Options) *Log {
 	t.Helper()
