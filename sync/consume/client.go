@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -35,6 +36,9 @@ type Options struct {
 	Follow        bool          // keep going until ctx ends
 	Max           int           // per fetch; default 1000
 	Wait          time.Duration // long-poll per fetch when following; default 20s
+	// AfterBatch, when set, runs after each batch's messages and before its offsets are
+	// committed: flush output there, so a group never commits what was not written.
+	AfterBatch func() error
 }
 
 func (c *Client) http() *http.Client {
@@ -68,10 +72,19 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 		if json.Unmarshal(b, &e) != nil || e.Error == "" {
 			e.Error = strings.TrimSpace(string(b))
 		}
-		return fmt.Errorf("central answered %s: %s", resp.Status, e.Error)
+		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Reason: e.Error}
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
 }
+
+// StatusError is a non-200 answer of central.
+type StatusError struct {
+	Code   int
+	Status string
+	Reason string
+}
+
+func (e *StatusError) Error() string { return fmt.Sprintf("central answered %s: %s", e.Status, e.Reason) }
 
 // Streams lists central's streams.
 func (c *Client) Streams(ctx context.Context) ([]StreamInfo, error) {
@@ -130,6 +143,19 @@ func (c *Client) Consume(ctx context.Context, o Options, fn func(Message) error)
 			q.Set("wait", o.Wait.String())
 		}
 		b, err := c.Fetch(ctx, o.Stream, q)
+		var se *StatusError
+		if errors.As(err, &se) && se.Code == http.StatusNotFound && stopAt == nil {
+			// The stream does not exist yet: nothing to print, or wait for it when following.
+			if !o.Follow {
+				return nil
+			}
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(time.Second):
+				continue
+			}
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
@@ -141,6 +167,11 @@ func (c *Client) Consume(ctx context.Context, o Options, fn func(Message) error)
 		}
 		for _, m := range b.Messages {
 			if err := fn(m); err != nil {
+				return err
+			}
+		}
+		if o.AfterBatch != nil && len(b.Messages) > 0 {
+			if err := o.AfterBatch(); err != nil {
 				return err
 			}
 		}

@@ -1,0 +1,196 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+	// yaml.v3 reads --config files; flags given on the command line override them.
+	"gopkg.in/yaml.v3"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/central"
+	"github.com/tributary-iot/tributary/sync/receive"
+)
+
+func init() { register(newCentralCmd) }
+
+func newCentralCmd() *cobra.Command {
+	var cfg central.Config
+	var configFile string
+	cmd := &cobra.Command{
+		Use:   "central --data-dir DIR --listen ADDR [--config F]",
+		Short: "Run the central node: receive edges' readings exactly once and serve the merged stream",
+		Long: `Run the central node. Edges forward their logs to it over HTTP(S); central checks every
+chunk, stores each reading exactly once in its own log (re-partitioned by device, with provenance
+headers), and serves consumers (tributary consume), the edges view (tributary edges) and
+Prometheus metrics (/metrics) on the same listener.
+
+A listener on a non-loopback address needs TLS (--tls-cert, --tls-key), or --insecure when a
+trusted proxy terminates TLS. --client-ca additionally requires edges to present a client
+certificate (mTLS). Edges authenticate with a token from "tributary central edges add ID".`,
+		Example: `  tributary central edges add gw-17 --data-dir central-data
+  tributary central --data-dir central-data --listen 127.0.0.1:7443
+  tributary central --data-dir /var/lib/tributary --listen :7443 --tls-cert c.pem --tls-key k.pem`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			merged, err := loadCentralConfig(configFile, cmd, cfg)
+			if err != nil {
+				return err
+			}
+			merged.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return central.Run(ctx, merged)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&configFile, "config", "", "YAML file with the same keys as the flags (data-dir, listen, tls-cert, ...)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "directory of central's log")
+	f.StringVar(&cfg.Listen, "listen", "", "address to serve edges, consumers and /metrics on, e.g. 127.0.0.1:7443")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "PEM certificate for TLS")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for TLS")
+	f.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA bundle: require edge client certificates signed by it (mTLS)")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
+	f.IntVar(&cfg.Partitions, "partitions", 8, "partitions of central streams created from now on")
+	f.StringVar(&cfg.APIToken, "api-token", "", "require this bearer token on the consume and edges API")
+	f.StringVar(&cfg.Fsync, "fsync", "group", "fsync policy of central's log: group, interval or none")
+	f.Int64Var(&cfg.QuotaBytes, "quota-bytes", 0, "disk quota of central's log; when full, edges are told to retry later (0: none)")
+	cmd.AddCommand(newCentralEdgesCmd())
+	return cmd
+}
+
+// loadCentralConfig reads the YAML file, then lets every flag set on the command line win.
+func loadCentralConfig(path string, cmd *cobra.Command, flags central.Config) (central.Config, error) {
+	cfg := central.Config{Partitions: 8}
+	if path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config: %w", err)
+		}
+		if err := yaml.Unmarshal(b, &cfg); err != nil {
+			return cfg, fmt.Errorf("parse config %s: %w", path, err)
+		}
+	}
+	set := func(name string, apply func()) {
+		if path == "" || cmd.Flags().Changed(name) {
+			apply()
+		}
+	}
+	set("data-dir", func() { cfg.DataDir = flags.DataDir })
+	set("listen", func() { cfg.Listen = flags.Listen })
+	set("tls-cert", func() { cfg.TLSCert = flags.TLSCert })
+	set("tls-key", func() { cfg.TLSKey = flags.TLSKey })
+	set("client-ca", func() { cfg.ClientCA = flags.ClientCA })
+	set("insecure", func() { cfg.Insecure = flags.Insecure })
+	set("partitions", func() { cfg.Partitions = flags.Partitions })
+	set("api-token", func() { cfg.APIToken = flags.APIToken })
+	set("fsync", func() { cfg.Fsync = flags.Fsync })
+	set("quota-bytes", func() { cfg.QuotaBytes = flags.QuotaBytes })
+	return cfg, nil
+}
+
+func newCentralEdgesCmd() *cobra.Command {
+	var dataDir string
+	cmd := &cobra.Command{
+		Use:   "edges",
+		Short: "Register, list and revoke the edges allowed to forward to this central",
+		Long: `Register, list and revoke edges. "add" prints the edge's token once; central stores only its
+SHA-256 hash. Works whether or not central is running: a running central is reached through its
+admin socket in the data directory, and changes apply at once.`,
+	}
+	cmd.PersistentFlags().StringVar(&dataDir, "data-dir", "", "central's data directory")
+	withAdmin := func(fn func(c *http.Client) error, offline func(log *storage.Log) error) error {
+		if dataDir == "" {
+			return errors.New("no data directory: pass --data-dir DIR (central's)")
+		}
+		if c, ok := central.AdminClient(dataDir); ok {
+			return fn(c)
+		}
+		log, err := storage.Open(dataDir, nil)
+		if err != nil {
+			return err
+		}
+		defer log.Close()
+		return offline(log)
+	}
+	add := &cobra.Command{
+		Use:   "add ID",
+		Short: "Register an edge (or issue it a new token) and print its token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var token string
+			err := withAdmin(func(c *http.Client) error {
+				var out map[string]string
+				err := central.AdminDo(c, http.MethodPost, "/edges/"+args[0], &out)
+				token = out["token"]
+				return err
+			}, func(log *storage.Log) error {
+				var err error
+				token, _, err = receive.AddEdge(log, args[0])
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "edge %s registered; give it this token (shown once): tributary edge --edge-id %s --central URL with the token\n", args[0], args[0])
+			return nil
+		},
+	}
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List registered edges",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var edges []receive.EdgeInfo
+			err := withAdmin(func(c *http.Client) error {
+				return central.AdminDo(c, http.MethodGet, "/edges", &edges)
+			}, func(log *storage.Log) error {
+				var err error
+				edges, err = receive.ListEdges(log)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tSTATE\tCREATED")
+			for _, e := range edges {
+				state := "active"
+				if e.Revoked {
+					state = "revoked"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.ID, state, e.Created.Format("2006-01-02 15:04:05Z"))
+			}
+			return tw.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Refuse an edge's token from now on",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			err := withAdmin(func(c *http.Client) error {
+				var out map[string]string
+				return central.AdminDo(c, http.MethodDelete, "/edges/"+args[0], &out)
+			}, func(log *storage.Log) error {
+				_, err := receive.RevokeEdge(log, args[0])
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "edge %s revoked\n", args[0])
+			return nil
+		},
+	}
+	cmd.AddCommand(add, list, revoke)
+	return cmd
+}
