@@ -69,7 +69,7 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 			}
 		}
 	}()
-	for _, base := range bases {
+	for i, base := range bases {
 		exts := files[base]
 		if exts[sealedExt] {
 			seg, err := l.openSealed(stream, id, dir, base)
@@ -90,6 +90,14 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 			next := l.quarantine(stream, id, dir, base, ce)
 			changed = true
 			if !exts[plainExt] {
+				// Segments are contiguous: the next segment's base is where this one ended, which
+				// is exact even when the damage hides the segment's own end.
+				for _, b := range bases[i+1:] {
+					if files[b][sealedExt] || files[b][plainExt] {
+						next = b
+						break
+					}
+				}
 				p.recordGapLocked(Gap{From: base, To: next, Reason: GapCorrupt})
 				continue
 			}
@@ -262,22 +270,28 @@ func copyFile(src, dst string) error {
 	return out.Close()
 }
 
-// recordGapLocked adds a gap unless one already covers its start, and persists it.
+// recordGapLocked records the part of g that no recorded gap covers yet (as one or more gaps) and
+// persists it.
 func (p *Partition) recordGapLocked(g Gap) {
 	if g.To <= g.From {
 		return
 	}
 	for _, old := range p.gaps {
-		if old.From <= g.From && g.From < old.To {
-			return
+		if old.To <= g.From || old.From >= g.To {
+			continue
 		}
+		if old.From > g.From {
+			p.recordGapLocked(Gap{From: g.From, To: old.From, Reason: g.Reason, Time: g.Time})
+		}
+		if old.To < g.To {
+			p.recordGapLocked(Gap{From: old.To, To: g.To, Reason: g.Reason, Time: g.Time})
+		}
+		return
 	}
 	if g.Time.IsZero() {
 		g.Time = time.Now().UTC()
 	}
-	if g.Records == 0 {
-		g.Records = g.To - g.From
-	}
+	g.Records = g.To - g.From
 	p.gaps = append(p.gaps, g)
 	sort.Slice(p.gaps, func(i, j int) bool { return p.gaps[i].From < p.gaps[j].From })
 	if err := p.log.saveGap(p.stream, p.id, g); err != nil {
