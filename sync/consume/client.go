@@ -84,7 +84,9 @@ type StatusError struct {
 	Reason string
 }
 
-func (e *StatusError) Error() string { return fmt.Sprintf("central answered %s: %s", e.Status, e.Reason) }
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("central answered %s: %s", e.Status, e.Reason)
+}
 
 // Streams lists central's streams.
 func (c *Client) Streams(ctx context.Context) ([]StreamInfo, error) {
