@@ -139,7 +139,9 @@ func (c *childCentral) stop() {
 }
 
 // addEdge registers an edge in a central data directory that no process has open.
-func addEdge(t *testing.T, dir, id string) string {
+func addEdge(t *testing.T, dir, id string) string { return addEdgeTB(t, dir, id) }
+
+func addEdgeTB(t testing.TB, dir, id string) string {
 	t.Helper()
 	log, err := storage.Open(dir, nil)
 	if err != nil {
@@ -154,7 +156,9 @@ func addEdge(t *testing.T, dir, id string) string {
 }
 
 // startCentral runs central in this process on a loopback port.
-func startCentral(t *testing.T, dir string) (url string, stop func()) {
+func startCentral(t *testing.T, dir string) (url string, stop func()) { return startCentralTB(t, dir) }
+
+func startCentralTB(t testing.TB, dir string) (url string, stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
@@ -313,6 +317,10 @@ func drain(t *testing.T, url string) *checker {
 
 // waitCaughtUp waits until central's stream holds want records.
 func waitCaughtUp(t *testing.T, url string, want int64, timeout time.Duration) {
+	waitCaughtUpTB(t, url, want, timeout)
+}
+
+func waitCaughtUpTB(t testing.TB, url string, want int64, timeout time.Duration) {
 	t.Helper()
 	cl := &consume.Client{BaseURL: url}
 	deadline := time.Now().Add(timeout)

@@ -1,0 +1,177 @@
+package central_test
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/forward"
+)
+
+var backlog = flag.Int("backlog", 1_000_000, "readings in BenchmarkCatchUp's backlog (5000000 for the full figure)")
+
+// BenchmarkCatchUp forwards a backlog of realistic readings (300 devices, ~120-byte JSON, slowly
+// varying values) from an edge log to central over loopback HTTP, and reports readings/s and
+// wire bytes against raw payload bytes.
+func BenchmarkCatchUp(b *testing.B) {
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		cdir := b.TempDir()
+		token := addEdgeTB(b, cdir, "gw-1")
+		url, stop := startCentralTB(b, cdir)
+		edge, st := openEdgeBench(b, 4)
+		f := newFleet(300, 9)
+		var payload int64
+		for done := 0; done < *backlog; done += 10000 {
+			n := min(10000, *backlog-done)
+			recs := make([]storage.Record, n)
+			now := time.Now()
+			for j := range recs {
+				recs[j] = f.next(now)
+				payload += int64(len(recs[j].Value))
+			}
+			appendRecords(b, st, recs)
+		}
+		b.StartTimer()
+		start := time.Now()
+		fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token})
+		waitCaughtUpTB(b, url, int64(*backlog), 10*time.Minute)
+		elapsed := time.Since(start)
+		b.StopTimer()
+		var wire, raw int64
+		for _, s := range fwd.Status() {
+			wire += s.WireBytes
+			raw += s.RawBytes
+		}
+		stopFwd()
+		stop()
+		edge.Close()
+		b.ReportMetric(float64(*backlog)/elapsed.Seconds(), "readings/s")
+		b.ReportMetric(float64(wire)/float64(*backlog), "wire-B/reading")
+		b.ReportMetric(float64(payload)/float64(*backlog), "payload-B/reading")
+		b.ReportMetric(float64(payload)/float64(wire), "payload/wire")
+		b.ReportMetric(float64(raw)/float64(wire), "raw/wire")
+	}
+}
+
+// BenchmarkLiveLatency appends readings at 10k/s for a few seconds while a consumer follows the
+// merged stream through the consume API (long-poll), and reports append-to-consumer latency.
+func BenchmarkLiveLatency(b *testing.B) {
+	const rate, seconds = 10000, 4
+	for i := 0; i < b.N; i++ {
+		cdir := b.TempDir()
+		token := addEdgeTB(b, cdir, "gw-1")
+		url, stop := startCentralTB(b, cdir)
+		edge, st := openEdgeBench(b, 4)
+		f := newFleet(300, 11)
+		fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token})
+		// The central stream exists once the first readings arrive; prime it.
+		appendRecords(b, st, []storage.Record{f.next(time.Now())})
+		waitCaughtUpTB(b, url, 1, 10*time.Second)
+
+		var mu sync.Mutex
+		sent := map[[2]int64]time.Time{}
+		var lat []time.Duration
+		ctx, cancel := context.WithCancel(context.Background())
+		consumed := make(chan error, 1)
+		devIndex := map[string]int64{}
+		for j, d := range f.devices {
+			devIndex[d] = int64(j)
+		}
+		go func() {
+			cl := &consume.Client{BaseURL: url}
+			consumed <- cl.Consume(ctx, consume.Options{Follow: true, Wait: time.Second, Max: 5000}, func(m consume.Message) error {
+				now := time.Now()
+				var r reading
+				json.Unmarshal(m.Payload(), &r)
+				mu.Lock()
+				if t0, ok := sent[[2]int64{devIndex[r.Device], r.Seq}]; ok {
+					lat = append(lat, now.Sub(t0))
+				}
+				mu.Unlock()
+				return nil
+			})
+		}()
+		time.Sleep(200 * time.Millisecond) // let the consumer reach the end
+		b.ResetTimer()
+		tick := time.NewTicker(time.Millisecond)
+		end := time.Now().Add(seconds * time.Second)
+		total := 0
+		for time.Now().Before(end) {
+			<-tick.C
+			for k := 0; k < rate/1000; k++ {
+				rec := f.next(time.Now())
+				var r reading
+				json.Unmarshal(rec.Value, &r)
+				mu.Lock()
+				sent[[2]int64{devIndex[r.Device], r.Seq}] = time.Now()
+				mu.Unlock()
+				st.AppendAsync(rec, func(int, int64, error) {})
+				total++
+			}
+		}
+		tick.Stop()
+		deadline := time.Now().Add(10 * time.Second)
+		for time.Now().Before(deadline) {
+			mu.Lock()
+			n := len(lat)
+			mu.Unlock()
+			if n >= total {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.StopTimer()
+		cancel()
+		<-consumed
+		var wire, raw int64
+		for _, s := range fwd.Status() {
+			wire += s.WireBytes
+			raw += s.RawBytes
+		}
+		stopFwd()
+		stop()
+		edge.Close()
+		slices.Sort(lat)
+		if len(lat) < total {
+			b.Fatalf("consumer saw %d of %d readings", len(lat), total)
+		}
+		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+		b.ReportMetric(q(0.5), "p50-ms")
+		b.ReportMetric(q(0.99), "p99-ms")
+		b.ReportMetric(float64(total)/seconds, "readings/s")
+		b.ReportMetric(float64(raw)/float64(wire), "raw/wire")
+	}
+}
+
+func openEdgeBench(b *testing.B, partitions int) (*storage.Log, *storage.Stream) {
+	log, err := storage.Open(b.TempDir(), &storage.Options{SegmentBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := log.CreateStream("readings", storage.StreamConfig{Partitions: partitions})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return log, st
+}
+
+func appendRecords(tb testing.TB, st *storage.Stream, recs []storage.Record) {
+	var wg sync.WaitGroup
+	wg.Add(len(recs))
+	for _, r := range recs {
+		st.AppendAsync(r, func(_ int, _ int64, err error) {
+			if err != nil {
+				tb.Error(err)
+			}
+			wg.Done()
+		})
+	}
+	wg.Wait()
+}
