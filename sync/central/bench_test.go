@@ -105,7 +105,8 @@ func BenchmarkLiveLatency(b *testing.B) {
 		total := 0
 		for time.Now().Before(end) {
 			<-tick.C
-			for k := 0; k < rate/1000; k++ {
+			due := int(time.Since(end.Add(-seconds*time.Second)).Seconds()*rate) - total
+			for k := 0; k < due; k++ {
 				rec := f.next(time.Now())
 				var r reading
 				json.Unmarshal(rec.Value, &r)

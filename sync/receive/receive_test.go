@@ -157,15 +157,28 @@ func TestBadRequests(t *testing.T) {
 		{"bad stream", "/v1/sync/Bad!/0", chunkHeaders(good), good.Data, h.token, 400},
 		{"missing base", path, mod(func(hd http.Header) { hd.Del(protocol.HeaderBase) }), good.Data, h.token, 400},
 		{"records mismatch", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderRecords, "1") }), good.Data, h.token, 400},
-		{"range mismatch", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderNext, strconv.FormatInt(good.Next+1, 10)); hd.Set(protocol.HeaderRecords, strconv.Itoa(good.Records+1)) }), good.Data, h.token, 400},
+		{"range mismatch", path, mod(func(hd http.Header) {
+			hd.Set(protocol.HeaderNext, strconv.FormatInt(good.Next+1, 10))
+			hd.Set(protocol.HeaderRecords, strconv.Itoa(good.Records+1))
+		}), good.Data, h.token, 400},
 		{"bad crc", path, chunkHeaders(good), flipped, h.token, 400},
-		{"flipped byte, crc recomputed", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC(flipped)), 10)) }), flipped, h.token, 400},
-		{"truncated, crc recomputed", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC(cut)), 10)) }), cut, h.token, 400},
-		{"not zstd", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC([]byte("hello"))), 10)) }), []byte("hello"), h.token, 400},
+		{"flipped byte, crc recomputed", path, mod(func(hd http.Header) {
+			hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC(flipped)), 10))
+		}), flipped, h.token, 400},
+		{"truncated, crc recomputed", path, mod(func(hd http.Header) {
+			hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC(cut)), 10))
+		}), cut, h.token, 400},
+		{"not zstd", path, mod(func(hd http.Header) {
+			hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC([]byte("hello"))), 10))
+		}), []byte("hello"), h.token, 400},
 		{"oversized", path, chunkHeaders(good), big, h.token, 413},
 		{"raw bytes over limit", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderRawBytes, "999999999999") }), good.Data, h.token, 400},
 		{"out of order", path, chunkHeaders(chunks[1]), chunks[1].Data, h.token, 409},
-		{"gap with body", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderGapFrom, "0"); hd.Set(protocol.HeaderGapTo, "5"); hd.Set(protocol.HeaderGapReason, "x") }), good.Data, h.token, 400},
+		{"gap with body", path, mod(func(hd http.Header) {
+			hd.Set(protocol.HeaderGapFrom, "0")
+			hd.Set(protocol.HeaderGapTo, "5")
+			hd.Set(protocol.HeaderGapReason, "x")
+		}), good.Data, h.token, 400},
 	}
 	for _, tc := range cases {
 		code, e, _ := h.post(tc.path, tc.hdr, tc.body, tc.token)
