@@ -82,6 +82,29 @@ type Config struct {
 
 	// Source subscribes to an existing broker instead of (or besides) devices connecting here.
 	Source *SourceConfig `yaml:"source"`
+
+	// Forward configures forwarding to Central. The agent itself does not read it: the edge command
+	// hands it to the forwarder (sync/forward), which runs beside the agent on the same log.
+	Forward ForwardConfig `yaml:"forward"`
+}
+
+// ForwardConfig is how this edge reaches central.
+type ForwardConfig struct {
+	// Token authenticates this edge; it is printed once by "tributary central edges add ID".
+	// TokenFile reads it from a file instead (preferred: it keeps the token out of the config and
+	// of process listings).
+	Token     string `yaml:"token"`
+	TokenFile string `yaml:"token_file"`
+	// CAFile is a PEM bundle to trust for central's certificate instead of the system roots;
+	// CertFile and KeyFile are this edge's client certificate when central requires mTLS.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// InFlight is how many chunks one partition may have unanswered (default 4); raise it on
+	// links with long round trips.
+	InFlight int `yaml:"in_flight"`
+	// BandwidthBytesPerSec caps the bytes sent to central, all partitions together; 0 is no cap.
+	BandwidthBytesPerSec int64 `yaml:"bandwidth_bytes_per_sec"`
 }
 
 // MQTTConfig configures the embedded broker's listeners.

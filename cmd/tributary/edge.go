@@ -27,6 +27,8 @@ type edgeFlags struct {
 	allowAnonymous bool
 	fsync          string
 	logLevel       string
+	tokenFile      string
+	centralCA      string
 }
 
 func newEdgeCmd() *cobra.Command {
@@ -71,6 +73,8 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.BoolVar(&f.allowAnonymous, "allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
 	fl.StringVar(&f.fsync, "fsync", "", "fsync policy: group (default; ack means durable), interval or none")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	fl.StringVar(&f.tokenFile, "central-token-file", "", "file holding this edge's token from 'tributary central edges add ID' (or set "+tokenEnv+")")
+	fl.StringVar(&f.centralCA, "central-ca", "", "PEM bundle to trust for central's TLS certificate instead of the system roots")
 	return cmd
 }
 
@@ -95,6 +99,8 @@ func (f *edgeFlags) load(cmd *cobra.Command) (edge.Config, error) {
 	set("central", &cfg.Central, f.central)
 	set("edge-id", &cfg.EdgeID, f.edgeID)
 	set("fsync", &cfg.Fsync, f.fsync)
+	set("central-token-file", &cfg.Forward.TokenFile, f.tokenFile)
+	set("central-ca", &cfg.Forward.CAFile, f.centralCA)
 	if cmd.Flags().Changed("allow-anonymous") {
 		cfg.AllowAnonymous = f.allowAnonymous
 	}
@@ -119,20 +125,11 @@ func newLogger(level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
 }
 
-// runEdge runs the agent until ctx ends.
+// runEdge runs the agent, and the forwarder when --central is set, until ctx ends.
 func runEdge(ctx context.Context, cfg edge.Config, logger *slog.Logger) error {
-	agent, err := edge.New(cfg, logger)
+	node, err := newEdgeNode(cfg, logger)
 	if err != nil {
 		return err
 	}
-	// ---- forwarding seam (sync engineer) ----------------------------------------------------
-	// cfg.Central == "" means no forwarding: the agent only logs. Otherwise start the forwarder
-	// from sync/forward here on agent.Log() (the log stays open until agent.Run returns; stop the
-	// forwarder before that by deriving its context from ctx and waiting for it after Run), with
-	// cfg.EdgeID as the edge id and agent.Registerer() for its metrics.
-	if cfg.Central != "" {
-		logger.Warn("forwarding to central is not wired into this build yet; readings are only logged", "central", cfg.Central)
-	}
-	// ------------------------------------------------------------------------------------------
-	return agent.Run(ctx)
+	return node.Run(ctx)
 }

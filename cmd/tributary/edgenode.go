@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/tributary-iot/tributary/edge"
+	"github.com/tributary-iot/tributary/sync/forward"
+)
+
+// edgeNode is the edge process: the agent (broker + log) and, when a central URL is configured,
+// the forwarder reading the agent's log. Both "tributary edge" and "tributary demo" run one.
+type edgeNode struct {
+	agent *edge.Agent
+	fwd   *forward.Forwarder // nil without --central
+}
+
+// tokenEnv lets service managers pass the edge token without a file or a flag.
+const tokenEnv = "TRIBUTARY_EDGE_TOKEN"
+
+func newEdgeNode(cfg edge.Config, logger *slog.Logger) (*edgeNode, error) {
+	var token string
+	if cfg.Central != "" {
+		var err error
+		if token, err = edgeToken(cfg.Forward); err != nil {
+			return nil, err
+		}
+	}
+	agent, err := edge.New(cfg, logger)
+	if err != nil {
+		return nil, err
+	}
+	n := &edgeNode{agent: agent}
+	if cfg.Central != "" {
+		n.fwd = forward.New(agent.Log(), forward.Config{
+			CentralURL: cfg.Central, EdgeID: cfg.EdgeID, Token: token,
+			CAFile: cfg.Forward.CAFile, CertFile: cfg.Forward.CertFile, KeyFile: cfg.Forward.KeyFile,
+			InFlight: cfg.Forward.InFlight, BandwidthBytesPerSec: cfg.Forward.BandwidthBytesPerSec,
+			Logger: logger.With("component", "forwarder"), Registerer: agent.Registerer(),
+		})
+	}
+	return n, nil
+}
+
+func edgeToken(f edge.ForwardConfig) (string, error) {
+	switch {
+	case f.Token != "":
+		return f.Token, nil
+	case f.TokenFile != "":
+		b, err := os.ReadFile(f.TokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read edge token: %w", err)
+		}
+		if t := strings.TrimSpace(string(b)); t != "" {
+			return t, nil
+		}
+		return "", fmt.Errorf("edge token file %s is empty: put the token from 'tributary central edges add ID' in it", f.TokenFile)
+	case os.Getenv(tokenEnv) != "":
+		return strings.TrimSpace(os.Getenv(tokenEnv)), nil
+	}
+	return "", errors.New("forwarding to central needs this edge's token: run 'tributary central edges add EDGE-ID' at central, " +
+		"then pass it with --central-token-file FILE (or forward.token_file in the config, or " + tokenEnv + ")")
+}
+
+// Run serves until ctx ends. The forwarder stops first, so it never reads a closed log; then the
+// agent drains pending acks, closes the broker and closes the log last.
+func (n *edgeNode) Run(ctx context.Context) error {
+	if n.fwd == nil {
+		return n.agent.Run(ctx)
+	}
+	agentCtx, stopAgent := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopAgent()
+	fwdErr := make(chan error, 1)
+	go func() {
+		err := n.fwd.Run(ctx)
+		if errors.Is(err, context.Canceled) {
+			err = nil
+		}
+		fwdErr <- err
+		stopAgent()
+	}()
+	err := n.agent.Run(agentCtx)
+	stopAgent()
+	if ferr := <-fwdErr; err == nil && ferr != nil {
+		err = fmt.Errorf("forwarder: %w", ferr)
+	}
+	return err
+}
