@@ -31,19 +31,19 @@ import (
 
 // Config is what `tributary central` takes.
 type Config struct {
-	DataDir string `yaml:"data-dir"`
+	DataDir string `yaml:"data_dir"`
 	Listen  string `yaml:"listen"`
 
-	TLSCert  string `yaml:"tls-cert"`
-	TLSKey   string `yaml:"tls-key"`
-	ClientCA string `yaml:"client-ca"` // require client certificates signed by this CA (mTLS)
+	TLSCert  string `yaml:"tls_cert"`
+	TLSKey   string `yaml:"tls_key"`
+	ClientCA string `yaml:"client_ca"` // require client certificates signed by this CA (mTLS)
 	Insecure bool   `yaml:"insecure"`  // allow plain HTTP on a non-loopback listener
 
 	Partitions int    `yaml:"partitions"` // of central streams created on first sight; default 8
-	APIToken   string `yaml:"api-token"`  // required by the consume and edges API when set
+	APIToken   string `yaml:"api_token"`  // required by the consume and edges API when set
 
 	Fsync      string `yaml:"fsync"`       // group (default), interval, none
-	QuotaBytes int64  `yaml:"quota-bytes"` // central's disk quota; full → 503 to edges
+	QuotaBytes int64  `yaml:"quota_bytes"` // central's disk quota; full → 503 to edges
 
 	Logger *slog.Logger `yaml:"-"`
 	// Ready, when set, receives the bound address once serving.
