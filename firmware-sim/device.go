@@ -133,7 +133,6 @@ func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, err
 	opts := paho.NewClientOptions().
 		AddBroker(d.cfg.Broker).
 		SetClientID(d.id).
-		SetUsername(d.id).
 		// A clean session and no automatic reconnect: the simulator decides when to reconnect and
 		// never resends a reading, so every duplicate verification finds was made downstream.
 		SetCleanSession(true).
@@ -143,7 +142,10 @@ func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, err
 		SetWriteTimeout(d.cfg.AckTimeout).
 		SetKeepAlive(30 * time.Second).
 		SetCustomOpenConnectionFn(d.dial)
+	// Without passwords the device connects anonymously, its client id naming it, which a broker
+	// on loopback accepts; a username without a password would be refused as an unknown login.
 	if d.cfg.Passwords != nil {
+		opts.SetUsername(d.id)
 		opts.SetPassword(d.cfg.Passwords(d.id))
 	}
 	if d.cfg.TLS != nil {

@@ -242,11 +242,12 @@ func writeFile(path string, write func(io.Writer) error) error {
 func newVerifyCmd(stdout, stderr io.Writer) *cobra.Command {
 	var (
 		input, manifestPath, format string
+		centralURL, token           string
 		opts                        firmwaresim.VerifyOptions
 		rows                        int
 	)
 	cmd := &cobra.Command{
-		Use:   "verify --input FILE [--manifest FILE]",
+		Use:   "verify --input FILE | --central URL [--manifest FILE]",
 		Short: "Check central's merged stream for lost, duplicated and out-of-order readings",
 		Long: `verify reads the merged stream as JSON lines, as "tributary consume --format jsonl" prints them:
 
@@ -259,11 +260,16 @@ as "unacked missing" rather than lost; without it every gap counts as lost, so c
 
 Exit status: 0 when nothing was lost, duplicated or reordered; 1 when something was;
 2 when the input could not be read.`,
-		Example: `  tributary consume --central URL --from-beginning --format jsonl | firmware-sim verify --input - --manifest run.manifest.json`,
+		Example: `  firmware-sim verify --central http://127.0.0.1:8443 --manifest run.manifest.json
+  tributary consume --central URL --from-beginning --format jsonl | firmware-sim verify --input - --manifest run.manifest.json`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if input == "" {
-				return errors.New("--input is required: a JSON lines file, or - for stdin")
+			if (input == "") == (centralURL == "") {
+				return errors.New("give one of --input (a JSON lines file, or - for stdin) and --central URL")
+			}
+			var src firmwaresim.Source = firmwaresim.FileSource{Path: input}
+			if centralURL != "" {
+				src = firmwaresim.CentralSource{URL: centralURL, Stream: opts.Stream, Token: token}
 			}
 			if format != formatTable && format != formatJSON {
 				return fmt.Errorf("--format %q: use table or json", format)
@@ -279,7 +285,7 @@ Exit status: 0 when nothing was lost, duplicated or reordered; 1 when something 
 					return err
 				}
 			}
-			v, err := firmwaresim.VerifySource(cmd.Context(), firmwaresim.FileSource{Path: input}, &opts)
+			v, err := firmwaresim.VerifySource(cmd.Context(), src, &opts)
 			if err != nil {
 				return err
 			}
@@ -302,6 +308,8 @@ Exit status: 0 when nothing was lost, duplicated or reordered; 1 when something 
 	cmd.SetErr(stderr)
 	fl := cmd.Flags()
 	fl.StringVar(&input, "input", "", "JSON lines file of the merged stream, or - for stdin")
+	fl.StringVar(&centralURL, "central", "", "read the merged stream from central's consume API at this URL, from the beginning to its current end")
+	fl.StringVar(&token, "token", "", "central's API token, if it has one")
 	fl.StringVar(&manifestPath, "manifest", "", "manifest from the firmware-sim run, to tell acked-and-lost from never-acked")
 	fl.StringVar(&opts.Stream, "stream", "", "only check records of this stream (default: all)")
 	fl.StringVar(&opts.LatencyHeader, "latency-header", "", "header holding the arrival time (unix ms or RFC 3339); default: the record timestamp")

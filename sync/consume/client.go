@@ -154,7 +154,7 @@ func (c *Client) Consume(ctx context.Context, o Options, fn func(Message) error)
 			select {
 			case <-ctx.Done():
 				return nil
-			case <-time.After(time.Second):
+			case <-time.After(250 * time.Millisecond):
 				continue
 			}
 		}
