@@ -140,7 +140,7 @@ admin socket in the data directory, and changes apply at once.`,
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "edge %s registered; give it this token (shown once): tributary edge --edge-id %s --central URL with the token\n", args[0], args[0])
+			fmt.Fprintf(cmd.ErrOrStderr(), "edge %s registered; the token above is shown once: save it in a file on the gateway and run\n  tributary edge --edge-id %s --central URL --central-token-file FILE\n", args[0], args[0])
 			return nil
 		},
 	}
