@@ -262,7 +262,7 @@ Exit status: 0 when nothing was lost, duplicated or reordered; 1 when something 
 2 when the input could not be read.`,
 		Example: `  firmware-sim verify --central http://127.0.0.1:8443 --manifest run.manifest.json
   tributary consume --central URL --from-beginning --format jsonl | firmware-sim verify --input - --manifest run.manifest.json`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if (input == "") == (centralURL == "") {
 				return errors.New("give one of --input (a JSON lines file, or - for stdin) and --central URL")
