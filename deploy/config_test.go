@@ -112,3 +112,47 @@ func TestComposeFile(t *testing.T) {
 		}
 	}
 }
+
+func TestPrometheusFiles(t *testing.T) {
+	b, err := os.ReadFile("prometheus/alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rules struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				For         string            `yaml:"for"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&rules); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			n++
+			if r.Alert == "" || r.Expr == "" || r.Labels["severity"] == "" || r.Annotations["summary"] == "" {
+				t.Errorf("group %s: incomplete rule %+v", g.Name, r)
+			}
+		}
+	}
+	if n < 4 {
+		t.Errorf("%d rules", n)
+	}
+	var scrape map[string]any
+	b, err = os.ReadFile("prometheus/scrape.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(b, &scrape); err != nil || scrape["scrape_configs"] == nil {
+		t.Fatalf("scrape.yml: %v", err)
+	}
+}
