@@ -165,6 +165,8 @@ func (l *Log) rollByAge() {
 // every required cursor has passed them, then for the quota (forwarded first, then, under
 // DropOldest, unforwarded with a gap record).
 func (l *Log) enforceRetention(now time.Time) {
+	l.retentionMu.Lock()
+	defer l.retentionMu.Unlock()
 	o := &l.opts
 	parts := l.allPartitions()
 	if o.RetentionAge > 0 || o.RetentionBytes > 0 {

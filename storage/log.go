@@ -40,6 +40,8 @@ type Log struct {
 	droppedRecords, quarantined                      atomic.Int64
 	damage                                           []*CorruptionError
 
+	retentionMu sync.Mutex // one retention pass at a time
+
 	sealQueue chan sealJob
 	kickMaint chan struct{}
 	cancel    context.CancelFunc
