@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -74,7 +76,9 @@ func loadCentralConfig(path string, cmd *cobra.Command, flags central.Config) (c
 		if err != nil {
 			return cfg, fmt.Errorf("read config: %w", err)
 		}
-		if err := yaml.Unmarshal(b, &cfg); err != nil {
+		dec := yaml.NewDecoder(bytes.NewReader(b))
+		dec.KnownFields(true) // a misspelt key is an error, not a silently ignored setting
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 			return cfg, fmt.Errorf("parse config %s: %w", path, err)
 		}
 	}

@@ -25,6 +25,7 @@ import (
 
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/kafkasink"
 	"github.com/tributary-iot/tributary/sync/protocol"
 	"github.com/tributary-iot/tributary/sync/receive"
 )
@@ -45,9 +46,18 @@ type Config struct {
 	Fsync      string `yaml:"fsync"`       // group (default), interval, none
 	QuotaBytes int64  `yaml:"quota_bytes"` // central's disk quota; full → 503 to edges
 
+	// Sinks pass the merged stream on, for when one central node is not enough.
+	Sinks Sinks `yaml:"sinks"`
+
 	Logger *slog.Logger `yaml:"-"`
 	// Ready, when set, receives the bound address once serving.
 	Ready func(addr string) `yaml:"-"`
+}
+
+// Sinks are the optional exporters of central's log.
+type Sinks struct {
+	// Kafka produces a central stream to a Kafka topic, exactly once, keyed by device.
+	Kafka *kafkasink.Config `yaml:"kafka"`
 }
 
 // AdminSocket is the Unix socket in the data directory that `tributary central edges` uses while
@@ -129,10 +139,31 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
+	var sink *kafkasink.Sink
+	if cfg.Sinks.Kafka != nil {
+		kcfg := *cfg.Sinks.Kafka
+		kcfg.Logger = logger.With("component", "kafka-sink")
+		if sink, err = kafkasink.New(log, kcfg); err != nil {
+			ln.Close()
+			return fmt.Errorf("kafka sink: %w", err)
+		}
+		reg.MustRegister(sink)
+	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
+	running := 3
 	go func() { errc <- rcv.Run(ctx) }()
+	if sink != nil {
+		running++
+		go func() {
+			if err := sink.Run(ctx); err != nil {
+				errc <- fmt.Errorf("kafka sink: %w", err)
+				return
+			}
+			errc <- nil
+		}()
+	}
 	go func() { errc <- srv.Serve(ln) }()
 	go func() { errc <- admin.Serve() }()
 	logger.Info("central serving", "addr", ln.Addr().String(), "tls", useTLS, "mtls", cfg.ClientCA != "", "data_dir", cfg.DataDir)
@@ -151,7 +182,7 @@ func Run(ctx context.Context, cfg Config) error {
 	srv.Shutdown(sctx)
 	admin.Shutdown(sctx)
 	cancel() // rcv.Run returns after a last checkpoint
-	for ; received < 3; received++ {
+	for ; received < running; received++ {
 		if err := <-errc; serveErr == nil {
 			serveErr = err
 		}
