@@ -306,3 +306,35 @@ func orDefault(s, d string) string {
 	}
 	return s
 }
+
+// Check validates a config as New would, without opening the log or binding listeners, so an
+// operator can test a config before restarting a gateway ("tributary edge --check-config").
+func (c Config) Check() error {
+	c = c.withDefaults()
+	if err := c.validate(); err != nil {
+		return err
+	}
+	if _, err := devices.NewMapper(c.Mapping); err != nil {
+		return fmt.Errorf("mapping: %w", err)
+	}
+	if c.Central != "" && c.EdgeID == "" {
+		return errors.New("central is set but edge_id is not: give this gateway an id")
+	}
+	files := []struct{ key, path string }{
+		{"mqtt.tls_cert", c.MQTT.TLSCert}, {"mqtt.tls_key", c.MQTT.TLSKey}, {"mqtt.tls_client_ca", c.MQTT.TLSClientCA},
+		{"forward.token_file", c.Forward.TokenFile}, {"forward.ca_file", c.Forward.CAFile},
+		{"forward.cert_file", c.Forward.CertFile}, {"forward.key_file", c.Forward.KeyFile},
+	}
+	for _, f := range files {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s: %w", f.key, err)
+		}
+	}
+	if (c.MQTT.TLSListen != "") != (c.MQTT.TLSCert != "" && c.MQTT.TLSKey != "") {
+		return errors.New("mqtt.tls_listen needs mqtt.tls_cert and mqtt.tls_key, and they need tls_listen")
+	}
+	return nil
+}

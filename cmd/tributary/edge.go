@@ -29,6 +29,7 @@ type edgeFlags struct {
 	logLevel       string
 	tokenFile      string
 	centralCA      string
+	checkConfig    bool
 }
 
 func newEdgeCmd() *cobra.Command {
@@ -54,6 +55,13 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 			if err != nil {
 				return err
 			}
+			if f.checkConfig {
+				if err := cfg.Check(); err != nil {
+					return fmt.Errorf("config is not valid: %w", err)
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "config OK")
+				return nil
+			}
 			logger, err := newLogger(f.logLevel)
 			if err != nil {
 				return err
@@ -74,6 +82,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.StringVar(&f.fsync, "fsync", "", "fsync policy: group (default; ack means durable), interval or none")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	fl.StringVar(&f.tokenFile, "central-token-file", "", "file holding this edge's token from 'tributary central edges add ID' (or set "+tokenEnv+")")
+	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration (file and flags) and exit")
 	fl.StringVar(&f.centralCA, "central-ca", "", "PEM bundle to trust for central's TLS certificate instead of the system roots")
 	return cmd
 }
