@@ -88,7 +88,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		return nil, fmt.Errorf("open edge log in %s: %w", cfg.DataDir, err)
 	}
 	a.log = l
-	a.metrics.registerLog(l)
+	a.metrics.registerLog(l, cfg.QuotaBytes)
 	if a.deadLetter, err = l.CreateStream(devices.DeadLetterStream, storage.StreamConfig{Partitions: 1}); err != nil {
 		return nil, fmt.Errorf("create dead-letter stream: %w", err)
 	}

@@ -84,7 +84,7 @@ func newMetrics() *metrics {
 func (m *metrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Seconds()) }
 
 // registerLog exports storage's counters, read at scrape time.
-func (m *metrics) registerLog(l *storage.Log) {
+func (m *metrics) registerLog(l *storage.Log, quotaBytes int64) {
 	gauge := func(name, help string, f func(storage.Stats) int64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help},
 			func() float64 { return float64(f(l.Stats())) })
@@ -99,5 +99,7 @@ func (m *metrics) registerLog(l *storage.Log) {
 		counter("tributary_edge_log_records_appended_total", "Records appended to the log.", func(s storage.Stats) int64 { return s.RecordsAppended }),
 		counter("tributary_edge_log_fsyncs_total", "Segment fsyncs.", func(s storage.Stats) int64 { return s.Fsyncs }),
 		counter("tributary_edge_log_dropped_records_total", "Records dropped by the quota policy.", func(s storage.Stats) int64 { return s.DroppedRecords }),
+		// The configured quota beside the disk bytes lets an alert fire before the policy acts.
+		gauge("tributary_edge_log_quota_bytes", "Configured disk quota of the edge log (0: none).", func(storage.Stats) int64 { return quotaBytes }),
 	)
 }
