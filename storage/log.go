@@ -41,6 +41,7 @@ type Log struct {
 	damage                                           []*CorruptionError
 
 	retentionMu sync.Mutex // one retention pass at a time
+	syncMu      sync.Mutex // one fsync at a time; see fdatasync
 
 	sealQueue chan sealJob
 	kickMaint chan struct{}
@@ -256,6 +257,13 @@ func (l *Log) closeStreams() error {
 }
 
 func (l *Log) fdatasync(f *os.File) error {
+	// One fsync at a time per log. Each goroutine blocked in fdatasync holds a P until the
+	// runtime's monitor notices (up to milliseconds when it has backed off): with several
+	// partitions syncing at once on a 2-core gateway, both Ps sat in syscalls while the
+	// writers that would fill the next group could not run, and groups shrank to a few records.
+	// Taking turns keeps a core for the writers; each partition's next group grows meanwhile.
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	start := time.Now()
 	err := fsutil.Fdatasync(f)
 	l.fsyncs.Add(1)
