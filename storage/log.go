@@ -41,7 +41,7 @@ type Log struct {
 	damage                                           []*CorruptionError
 
 	retentionMu sync.Mutex // one retention pass at a time
-	syncMu      sync.Mutex // one fsync at a time; see fdatasync
+	syncMu      sync.Mutex // one fsync at a time; see Partition.run
 
 	sealQueue chan sealJob
 	kickMaint chan struct{}
@@ -244,7 +244,7 @@ func (l *Log) closeStreams() error {
 			p.kick <- struct{}{}
 			<-p.done
 			if l.opts.Fsync != FsyncGroup {
-				if serr := l.fdatasync(p.active.f); serr != nil && err == nil {
+				if serr := l.syncInTurn(p.active.f); serr != nil && err == nil {
 					err = serr
 				}
 			}
@@ -256,14 +256,9 @@ func (l *Log) closeStreams() error {
 	return err
 }
 
+// fdatasync syncs a segment file and counts it. Group-commit committers call it during their
+// turn (see Partition.run); other callers use syncInTurn.
 func (l *Log) fdatasync(f *os.File) error {
-	// One fsync at a time per log. Each goroutine blocked in fdatasync holds a P until the
-	// runtime's monitor notices (up to milliseconds when it has backed off): with several
-	// partitions syncing at once on a 2-core gateway, both Ps sat in syscalls while the
-	// writers that would fill the next group could not run, and groups shrank to a few records.
-	// Taking turns keeps a core for the writers; each partition's next group grows meanwhile.
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
 	start := time.Now()
 	err := fsutil.Fdatasync(f)
 	l.fsyncs.Add(1)
@@ -271,6 +266,13 @@ func (l *Log) fdatasync(f *os.File) error {
 		l.opts.OnFsync(time.Since(start))
 	}
 	return err
+}
+
+// syncInTurn is fdatasync for callers outside a committer's turn.
+func (l *Log) syncInTurn(f *os.File) error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	return l.fdatasync(f)
 }
 
 func (l *Log) checkQuota() error {

@@ -177,7 +177,17 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 // run is the committer: the only goroutine that writes to the active segment.
 func (p *Partition) run() {
 	defer close(p.done)
+	takeTurn := p.log.opts.Fsync == FsyncGroup
 	for range p.kick {
+		if takeTurn {
+			// Fsyncs take turns across the log's partitions: each goroutine blocked in
+			// fdatasync holds a P until the runtime's monitor takes it back (up to
+			// milliseconds once it has backed off), so with several partitions syncing at once
+			// a 2-core gateway had no P left for the writers that fill the next group, and
+			// groups shrank to a few records. The turn is taken before the pending groups, so
+			// records that arrive while other partitions sync join this commit.
+			p.log.syncMu.Lock()
+		}
 		p.mu.Lock()
 		groups := p.groups
 		if groups[len(groups)-1].count == 0 {
@@ -202,6 +212,9 @@ func (p *Partition) run() {
 					p.log.logger.Error("roll segment by age", "stream", p.stream, "partition", p.id, "err", err)
 				}
 			}
+		}
+		if takeTurn {
+			p.log.syncMu.Unlock()
 		}
 		if closing {
 			if len(groups) == 0 {
@@ -360,7 +373,7 @@ func (p *Partition) syncIfDirty() {
 	seg := p.active
 	p.mu.Unlock()
 	if dirty {
-		if err := p.log.fdatasync(seg.f); err != nil && !errors.Is(err, os.ErrClosed) {
+		if err := p.log.syncInTurn(seg.f); err != nil && !errors.Is(err, os.ErrClosed) {
 			p.fail(fmt.Errorf("fsync segment %d: %w", seg.base, err))
 		}
 	}
