@@ -2,17 +2,17 @@ package forward
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
 // Config configures a Forwarder. Zero fields mean the defaults.
@@ -112,13 +112,9 @@ func (c Config) client() (*http.Client, error) {
 	if tlsCfg == nil && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "") {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.CAFile != "" {
-			pem, err := os.ReadFile(c.CAFile)
+			pool, err := protocol.CertPool(c.CAFile, "CA file")
 			if err != nil {
-				return nil, fmt.Errorf("read CA file: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("CA file %s holds no PEM certificate", c.CAFile)
+				return nil, err
 			}
 			tlsCfg.RootCAs = pool
 		}

@@ -23,10 +23,12 @@
 package protocol
 
 import (
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"hash/crc32"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 )
@@ -132,4 +134,18 @@ func BearerToken(r *http.Request) string {
 		return ""
 	}
 	return strings.TrimSpace(t)
+}
+
+// CertPool reads a PEM bundle of CA certificates, for central's client CA and the edge's trust of
+// central (what describes the file in errors).
+func CertPool(file, what string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", what, err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s %s holds no PEM certificate", what, file)
+	}
+	return pool, nil
 }
