@@ -266,15 +266,13 @@ func (p *Partition) commit(groups []*group) {
 		next += int64(g.count)
 	}
 	if _, err := seg.f.WriteAt(buf, pos); err != nil {
-		// Cut back what may have been written so the file ends on a whole batch, and fail only
-		// these groups: nothing was acknowledged and offsets were not handed out.
+		// Cut back what may have been written so the file ends on a whole batch, then stop the
+		// partition: letting a later group succeed would store a writer's record N+1 while N
+		// failed, and its resend of N would land out of order. Reopening recovers.
 		werr := fmt.Errorf("write %d bytes to segment %d: %w", len(buf), seg.base, err)
-		if terr := seg.f.Truncate(start); terr != nil {
-			p.fail(werr)
-			werr = p.failed
-		}
-		p.log.logger.Error("append failed", "stream", p.stream, "partition", p.id, "err", err)
-		p.complete(groups, werr)
+		seg.f.Truncate(start)
+		p.fail(werr)
+		p.complete(groups, p.failed)
 		return
 	}
 	p.log.bytesWritten.Add(int64(len(buf)))

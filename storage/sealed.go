@@ -97,7 +97,10 @@ var (
 	encoderOnce = sync.OnceValue(func() *zstd.Encoder {
 		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
 			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false),
-			zstd.WithZeroFrames(true))
+			zstd.WithZeroFrames(true),
+			// Single-segment frames always state their content size, which DecodeChunk needs to
+			// bound memory before decoding; without it zstd omits the size of inputs under 256 bytes.
+			zstd.WithSingleSegment(true))
 		if err != nil {
 			panic(err) // only bad options fail here
 		}

@@ -316,11 +316,6 @@ func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) err
 				g := storage.Gap{From: next, To: ch.Base, Records: ch.Base - next, Reason: "missing-at-edge", Time: time.Now()}
 				ch = storage.Chunk{Base: g.From, Next: g.To, Gap: &g}
 			}
-			if ch.Gap == nil {
-				if ch.Data, err = ensureContentSize(ch.Data); err != nil {
-					return err
-				}
-			}
 			live := ch.Next >= ln.p.EndOffset()
 			fl := flight{next: ch.Next, done: make(chan sendResult, 1)}
 			go func() {
