@@ -4,6 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"os"
+	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"sync"
 	"testing"
@@ -13,6 +16,45 @@ import (
 	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/forward"
 )
+
+var (
+	catchUpTrace    = flag.String("catchup-trace", "", "write an execution trace of BenchmarkCatchUp's timed part to this file")
+	catchUpInFlight = flag.Int("catchup-inflight", 0, "chunks in flight per lane in BenchmarkCatchUp (0: the forwarder's default)")
+)
+
+var catchUpProfile = flag.String("catchup-cpuprofile", "", "write a CPU profile of BenchmarkCatchUp's timed part (not its backlog setup) to this file")
+
+// profileCatchUp profiles only the catch-up itself: -cpuprofile would mostly show the setup that
+// generates and appends the backlog.
+func profileCatchUp(b *testing.B) func() {
+	if *catchUpTrace != "" {
+		f, err := os.Create(*catchUpTrace)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			b.Fatal(err)
+		}
+		return func() {
+			trace.Stop()
+			f.Close()
+		}
+	}
+	if *catchUpProfile == "" {
+		return func() {}
+	}
+	f, err := os.Create(*catchUpProfile)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		b.Fatal(err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}
+}
 
 var backlog = flag.Int("backlog", 1_000_000, "readings in BenchmarkCatchUp's backlog (5000000 for the full figure)")
 
@@ -38,11 +80,14 @@ func BenchmarkCatchUp(b *testing.B) {
 			}
 			appendRecords(b, st, recs)
 		}
+		waitSealed(b, edge)
 		b.StartTimer()
+		stopProf := profileCatchUp(b)
 		start := time.Now()
-		fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token})
+		fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, InFlight: *catchUpInFlight})
 		waitCaughtUpTB(b, url, int64(*backlog), 10*time.Minute)
 		elapsed := time.Since(start)
+		stopProf()
 		b.StopTimer()
 		var wire, raw int64
 		for _, s := range fwd.Status() {
@@ -148,6 +193,21 @@ func BenchmarkLiveLatency(b *testing.B) {
 		b.ReportMetric(q(0.99), "p99-ms")
 		b.ReportMetric(float64(total)/seconds, "readings/s")
 		b.ReportMetric(float64(raw)/float64(wire), "raw/wire")
+	}
+}
+
+// waitSealed waits until the edge's sealer has compressed the backlog's full segments, so the
+// catch-up timing measures forwarding and central, not the edge's ingest work still running.
+func waitSealed(b *testing.B, log *storage.Log) {
+	last, stable := int64(-1), 0
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && stable < 3; {
+		n := log.Stats().SealedSegments
+		if n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

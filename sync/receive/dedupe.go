@@ -20,6 +20,9 @@ const dedupeNamespace = "central.dedupe"
 // gapNamespace holds the gap markers edges forwarded (key = edge, stream, partition, from).
 const gapNamespace = "central.gaps"
 
+// checkpointWait bounds how long a checkpoint waits for a lane's queued applies to become durable.
+const checkpointWait = 30 * time.Second
+
 type checkpoint struct {
 	// Positions are the central partitions' end offsets taken before the lanes were snapshot:
 	// every record at or past them is found by the startup scan.
@@ -91,7 +94,7 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 		}
 	}
 	for _, s := range cs.sources {
-		s.next.Store(s.expected)
+		s.restored()
 	}
 	return scanned, nil
 }
@@ -134,8 +137,8 @@ func (r *Receiver) Checkpoint() error {
 func (r *Receiver) checkpointStream(cs *centralStream) error {
 	n := cs.stream.Partitions()
 	// Positions first, lanes second: a record below a position was durable before it was read,
-	// and its apply, if still running then, finishes before its lane's snapshot below, which
-	// waits for the lane's lock. So the snapshot covers every record below the positions.
+	// so its apply was registered before; each lane's snapshot below waits until every apply
+	// registered by then has retired. So the snapshot covers every record below the positions.
 	cp := checkpoint{Positions: make([]int64, n), Time: time.Now().UTC()}
 	for c := range cp.Positions {
 		cp.Positions[c] = cs.stream.Partition(c).EndOffset()
@@ -148,12 +151,15 @@ func (r *Receiver) checkpointStream(cs *centralStream) error {
 	cs.mu.Unlock()
 	changed := false
 	for _, s := range sources {
-		s.mu.Lock()
-		cp.Sources = append(cp.Sources, sourceCheckpoint{Edge: s.key.edge, Partition: s.key.partition,
-			Expected: s.expected, Applied: append([]int64(nil), s.applied...)})
-		changed = changed || s.dirty
-		s.dirty = false
-		s.mu.Unlock()
+		sc, dirty, err := s.snapshot(checkpointWait)
+		if err != nil {
+			for _, s := range sources {
+				s.markDirty()
+			}
+			return err
+		}
+		cp.Sources = append(cp.Sources, sc)
+		changed = changed || dirty
 	}
 	if !changed {
 		return nil
@@ -161,9 +167,7 @@ func (r *Receiver) checkpointStream(cs *centralStream) error {
 	v, _ := json.Marshal(cp)
 	if err := r.log.SetMeta(dedupeNamespace, cs.name, v); err != nil {
 		for _, s := range sources {
-			s.mu.Lock()
-			s.dirty = true
-			s.mu.Unlock()
+			s.markDirty()
 		}
 		return err
 	}
@@ -189,8 +193,8 @@ func gapKey(edge, stream string, partition int, from int64) string {
 	return fmt.Sprintf("%s\x00%s\x00%010d\x00%020d", edge, stream, partition, from)
 }
 
-// applyGap stores the gap marker durably, then advances the lane past it. s.mu is held.
-func (r *Receiver) applyGap(s *source, c *chunk) error {
+// storeGap stores a gap chunk's marker durably.
+func (r *Receiver) storeGap(s *source, c *chunk) error {
 	// Keyed by the edge's own From, so a gap resent after a central restart overwrites itself.
 	g := GapInfo{Edge: s.key.edge, Stream: s.stream, Partition: s.key.partition, From: c.gap.From, To: c.gap.To,
 		Reason: c.gap.Reason, Time: c.gap.Time, Received: time.Now().UTC()}
@@ -201,7 +205,6 @@ func (r *Receiver) applyGap(s *source, c *chunk) error {
 	r.logger.Warn("edge reports lost records", "edge", g.Edge, "stream", g.Stream, "partition", g.Partition,
 		"from", g.From, "to", g.To, "reason", g.Reason)
 	r.m.gapRecords.WithLabelValues(g.Edge, g.Stream, strconv.Itoa(g.Partition)).Add(float64(g.To - g.From))
-	s.advance(c.next)
 	return nil
 }
 

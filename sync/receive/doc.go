@@ -5,18 +5,26 @@
 // # Lanes and the apply rule
 //
 // A lane is (edge, stream, edge partition). Its records arrive as chunks [base, next) in edge
-// offset order. Applies of one lane are serial (one mutex per lane, held for the whole apply);
-// different lanes apply concurrently. For each lane central keeps
+// offset order. Applies of one lane are queued in order (one mutex per lane, held while a chunk's
+// records are handed to storage), but a lane does not wait for one chunk to be durable before
+// queuing the next: chunk N+1 goes into central's partitions while chunk N's group commit is in
+// flight. Different lanes apply concurrently. For each lane central keeps
 //
 //	expected    every edge offset below it is durably stored in central
 //	applied[c]  per central partition c, the highest edge offset of this lane durably stored in c
+//	queued      every edge offset below it is queued into central (durable or on its way)
+//	queued[c]   per central partition c, the highest edge offset of this lane queued into c
 //
-// A chunk with next <= expected is a repeat: acknowledged, nothing applied. A chunk with
-// base > expected waits briefly for its predecessor, then gets 409 with expected: harmless. Else
-// each record with offset >= expected goes to the central partition c of its key, unless its
-// offset <= applied[c]. Central appends the records, waits until all are durable (group fsync),
-// raises applied[c], and only then advances expected to next. A failed apply (disk full, write
-// error) leaves expected where it was and raises applied[c] only over the prefix that was stored.
+// A chunk with next <= expected is a repeat: acknowledged, nothing applied; one with
+// next <= queued is answered once expected reaches next. A chunk with base > queued waits
+// briefly for its predecessor, then gets 409 with expected: harmless. Else each record with
+// offset >= queued goes to the central partition c of its key, unless its offset <= queued[c].
+// Storage calls back in offset order per partition once a record is durable; applied[c] rises to
+// the highest durable offset. An apply retires when all its records are durable, strictly in
+// queue order, and only then does expected advance to its next. A failed apply (disk full, write
+// error) retires with its error, and so does every apply queued after it; expected stays where
+// it was, and once every queued apply has retired the queued state is reset to the durable one
+// (queued = expected, queued[c] = applied[c]) before anything else is queued.
 //
 // # Why this is exactly once, through kill -9 at any moment
 //
@@ -24,11 +32,13 @@
 // together: a crash can leave some of them durable and others not. Two facts make that safe.
 //
 // Prefix: within one central partition c, the lane's records are appended in edge offset order
-// (applies are serial, and a partition's appends are durable in offset order: group commit writes
-// groups in order and recovery cuts a torn tail back to the last whole batch). So after any crash,
-// the lane's records present in c are exactly those routed to c with edge offset <= applied[c],
-// where applied[c] is the highest present. An apply that fails stops appending at its first
-// failure, which keeps the prefix for the in-memory state too.
+// (queuing is serial per lane, and a partition's appends are durable in offset order: group
+// commit writes groups in order, a failed write stops the partition, and recovery cuts a torn
+// tail back to the last whole batch). So after any crash, the lane's records present in c are
+// exactly those routed to c with edge offset <= applied[c], where applied[c] is the highest
+// present. Queuing stops at the first failure it sees (a full
+// quota is reported at once, before the record is queued), and nothing is queued again until
+// every earlier callback has run, which keeps the prefix for the in-memory state too.
 //
 // Resume: if central resumes a lane at any E no higher than its first missing offset, re-applying
 // from E with the skip rule stores every missing record once (it is above applied[c] of its
@@ -37,9 +47,10 @@
 //
 // State: every CheckpointInterval central writes, per stream, one bbolt record (Meta namespace
 // "central.dedupe") holding each central partition's end offset P[c], read first, and then each
-// lane's expected and applied[], snapshot under the lane's lock. Every record below P[c] was
-// durable before P[c] was read, so its apply had finished by the time its lane was snapshot (the
-// snapshot waits for the lane lock): the snapshot covers it. At startup central loads the
+// lane's expected and applied[]. Every record below P[c] was
+// durable before P[c] was read, so its apply had been queued by then; the lane's snapshot waits
+// until every apply queued before it was taken has retired (all its callbacks have run, so
+// applied[c] covers the record): the snapshot covers it. At startup central loads the
 // checkpoint and scans each central partition from P[c] to its end, raising applied[c] from the
 // provenance headers (edge, edge-partition, edge-offset). That restores applied[] exactly, and
 // expected = the checkpointed expected, which is below the first missing offset because it was
@@ -56,10 +67,9 @@
 // durably in the Meta namespace "central.gaps" before expected advances past it; a resent gap
 // overwrites itself. Gaps are listed by Lanes, Gaps and `tributary edges`.
 //
-// Known limit: a write error inside storage that fails one group but lets a later group of the
-// same partition succeed would break the prefix fact; storage stops a partition after a failed
-// fsync, and disk-full under the backpressure quota fails before anything is written, so the
-// remaining case is a failed write(2) of one group followed by a successful one.
+// Storage's part of the bargain: a partition stops at its first failed write, roll or fsync
+// (later appends fail too until a reopen recovers), and a full quota fails an append before it is
+// queued. A storage that let a later group succeed after a failed one would break the prefix fact.
 //
 // # Answers
 //

@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"regexp"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	// client_golang exposes central's per-edge, per-partition lag and apply counters in the
@@ -73,24 +71,6 @@ type centralStream struct {
 type sourceKey struct {
 	edge      string
 	partition int
-}
-
-// source is the dedupe state of one lane (edge, stream, edge partition). See doc.go.
-type source struct {
-	key    sourceKey
-	stream string
-
-	mu       sync.Mutex // held for a whole apply: applies of one lane are serial
-	expected int64      // every edge offset below it is durably applied
-	applied  []int64    // per central partition, the highest edge offset durably applied; -1 none
-	advanced chan struct{}
-	dirty    bool // changed since the last checkpoint
-
-	committed   atomic.Int64 // expected as of the last durable checkpoint
-	edgeEnd     atomic.Int64
-	lastSeen    atomic.Int64 // unix nanos of the last request
-	lastAdvance atomic.Int64 // unix nanos of the last advance of expected
-	next        atomic.Int64 // mirror of expected readable without mu
 }
 
 // New loads the edge registry and rebuilds the dedupe state of every stream in cfg.Log: from the
@@ -249,10 +229,6 @@ func (s *source) touch(req *http.Request) {
 	}
 }
 
-func (s *source) position() protocol.Position {
-	return protocol.Position{Next: s.next.Load(), Committed: s.committed.Load()}
-}
-
 // chunk is a validated request, decoded before any state is touched.
 type chunk struct {
 	base, next int64
@@ -342,192 +318,6 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 	return c, nil
 }
 
-func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream string, partition int) {
-	if req.ContentLength > r.cfg.MaxBodyBytes {
-		r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body of %d bytes: the limit is %d; lower the forwarder's max chunk bytes", req.ContentLength, r.cfg.MaxBodyBytes)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body over the limit of %d bytes", r.cfg.MaxBodyBytes)
-			return
-		}
-		r.reject(w, http.StatusBadRequest, "truncated", nil, "read body: %v", err)
-		return
-	}
-	c, err := parseChunk(req.Header, body, r.cfg.MaxRawBytes)
-	if err != nil {
-		r.reject(w, http.StatusBadRequest, "malformed", nil, "malformed chunk: %v", err)
-		return
-	}
-	s, err := r.source(edge, stream, partition)
-	if err != nil {
-		r.reject(w, http.StatusServiceUnavailable, "storage", nil, "open stream: %v", err)
-		return
-	}
-	s.touch(req)
-	if !s.lockAt(req.Context(), c.base, r.cfg.ReorderWait) {
-		r.reject(w, http.StatusConflict, "out-of-order", ptr(s.position()), "chunk starts at %d but the lane expects %d: resend from there", c.base, s.next.Load())
-		return
-	}
-	defer s.mu.Unlock()
-	if c.next <= s.expected {
-		r.m.duplicates.WithLabelValues(edge, stream, strconv.Itoa(partition)).Add(float64(len(c.records)))
-		protocol.WriteJSON(w, http.StatusOK, s.positionLocked())
-		return
-	}
-	cs := r.stream(stream)
-	var applyErr error
-	if c.gap != nil {
-		applyErr = r.applyGap(s, c)
-	} else {
-		applyErr = r.apply(cs, s, c)
-	}
-	if applyErr != nil {
-		if errors.Is(applyErr, storage.ErrFull) {
-			w.Header().Set("Retry-After", "5")
-			r.reject(w, http.StatusServiceUnavailable, "full", ptr(s.positionLocked()), "central's disk quota is full: the edge keeps buffering; retry later")
-			return
-		}
-		r.logger.Error("apply chunk", "edge", edge, "stream", stream, "partition", partition, "base", c.base, "err", applyErr)
-		w.Header().Set("Retry-After", "2")
-		r.reject(w, http.StatusServiceUnavailable, "storage", ptr(s.positionLocked()), "store chunk: %v", applyErr)
-		return
-	}
-	labels := []string{edge, stream, strconv.Itoa(partition)}
-	r.m.wireBytes.WithLabelValues(labels...).Add(float64(c.wire))
-	r.m.rawBytes.WithLabelValues(labels...).Add(float64(c.raw))
-	protocol.WriteJSON(w, http.StatusOK, s.positionLocked())
-}
-
-func ptr[T any](v T) *T { return &v }
-
-func (s *source) positionLocked() protocol.Position {
-	return protocol.Position{Next: s.expected, Committed: s.committed.Load()}
-}
-
-// lockAt locks s once the lane expects base or more, waiting up to wait for predecessors.
-func (s *source) lockAt(ctx context.Context, base int64, wait time.Duration) bool {
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
-	for {
-		s.mu.Lock()
-		if base <= s.expected {
-			return true
-		}
-		ch := s.advanced
-		s.mu.Unlock()
-		select {
-		case <-ch:
-		case <-timer.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// advance moves expected to next; s.mu is held.
-func (s *source) advance(next int64) {
-	s.expected = next
-	s.next.Store(next)
-	s.dirty = true
-	s.lastAdvance.Store(time.Now().UnixNano())
-	close(s.advanced)
-	s.advanced = make(chan struct{})
-}
-
-// apply appends the records of c at or past expected that are not yet in their central
-// partition, waits until they are durable, then advances expected. s.mu is held.
-func (r *Receiver) apply(cs *centralStream, s *source, c *chunk) error {
-	now := []byte(strconv.FormatInt(time.Now().UnixMilli(), 10))
-	edgeHdr := []byte(s.key.edge)
-	partHdr := []byte(strconv.Itoa(s.key.partition))
-	n := cs.stream.Partitions()
-	type result struct {
-		maxOK   int64
-		failed  bool
-		firstEr error
-	}
-	var (
-		resMu   sync.Mutex
-		results = make([]result, n)
-		wg      sync.WaitGroup
-		failed  atomic.Bool
-		applied int
-		dups    int
-	)
-	for i := range results {
-		results[i].maxOK = -1
-	}
-	for _, e := range c.records {
-		if e.Offset < s.expected {
-			dups++
-			continue
-		}
-		p := cs.stream.PartitionFor(e.Key)
-		if e.Offset <= s.applied[p] {
-			dups++ // stored before a crash or a failed apply; see doc.go
-			continue
-		}
-		if failed.Load() {
-			break // keep each central partition a prefix of the lane: stop at the first failure
-		}
-		rec := storage.Record{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp,
-			Headers: make([]storage.Header, 0, len(e.Headers)+4)}
-		for _, h := range e.Headers {
-			switch h.Key {
-			case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset, protocol.ProvCentralTime:
-				continue // provenance is central's to write; an edge cannot forge it
-			}
-			rec.Headers = append(rec.Headers, h)
-		}
-		rec.Headers = append(rec.Headers,
-			storage.Header{Key: protocol.ProvEdge, Value: edgeHdr},
-			storage.Header{Key: protocol.ProvEdgePartition, Value: partHdr},
-			storage.Header{Key: protocol.ProvEdgeOffset, Value: strconv.AppendInt(nil, e.Offset, 10)},
-			storage.Header{Key: protocol.ProvCentralTime, Value: now})
-		off := e.Offset
-		wg.Add(1)
-		applied++
-		cs.stream.Partition(p).AppendAsync(rec, func(_ int64, err error) {
-			resMu.Lock()
-			res := &results[p]
-			if err != nil {
-				if !res.failed {
-					res.failed, res.firstEr = true, err
-				}
-				failed.Store(true)
-			} else if !res.failed && off > res.maxOK {
-				res.maxOK = off
-			}
-			resMu.Unlock()
-			wg.Done()
-		})
-	}
-	wg.Wait()
-	var firstErr error
-	for p, res := range results {
-		if res.maxOK > s.applied[p] {
-			s.applied[p] = res.maxOK
-			s.dirty = true
-		}
-		if res.failed && firstErr == nil {
-			firstErr = res.firstEr
-		}
-	}
-	if firstErr != nil {
-		return firstErr
-	}
-	labels := []string{s.key.edge, s.stream, strconv.Itoa(s.key.partition)}
-	r.m.applied.WithLabelValues(labels...).Add(float64(applied))
-	r.m.duplicates.WithLabelValues(labels...).Add(float64(dups))
-	s.advance(c.next)
-	return nil
-}
-
 // source returns the lane state, creating the central stream and the lane on first sight.
 func (r *Receiver) source(edge, stream string, partition int) (*source, error) {
 	r.mu.Lock()
@@ -554,21 +344,6 @@ func (r *Receiver) stream(name string) *centralStream {
 	return r.streams[name]
 }
 
-func (cs *centralStream) source(k sourceKey) *source {
-	cs.mu.Lock()
-	defer cs.mu.Unlock()
-	s, ok := cs.sources[k]
-	if !ok {
-		s = &source{key: k, stream: cs.name, applied: make([]int64, cs.stream.Partitions()), advanced: make(chan struct{})}
-		for i := range s.applied {
-			s.applied[i] = -1
-		}
-		cs.sources[k] = s
-	}
-	return s
-}
-
-// LaneInfo is central's view of one lane, for `tributary edges`.
 type LaneInfo struct {
 	Edge          string    `json:"edge"`
 	Stream        string    `json:"stream"`

@@ -204,8 +204,10 @@ func (pc *pacer) wait(n int) {
 	if pc.next.Before(now) {
 		pc.next = now
 	}
+	// The rate is read under the lock: Throttle changes it while pipes wait.
+	d := time.Duration(float64(n) / float64(pc.rate) * float64(time.Second))
 	at := pc.next
-	pc.next = pc.next.Add(time.Duration(float64(n) / float64(pc.rate) * float64(time.Second)))
+	pc.next = pc.next.Add(d)
 	pc.mu.Unlock()
-	time.Sleep(time.Until(at.Add(time.Duration(float64(n) / float64(pc.rate) * float64(time.Second)))))
+	time.Sleep(time.Until(at.Add(d)))
 }

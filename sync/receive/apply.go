@@ -1,0 +1,480 @@
+package receive
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+// source is the dedupe state of one lane (edge, stream, edge partition). See doc.go.
+type source struct {
+	key    sourceKey
+	stream string
+
+	// mu orders the lane's applies. It is held while a chunk's records are handed to central's
+	// partitions, not while they become durable: chunk N+1 is queued while chunk N's group commit
+	// is in flight, which is what lets one lane go faster than one chunk per fsync.
+	mu            sync.Mutex
+	queued        int64         // every edge offset below it is queued into central (or durable there)
+	queuedApplied []int64       // per central partition, the highest edge offset queued; -1 none
+	queuedMoved   chan struct{} // closed and replaced when queued moves
+
+	// state is what storage's completion callbacks update. It is never held while calling into
+	// storage, so a callback (on a partition's committer) never waits behind a writer that waits
+	// for that committer.
+	state    sync.Mutex
+	expected int64           // every edge offset below it is durably applied
+	applied  []int64         // per central partition, the highest edge offset durably applied; -1 none
+	inflight []*pendingApply // queued applies, oldest first
+	broken   error           // first failure among the applies since the last reset
+	started  int64           // applies registered
+	retired  int64           // applies whose every callback has run, in order
+	changed  chan struct{}   // closed and replaced when applies retire
+	dirty    bool            // changed since the last checkpoint
+
+	failed atomic.Bool // an apply failed: the queued state must be reset before the next one
+
+	committed   atomic.Int64 // expected as of the last durable checkpoint
+	edgeEnd     atomic.Int64
+	lastSeen    atomic.Int64 // unix nanos of the last request
+	lastAdvance atomic.Int64 // unix nanos of the last advance of expected
+	next        atomic.Int64 // mirror of expected readable without a lock
+}
+
+// pendingApply is one chunk's records on their way to durability.
+type pendingApply struct {
+	next      int64
+	remaining atomic.Int64  // partition trackers still to finish (+ trackerGuard while queuing)
+	err       error         // set under the lane's state lock
+	done      chan struct{} // closed when the apply retires
+}
+
+func newSource(k sourceKey, stream string, partitions int) *source {
+	s := &source{key: k, stream: stream, applied: make([]int64, partitions), queuedApplied: make([]int64, partitions),
+		changed: make(chan struct{}), queuedMoved: make(chan struct{})}
+	for i := range s.applied {
+		s.applied[i], s.queuedApplied[i] = -1, -1
+	}
+	return s
+}
+
+// restored sets the queued state from the durable one, after a rebuild.
+func (s *source) restored() {
+	s.queued = s.expected
+	copy(s.queuedApplied, s.applied)
+	s.next.Store(s.expected)
+}
+
+func (s *source) position() protocol.Position {
+	return protocol.Position{Next: s.next.Load(), Committed: s.committed.Load()}
+}
+
+// errEarlierFailed answers the chunks queued behind a failed one: their own records may be
+// durable, but the lane cannot advance past the hole before them.
+var errEarlierFailed = errors.New("an earlier chunk of this lane could not be stored")
+
+func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream string, partition int) {
+	if req.ContentLength > r.cfg.MaxBodyBytes {
+		r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body of %d bytes: the limit is %d; lower the forwarder's max chunk bytes", req.ContentLength, r.cfg.MaxBodyBytes)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body over the limit of %d bytes", r.cfg.MaxBodyBytes)
+			return
+		}
+		r.reject(w, http.StatusBadRequest, "truncated", nil, "read body: %v", err)
+		return
+	}
+	c, err := parseChunk(req.Header, body, r.cfg.MaxRawBytes)
+	if err != nil {
+		r.reject(w, http.StatusBadRequest, "malformed", nil, "malformed chunk: %v", err)
+		return
+	}
+	s, err := r.source(edge, stream, partition)
+	if err != nil {
+		r.reject(w, http.StatusServiceUnavailable, "storage", nil, "open stream: %v", err)
+		return
+	}
+	s.touch(req)
+	labels := []string{edge, stream, strconv.Itoa(partition)}
+	if c.next <= s.next.Load() {
+		r.m.duplicates.WithLabelValues(labels...).Add(float64(len(c.records)))
+		protocol.WriteJSON(w, http.StatusOK, s.position())
+		return
+	}
+	ctx := req.Context()
+	if !s.lockAt(ctx, c.base, r.cfg.ReorderWait) {
+		r.reject(w, http.StatusConflict, "out-of-order", ptr(s.position()), "chunk starts at %d but the lane expects %d: resend from there", c.base, s.next.Load())
+		return
+	}
+	var (
+		pa         *pendingApply
+		applied    int
+		duplicates int
+	)
+	switch {
+	case c.next <= s.queued:
+		// A resend of records already on their way: answer once they are durable.
+		s.mu.Unlock()
+		duplicates = len(c.records)
+		err = s.waitCovered(ctx, c.next)
+	case c.gap != nil:
+		err = r.applyGap(s, c)
+		s.mu.Unlock()
+	default:
+		pa, applied, duplicates = r.queue(r.stream(stream), s, c)
+		s.mu.Unlock()
+		select {
+		case <-pa.done:
+			err = pa.err
+		case <-ctx.Done():
+			return // the edge gave up; the apply still retires on its own
+		}
+	}
+	if err != nil {
+		if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+			return
+		}
+		if errors.Is(err, storage.ErrFull) {
+			w.Header().Set("Retry-After", "5")
+			r.reject(w, http.StatusServiceUnavailable, "full", ptr(s.position()), "central's disk quota is full: the edge keeps buffering; retry later")
+			return
+		}
+		r.logger.Error("apply chunk", "edge", edge, "stream", stream, "partition", partition, "base", c.base, "err", err)
+		w.Header().Set("Retry-After", "2")
+		r.reject(w, http.StatusServiceUnavailable, "storage", ptr(s.position()), "store chunk: %v", err)
+		return
+	}
+	r.m.applied.WithLabelValues(labels...).Add(float64(applied))
+	r.m.duplicates.WithLabelValues(labels...).Add(float64(duplicates))
+	if pa != nil {
+		r.m.wireBytes.WithLabelValues(labels...).Add(float64(c.wire))
+		r.m.rawBytes.WithLabelValues(labels...).Add(float64(c.raw))
+	}
+	protocol.WriteJSON(w, http.StatusOK, s.position())
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// lockAt locks s.mu once the lane has queued everything below base, waiting up to wait for
+// predecessors. After a failed apply it first resets the queued state to the durable one.
+func (s *source) lockAt(ctx context.Context, base int64, wait time.Duration) bool {
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		if s.failed.Load() {
+			s.drainLocked()
+		}
+		if base <= s.queued {
+			return true
+		}
+		ch := s.queuedMoved
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// drainLocked waits until every queued apply has retired, then makes the queued state the
+// durable one again and returns the failure among them, if any. s.mu is held, so nothing new is
+// queued meanwhile; the wait is bounded by storage completing what it was given.
+func (s *source) drainLocked() error {
+	s.state.Lock()
+	for len(s.inflight) > 0 {
+		ch := s.changed
+		s.state.Unlock()
+		<-ch
+		s.state.Lock()
+	}
+	err := s.broken
+	s.broken = nil
+	s.failed.Store(false)
+	if s.queued != s.expected {
+		s.queued = s.expected
+		s.moveQueuedLocked()
+	}
+	copy(s.queuedApplied, s.applied)
+	s.state.Unlock()
+	return err
+}
+
+func (s *source) moveQueuedLocked() {
+	close(s.queuedMoved)
+	s.queuedMoved = make(chan struct{})
+}
+
+// waitCovered waits until every edge offset below next is durable, or an apply in flight
+// before it failed.
+func (s *source) waitCovered(ctx context.Context, next int64) error {
+	s.state.Lock()
+	defer s.state.Unlock()
+	for s.expected < next {
+		if s.broken != nil {
+			return s.broken
+		}
+		if len(s.inflight) == 0 {
+			return errEarlierFailed
+		}
+		ch := s.changed
+		s.state.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			s.state.Lock()
+			return ctx.Err()
+		}
+		s.state.Lock()
+	}
+	return nil
+}
+
+// queue hands the records of c at or past queued that are not yet queued into their central
+// partition to storage, in edge offset order, and registers the apply that retires once all of
+// them are durable. s.mu is held; c.base <= s.queued < c.next.
+func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApply, applied, duplicates int) {
+	pa = &pendingApply{next: c.next, done: make(chan struct{})}
+	pa.remaining.Store(trackerGuard)
+	s.state.Lock()
+	s.started++
+	s.inflight = append(s.inflight, pa)
+	s.state.Unlock()
+
+	// One provenance buffer and one header slice for the whole chunk: storage encodes a record
+	// into its group buffer before AppendAsync returns, so neither needs to outlive the call.
+	prov := make([]byte, 0, 64)
+	prov = strconv.AppendInt(prov, time.Now().UnixMilli(), 10)
+	nowHdr := prov[:len(prov):len(prov)]
+	prov = strconv.AppendInt(prov[len(prov):], int64(s.key.partition), 10)
+	partHdr := prov[:len(prov):len(prov)]
+	edgeHdr := []byte(s.key.edge)
+	var offBuf [20]byte
+	var headers []storage.Header
+	trackers := make([]*partitionTracker, cs.stream.Partitions())
+	stopped := false
+	for i := range c.records {
+		e := &c.records[i]
+		if e.Offset < s.queued {
+			duplicates++
+			continue
+		}
+		p := cs.stream.PartitionFor(e.Key)
+		if e.Offset <= s.queuedApplied[p] {
+			duplicates++ // stored before a crash or a failed apply; see doc.go
+			continue
+		}
+		if s.failed.Load() {
+			// Keep each central partition a prefix of the lane: queue nothing after a failure.
+			// An error found while queuing (quota full) is reported synchronously, so this stops
+			// at once; one found by a committer stops the partition, so its later records fail.
+			stopped = true
+			break
+		}
+		headers = headers[:0]
+		for _, h := range e.Headers {
+			switch h.Key {
+			case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset, protocol.ProvCentralTime:
+				continue // provenance is central's to write; an edge cannot forge it
+			}
+			headers = append(headers, h)
+		}
+		headers = append(headers,
+			storage.Header{Key: protocol.ProvEdge, Value: edgeHdr},
+			storage.Header{Key: protocol.ProvEdgePartition, Value: partHdr},
+			storage.Header{Key: protocol.ProvEdgeOffset, Value: strconv.AppendInt(offBuf[:0], e.Offset, 10)},
+			storage.Header{Key: protocol.ProvCentralTime, Value: nowHdr})
+		tr := trackers[p]
+		if tr == nil {
+			tr = &partitionTracker{s: s, pa: pa, p: p}
+			tr.left.Store(trackerGuard)
+			tr.done = tr.complete
+			trackers[p] = tr
+			pa.remaining.Add(1)
+		}
+		tr.offsets = append(tr.offsets, e.Offset)
+		applied++
+		s.queuedApplied[p] = e.Offset
+		cs.stream.Partition(p).AppendAsync(storage.Record{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp, Headers: headers}, tr.done)
+	}
+	if !stopped && !s.failed.Load() {
+		s.queued = c.next
+		s.moveQueuedLocked()
+	}
+	for _, tr := range trackers {
+		if tr != nil && tr.left.Add(int64(len(tr.offsets))-trackerGuard) == 0 {
+			tr.finish()
+		}
+	}
+	if pa.remaining.Add(-trackerGuard) == 0 {
+		s.retire()
+	}
+	return pa, applied, duplicates
+}
+
+// trackerGuard is added to a countdown while records are still being queued, so callbacks that
+// run meanwhile cannot bring it to zero; it is swapped for the real count once queuing ends.
+// One atomic add per record is all a storage callback costs, on the committer goroutine.
+const trackerGuard = 1 << 40
+
+// partitionTracker follows one apply's records in one central partition. Storage completes a
+// partition's records in offset order and stops the partition at its first failed write, so the
+// successes are a prefix of offsets: the highest durable edge offset is offsets[ok-1].
+type partitionTracker struct {
+	s       *source
+	pa      *pendingApply
+	p       int
+	offsets []int64 // edge offsets queued, in order; complete until queuing ends
+	ok      atomic.Int64
+	left    atomic.Int64 // callbacks to come (+ trackerGuard while queuing)
+	err     atomic.Pointer[error]
+	done    func(int64, error) // tr.complete, allocated once
+}
+
+func (tr *partitionTracker) complete(_ int64, err error) {
+	if err != nil {
+		tr.err.CompareAndSwap(nil, &err)
+		tr.s.failed.Store(true)
+	} else {
+		tr.ok.Add(1)
+	}
+	if tr.left.Add(-1) == 0 {
+		tr.finish()
+	}
+}
+
+// finish raises applied over the partition's durable prefix and counts the tracker done.
+func (tr *partitionTracker) finish() {
+	s := tr.s
+	s.state.Lock()
+	if ok := tr.ok.Load(); ok > 0 {
+		if off := tr.offsets[ok-1]; off > s.applied[tr.p] {
+			s.applied[tr.p] = off
+			s.dirty = true
+		}
+	}
+	if e := tr.err.Load(); e != nil && tr.pa.err == nil {
+		tr.pa.err = *e
+	}
+	s.state.Unlock()
+	if tr.pa.remaining.Add(-1) == 0 {
+		s.retire()
+	}
+}
+
+func (s *source) retire() {
+	s.state.Lock()
+	s.retireLocked()
+	s.state.Unlock()
+}
+
+// retireLocked retires finished applies from the oldest on: expected advances to an apply's next
+// only when it and every apply before it stored all their records. s.state is held.
+func (s *source) retireLocked() {
+	moved := false
+	for len(s.inflight) > 0 && s.inflight[0].remaining.Load() == 0 {
+		pa := s.inflight[0]
+		s.inflight[0] = nil
+		s.inflight = s.inflight[1:]
+		s.retired++
+		if pa.err != nil && s.broken == nil {
+			s.broken = pa.err
+		}
+		if s.broken != nil {
+			if pa.err == nil {
+				pa.err = fmt.Errorf("%w: %w", errEarlierFailed, s.broken)
+			}
+		} else if pa.next > s.expected {
+			s.expected = pa.next
+			s.next.Store(pa.next)
+			s.dirty = true
+			s.lastAdvance.Store(time.Now().UnixNano())
+		}
+		close(pa.done)
+		moved = true
+	}
+	if moved {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}
+}
+
+// applyGap stores the gap marker durably once everything before it is durable, then advances
+// the lane past it. s.mu is held.
+func (r *Receiver) applyGap(s *source, c *chunk) error {
+	if err := s.drainLocked(); err != nil {
+		return err
+	}
+	if err := r.storeGap(s, c); err != nil {
+		return err
+	}
+	s.state.Lock()
+	s.expected = c.next
+	s.next.Store(c.next)
+	s.dirty = true
+	s.lastAdvance.Store(time.Now().UnixNano())
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.state.Unlock()
+	s.queued = c.next
+	s.moveQueuedLocked()
+	return nil
+}
+
+// snapshot returns the lane's durable state once every apply registered before the call has
+// retired, so that it covers every record durable in central before the call (see doc.go).
+func (s *source) snapshot(timeout time.Duration) (sourceCheckpoint, bool, error) {
+	timer := time.NewTimer(timeout)
+	defer timer.Stop()
+	s.state.Lock()
+	defer s.state.Unlock()
+	target := s.started
+	for s.retired < target {
+		ch := s.changed
+		s.state.Unlock()
+		select {
+		case <-ch:
+		case <-timer.C:
+			s.state.Lock()
+			return sourceCheckpoint{}, false, fmt.Errorf("lane %s/%d: applies did not finish in %v", s.key.edge, s.key.partition, timeout)
+		}
+		s.state.Lock()
+	}
+	dirty := s.dirty
+	s.dirty = false
+	return sourceCheckpoint{Edge: s.key.edge, Partition: s.key.partition, Expected: s.expected,
+		Applied: append([]int64(nil), s.applied...)}, dirty, nil
+}
+
+func (s *source) markDirty() {
+	s.state.Lock()
+	s.dirty = true
+	s.state.Unlock()
+}
+
+func (cs *centralStream) source(k sourceKey) *source {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	s, ok := cs.sources[k]
+	if !ok {
+		s = newSource(k, cs.name, cs.stream.Partitions())
+		cs.sources[k] = s
+	}
+	return s
+}
