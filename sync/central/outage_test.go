@@ -1,0 +1,121 @@
+package central_test
+
+import (
+	"context"
+	"flag"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/forward"
+)
+
+var centralDown = flag.Duration("central-down", 3*time.Second, "how long TestCentralOutage keeps central killed (minutes for a soak)")
+
+// TestCentralOutage kills central (a child process) for a stretch while the edge keeps
+// appending live readings, restarts it, and measures how fast the backlog drains against the
+// live rate. Afterwards every reading is at central exactly once, per-device order intact.
+func TestCentralOutage(t *testing.T) {
+	const rate = 5000 // readings per second, in 10 ms ticks
+	cdir := t.TempDir()
+	token := addEdge(t, cdir, "gw-1")
+	c := &childCentral{t: t, dir: cdir, listen: freeAddr(t)}
+	c.start()
+	defer c.stop()
+	url := "http://" + c.listen
+
+	edge, st := openEdge(t, 4)
+	defer edge.Close()
+	f := newFleet(300, 21)
+	// The backoff cap is the longest a lane waits before noticing central is back; the default
+	// (30s) would add up to that to the drain time.
+	_, stopFwd := runForwarder(t, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second})
+	defer stopFwd()
+
+	ctx, cancel := context.WithTimeout(context.Background(), *centralDown+5*time.Minute)
+	defer cancel()
+	var appended atomic.Int64
+	stopLoad := make(chan struct{})
+	loadDone := make(chan struct{})
+	go func() {
+		defer close(loadDone)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for ctx.Err() == nil && appended.Load() < 20_000_000 {
+			select {
+			case <-stopLoad:
+				return
+			case <-tick.C:
+			}
+			appendAll(t, st, f, rate/100)
+			appended.Add(rate / 100)
+		}
+	}()
+
+	time.Sleep(time.Second)
+	waitCaughtUp(t, url, appended.Load()-rate/2, 10*time.Second) // live before the outage
+	c.kill()
+	downAt, downCount := time.Now(), appended.Load()
+	time.Sleep(*centralDown)
+	c.start()
+	upAt, atRestart := time.Now(), appended.Load()
+	liveRate := float64(atRestart-downCount) / upAt.Sub(downAt).Seconds()
+	before := centralCount(t, url)
+	// Drained when central holds everything appended by the restart; live readings keep coming.
+	// The first rise separates reconnecting (backoff) from draining.
+	var firstAt time.Time
+	for deadline := upAt.Add(5 * time.Minute); ; time.Sleep(10 * time.Millisecond) {
+		n := centralCount(t, url)
+		if firstAt.IsZero() && n > before {
+			firstAt = time.Now()
+		}
+		if n >= atRestart {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("central holds %d of %d readings 5 minutes after its restart", n, atRestart)
+		}
+	}
+	drained := time.Since(firstAt)
+	drainRate := float64(atRestart-before) / max(drained.Seconds(), 0.01)
+	t.Logf("central down %v: backlog %d readings at restart; forwarding resumed after %v and drained it in %v: %.0f readings/s, %.1fx the live rate of %.0f/s (live kept coming)",
+		upAt.Sub(downAt).Round(time.Millisecond), atRestart-before, firstAt.Sub(upAt).Round(time.Millisecond),
+		drained.Round(time.Millisecond), drainRate, drainRate/liveRate, liveRate)
+
+	time.Sleep(500 * time.Millisecond)
+	close(stopLoad)
+	<-loadDone
+	waitCaughtUp(t, url, appended.Load(), 60*time.Second)
+	if drainRate < 2*liveRate {
+		t.Errorf("backlog drained at %.0f readings/s, under twice the live rate %.0f/s: an outage's backlog would take long to clear", drainRate, liveRate)
+	}
+	got := drain(t, url)
+	got.verify(t, f)
+}
+
+// centralCount is how many readings central holds, waiting for it to answer.
+func centralCount(t *testing.T, url string) int64 {
+	t.Helper()
+	cl := &consume.Client{BaseURL: url}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		streams, err := cl.Streams(context.Background())
+		if err == nil {
+			var n int64
+			for _, s := range streams {
+				if s.Name == "readings" {
+					for _, p := range s.Partitions {
+						n += p.End
+					}
+				}
+			}
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("central does not answer: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
