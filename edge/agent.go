@@ -53,6 +53,9 @@ type Agent struct {
 	closed  sync.Once
 }
 
+// maxClientWritesPending caps each client's queue of outbound packets; see newBroker.
+const maxClientWritesPending = 512
+
 type streamEntry struct {
 	stream *storage.Stream
 	policy devices.Policy
@@ -146,6 +149,12 @@ func (a *Agent) newBroker() error {
 	// Sessions of clean-session clients are kept a day, not forever, so a churning fleet does not
 	// fill memory with dead sessions.
 	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	// Mochi gives every client an outbound queue of this many packet pointers up front (8,192 by
+	// default: 64 KiB per client, 64 MiB of a 1,000-device gateway's heap, and twice that in RSS
+	// once the GC's headroom is counted). The queue carries only fan-out to subscribers: QoS 1/2
+	// readings are stored, not relayed, and their acks bypass it. A subscriber that falls this far
+	// behind loses QoS 0 messages, which is what QoS 0 allows.
+	caps.MaximumClientWritesPending = maxClientWritesPending
 	a.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// Mochi logs every connection at info; the hook logs what operators need.

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# edge-rss.sh: the edge's memory after an hour-equivalent run of a 1,000-device fleet.
+#
+# An hour of a typical fleet (1,000 devices, one reading per 10 s each: 360,000 readings) is replayed
+# in a few minutes: by default 1,000 devices at 2 readings/s for 180 s, QoS 1, from firmware-sim
+# against a real `tributary edge` on loopback with a temporary data dir and no central. The script
+# samples the edge's VmRSS from /proc every few seconds and prints the peak and final RSS, the acked
+# readings/s, the data dir size and the bytes per reading on disk; then it SIGTERMs the edge and
+# fails unless it exits 0 within the drain timeout.
+#
+# Usage: deploy/soak/edge-rss.sh            (from anywhere inside the repository; Linux only)
+# Knobs (environment): DEVICES=1000 RATE=2 DURATION=180 (seconds) SAMPLE_EVERY=2 (seconds)
+#                      KEEP=1 keeps the temp dir (binaries, data dir, logs, report) for a look.
+# Exit status: 0 on a clean run; 1 when the fleet or the edge misbehaved; 2 when it could not run.
+set -euo pipefail
+
+DEVICES=${DEVICES:-1000}
+RATE=${RATE:-2}
+DURATION=${DURATION:-180}
+SAMPLE_EVERY=${SAMPLE_EVERY:-2}
+KEEP=${KEEP:-0}
+STOP_TIMEOUT=30 # seconds the edge gets to drain and exit after SIGTERM (its drain_timeout is less)
+
+die() { echo "edge-rss: $*" >&2; exit 2; }
+[[ -r /proc/self/status ]] || die "needs Linux /proc to read the edge's VmRSS"
+command -v go >/dev/null || die "needs the go tool to build the binaries"
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/edge-rss.XXXXXX")
+edge_pid=""
+sim_pid=""
+# Stop only what this script started, by PID, then remove the temp dir unless KEEP=1.
+cleanup() {
+	for pid in "$sim_pid" "$edge_pid"; do
+		if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+			kill -KILL "$pid" 2>/dev/null || true
+			wait "$pid" 2>/dev/null || true
+		fi
+	done
+	if [[ "$KEEP" == 1 ]]; then
+		echo "edge-rss: kept $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+trap 'exit 2' INT TERM
+
+echo "edge-rss: building tributary and firmware-sim"
+(cd "$repo" && CGO_ENABLED=0 go build -o "$work/tributary" ./cmd/tributary &&
+	CGO_ENABLED=0 go build -o "$work/firmware-sim" ./cmd/firmware-sim) || die "build failed"
+
+data="$work/data"
+mkdir -p "$data"
+# Port 0: the kernel picks free loopback ports; the edge logs the addresses it bound.
+"$work/tributary" edge --data-dir "$data" --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
+	--log-level info 2>"$work/edge.log" &
+edge_pid=$!
+
+rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
+
+mqtt_addr=""
+http_addr=""
+for _ in $(seq 100); do
+	if line=$(grep -m1 'msg="edge agent ready"' "$work/edge.log" 2>/dev/null); then
+		mqtt_addr=$(sed -n 's/.* mqtt=\([^ ]*\).*/\1/p' <<<"$line")
+		http_addr=$(sed -n 's/.* http=\([^ ]*\).*/\1/p' <<<"$line")
+		break
+	fi
+	kill -0 "$edge_pid" 2>/dev/null || { cat "$work/edge.log" >&2; die "the edge exited at start"; }
+	sleep 0.1
+done
+[[ -n "$mqtt_addr" ]] || { cat "$work/edge.log" >&2; die "the edge did not log its MQTT address within 10 s"; }
+idle_kib=$(rss_kib "$edge_pid")
+echo "edge-rss: edge pid $edge_pid on mqtt $mqtt_addr, http $http_addr; idle RSS $(mib "$idle_kib") MiB"
+
+total=$(awk -v d="$DEVICES" -v r="$RATE" -v s="$DURATION" 'BEGIN {printf "%d", d * r * s}')
+echo "edge-rss: $DEVICES devices x $RATE readings/s x ${DURATION}s = $total readings offered (QoS 1)"
+"$work/firmware-sim" --broker "tcp://$mqtt_addr" --devices "$DEVICES" --rate "$RATE" --qos 1 \
+	--duration "${DURATION}s" --format json --max-device-rows 0 >"$work/report.json" 2>"$work/sim.log" &
+sim_pid=$!
+
+peak_kib=$idle_kib
+samples=0
+sum_kib=0
+started=$SECONDS
+deadline=$((SECONDS + DURATION + 120)) # the fleet connects, publishes, then drains its acks
+while kill -0 "$sim_pid" 2>/dev/null; do
+	if ((SECONDS > deadline)); then
+		die "firmware-sim still running 120 s after its duration"
+	fi
+	kib=$(rss_kib "$edge_pid")
+	((kib > peak_kib)) && peak_kib=$kib
+	samples=$((samples + 1))
+	sum_kib=$((sum_kib + kib))
+	if ((samples % 5 == 1)); then
+		echo "edge-rss: t=$((SECONDS - started))s RSS $(mib "$kib") MiB"
+	fi
+	sleep "$SAMPLE_EVERY"
+done
+sim_status=0
+wait "$sim_pid" || sim_status=$?
+sim_pid=""
+kill -0 "$edge_pid" 2>/dev/null || { tail -20 "$work/edge.log" >&2; echo "edge-rss: the edge died during the run" >&2; exit 1; }
+final_kib=$(rss_kib "$edge_pid")
+((final_kib > peak_kib)) && peak_kib=$final_kib
+
+field() { sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p" "$work/report.json" | head -1; }
+acked=$(field acked)
+unacked=$(field unacked)
+acked_per_s=$(field acked_per_second)
+[[ -n "$acked" ]] || { cat "$work/sim.log" >&2; die "firmware-sim wrote no report (exit $sim_status)"; }
+
+metrics=""
+if [[ -n "$http_addr" ]] && command -v curl >/dev/null; then
+	metrics=$(curl -fsS "http://$http_addr/metrics" || true)
+fi
+metric() { awk -v m="$1" '$1 == m {printf "%.0f", $2}' <<<"$metrics"; }
+edge_acked=$(metric tributary_edge_readings_acked_total)
+fsyncs=$(metric tributary_edge_log_fsyncs_total)
+duplicates=$(metric tributary_edge_duplicates_total)
+
+kill -TERM "$edge_pid"
+edge_status=""
+for _ in $(seq $((STOP_TIMEOUT * 10))); do
+	if ! kill -0 "$edge_pid" 2>/dev/null; then
+		edge_status=0
+		wait "$edge_pid" || edge_status=$?
+		break
+	fi
+	sleep 0.1
+done
+[[ -n "$edge_status" ]] || { echo "edge-rss: the edge did not exit ${STOP_TIMEOUT}s after SIGTERM" >&2; exit 1; }
+edge_pid=""
+
+# Sizes after shutdown: the log as it stays on the gateway (bbolt metadata included).
+data_bytes=$(du -sb "$data" | cut -f1)
+log_bytes=$(find "$data" -type f ! -name '*.db' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+per_reading() { awk -v b="$1" -v n="$acked" 'BEGIN {if (n > 0) printf "%.1f", b / n; else print "n/a"}'; }
+
+echo
+echo "edge RSS, hour-equivalent run ($DEVICES devices, $RATE/s each for ${DURATION}s, QoS 1, fsync group)"
+printf '  %-28s %s\n' \
+	"RSS idle" "$(mib "$idle_kib") MiB" \
+	"RSS peak" "$(mib "$peak_kib") MiB" \
+	"RSS mean over run" "$(mib $((samples > 0 ? sum_kib / samples : 0))) MiB ($samples samples every ${SAMPLE_EVERY}s)" \
+	"RSS final (fleet gone)" "$(mib "$final_kib") MiB" \
+	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
+	"acked readings/s" "$acked_per_s" \
+	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'))" \
+	"duplicates recognised" "${duplicates:-?}" \
+	"data dir" "$data_bytes bytes ($(per_reading "$data_bytes") bytes/reading)" \
+	"log segments only" "$log_bytes bytes ($(per_reading "$log_bytes") bytes/reading)" \
+	"edge exit after SIGTERM" "$edge_status"
+
+status=0
+if [[ "$edge_status" != 0 ]]; then
+	echo "edge-rss: the edge exited $edge_status after SIGTERM, want 0" >&2
+	tail -20 "$work/edge.log" >&2
+	status=1
+fi
+if [[ "$sim_status" != 0 || "${unacked:-0}" != 0 ]]; then
+	echo "edge-rss: firmware-sim exited $sim_status with ${unacked:-?} unacked readings" >&2
+	tail -5 "$work/sim.log" >&2
+	status=1
+fi
+exit "$status"
