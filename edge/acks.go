@@ -19,16 +19,21 @@ type result struct {
 	done    bool
 	err     error
 	waiters []*clientAcks
+	closed  chan struct{} // made on demand by doneChan, closed by complete
 }
 
-// stored is a result that completed before this process started: a reading found in the log tail.
-var stored = &result{done: true}
+// storedResult is a result that completed before this process started: a reading found in the
+// log tail.
+var storedResult = &result{done: true}
 
 func (r *result) complete(err error) {
 	r.mu.Lock()
 	r.done, r.err = true, err
 	ws := r.waiters
 	r.waiters = nil
+	if r.closed != nil {
+		close(r.closed)
+	}
 	r.mu.Unlock()
 	for _, w := range ws {
 		w.wake()
@@ -43,6 +48,20 @@ func (r *result) watch(w *clientAcks) bool {
 		r.waiters = append(r.waiters, w)
 	}
 	return r.done
+}
+
+// doneChan returns a channel closed once r completes, for waiters that are not a clientAcks (the
+// external source's acker).
+func (r *result) doneChan() <-chan struct{} {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed == nil {
+		r.closed = make(chan struct{})
+		if r.done {
+			close(r.closed)
+		}
+	}
+	return r.closed
 }
 
 func (r *result) outcome() (bool, error) {

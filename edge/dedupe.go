@@ -1,11 +1,13 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"encoding/hex"
 	"errors"
 	"hash/fnv"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 
@@ -178,7 +180,19 @@ func (r *dedupeRing) lookup(packetID uint16, hash uint64) *result {
 
 // rebuild reads the last window records of every partition and remembers the readings stored with
 // a packet id, so a DUP resend after a crash or restart is acked without storing it twice.
+//
+// One client's readings spread over partitions (a bridge publishes for many device keys), so each
+// client's readings are put back in the order they were received before they fill its ring: the
+// ring keeps the newest and lookup trusts the newest entry with a packet id, which after a reuse
+// of the id is the only one that can be resent. Receive times have millisecond precision; within
+// one partition, offset order breaks ties.
 func (d *dedupe) rebuild(ctx context.Context, log *storage.Log, window int) (int, error) {
+	type tailReading struct {
+		received int64 // unix ms
+		packetID uint16
+		hash     uint64
+	}
+	byClient := map[string][]tailReading{}
 	n := 0
 	for _, s := range log.Streams() {
 		for i := range s.Partitions() {
@@ -210,9 +224,16 @@ func (d *dedupe) rebuild(ctx context.Context, log *storage.Log, window int) (int
 				if !ok {
 					continue
 				}
-				d.ring(string(cid), false).add(uint16(id), h, stored)
+				byClient[string(cid)] = append(byClient[string(cid)], tailReading{e.Timestamp.UnixMilli(), uint16(id), h})
 				n++
 			}
+		}
+	}
+	for cid, readings := range byClient {
+		slices.SortStableFunc(readings, func(a, b tailReading) int { return cmp.Compare(a.received, b.received) })
+		r := d.ring(cid, false)
+		for _, s := range readings[max(len(readings)-r.size, 0):] {
+			r.add(s.packetID, s.hash, storedResult)
 		}
 	}
 	return n, nil

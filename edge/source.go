@@ -35,8 +35,11 @@ type source struct {
 
 type sourceItem struct {
 	msg  paho.Message
-	done chan struct{}
+	done <-chan struct{}
 	err  error
+	// dupOf is the stored original of a DUP redelivery: the item completes with it, and done is
+	// its doneChan.
+	dupOf *result
 }
 
 func newSource(a *Agent, cfg SourceConfig) *source {
@@ -158,22 +161,17 @@ func (s *source) handle(_ paho.Client, m paho.Message) {
 		route: route, topic: m.Topic(), payload: m.Payload(), clientID: "source:" + s.cfg.ClientID,
 		device: route.Key, packetID: m.MessageID(), qos: m.Qos(), receiveTime: time.Now(),
 	}
-	item := &sourceItem{msg: m, done: make(chan struct{})}
-	done := func(err error) { item.err = err; close(item.done) }
+	closed := make(chan struct{})
+	item := &sourceItem{msg: m, done: closed}
+	done := func(err error) { item.err = err; close(closed) }
 	if m.Qos() > 0 {
 		in.hash = payloadHash(in.topic, in.payload)
 		if m.Duplicate() {
 			if res := s.ring.lookup(in.packetID, in.hash); res != nil {
+				// Stored already, or still in its group commit: ack it when the original is
+				// durable, without storing it twice.
 				a.metrics.duplicates.Inc()
-				go func() { // wait for the original's outcome off the router goroutine
-					for {
-						if d, err := res.outcome(); d {
-							done(err)
-							return
-						}
-						time.Sleep(time.Millisecond)
-					}
-				}()
+				item.done, item.dupOf = res.doneChan(), res
 				s.queue <- item
 				return
 			}
@@ -198,6 +196,9 @@ func (s *source) acker(ctx context.Context) error {
 			case <-it.done:
 			case <-ctx.Done():
 				return nil
+			}
+			if it.dupOf != nil {
+				_, it.err = it.dupOf.outcome()
 			}
 			if it.err != nil {
 				return fmt.Errorf("append message from %s: %w", it.msg.Topic(), it.err)
