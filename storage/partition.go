@@ -70,8 +70,11 @@ const (
 	maxPendingBytes = 16 << 20
 )
 
-func newGroup() *group {
-	return &group{buf: make([]byte, batchHeaderSize, 4096), done: make(chan struct{})}
+// newGroup starts a group sized like the last one (sizeHint bytes), so a gateway committing one
+// small reading per fsync does not allocate kilobytes per reading, and a busy log does not regrow
+// its buffer many times per commit.
+func newGroup(sizeHint int) *group {
+	return &group{buf: make([]byte, batchHeaderSize, min(max(sizeHint, 512), maxGroupBytes)), done: make(chan struct{})}
 }
 
 // ID is the partition number within its stream.
@@ -148,7 +151,7 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 	}
 	g := p.groups[len(p.groups)-1]
 	if len(g.buf) >= maxGroupBytes {
-		g = newGroup()
+		g = newGroup(maxGroupBytes)
 		p.groups = append(p.groups, g)
 	}
 	ts := millis(rec.Timestamp)
@@ -194,7 +197,7 @@ func (p *Partition) run() {
 			groups = groups[:len(groups)-1]
 		}
 		if len(groups) > 0 {
-			p.groups = []*group{newGroup()}
+			p.groups = []*group{newGroup(len(groups[len(groups)-1].buf))}
 			p.pending = 0
 			p.space.Broadcast()
 		}

@@ -24,7 +24,7 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	p := &Partition{log: l, stream: stream, id: id, dir: dir,
 		kick: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
 	p.space = sync.NewCond(&p.mu)
-	p.groups = []*group{newGroup()}
+	p.groups = []*group{newGroup(0)}
 	gaps, err := l.loadGaps(stream, id)
 	if err != nil {
 		return nil, err
