@@ -51,3 +51,37 @@ func TestDupRebuildKeepsNewestAcrossPartitions(t *testing.T) {
 		t.Fatalf("%d records after the DUP resend across a restart, want %d", got, n)
 	}
 }
+
+// TestRingReleasesCompletedResults: entries half a ring old drop their result object once it
+// succeeded, and still answer lookups; a failed or pending result is kept.
+func TestRingReleasesCompletedResults(t *testing.T) {
+	r := &dedupeRing{size: 8}
+	results := make([]*result, 8)
+	for i := range results {
+		results[i] = &result{}
+		if i != 1 { // reading 1 is still pending when the ring moves on
+			results[i].complete(nil)
+		}
+		r.add(uint16(i+1), uint64(100+i), results[i])
+	}
+	released := 0
+	for _, e := range r.entries {
+		if e.res == storedResult {
+			released++
+		}
+	}
+	if released == 0 {
+		t.Fatal("no completed result was released")
+	}
+	if r.entries[1].res != results[1] {
+		t.Fatal("a pending result was released")
+	}
+	for i := range results {
+		if i == 1 {
+			continue
+		}
+		if got := r.lookup(uint16(i+1), uint64(100+i)); got == nil {
+			t.Fatalf("lookup of stored reading %d after release: nil", i+1)
+		}
+	}
+}
