@@ -183,6 +183,13 @@ func (a *Agent) newBroker() error {
 		a.tlsAddr = l.Address()
 	}
 	if cfg.MQTT.WSListen != "" {
+		// mochi's WebSocket listener binds only once serving and then merely logs a failure, so
+		// a taken port would leave the agent "ready" without it: try the address here first.
+		probe, err := net.Listen("tcp", cfg.MQTT.WSListen)
+		if err != nil {
+			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)
+		}
+		probe.Close()
 		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.MQTT.WSListen})
 		if err := a.server.AddListener(ws); err != nil {
 			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)
