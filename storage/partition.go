@@ -204,8 +204,9 @@ func (p *Partition) run() {
 		closing := p.closing
 		p.mu.Unlock()
 
+		var commitErr error
 		if len(groups) > 0 {
-			p.commit(groups)
+			commitErr = p.commit(groups)
 		} else if p.rollReq.Swap(false) {
 			p.mu.Lock()
 			failed := p.failed
@@ -218,6 +219,9 @@ func (p *Partition) run() {
 		}
 		if takeTurn {
 			p.log.syncMu.Unlock()
+		}
+		if len(groups) > 0 {
+			p.complete(groups, commitErr)
 		}
 		if closing {
 			if len(groups) == 0 {
@@ -232,13 +236,14 @@ func (p *Partition) run() {
 	}
 }
 
-func (p *Partition) commit(groups []*group) {
+// commit writes and syncs groups and returns the outcome; the caller completes the groups after
+// giving up its fsync turn, so callbacks never delay another partition's fsync.
+func (p *Partition) commit(groups []*group) error {
 	p.mu.Lock()
 	failed := p.failed
 	p.mu.Unlock()
 	if failed != nil {
-		p.complete(groups, failed)
-		return
+		return failed
 	}
 	opts := &p.log.opts
 	next := p.end.Load()
@@ -249,8 +254,7 @@ func (p *Partition) commit(groups []*group) {
 	if p.active.size.Load() > 0 && (p.active.size.Load()+int64(total) > opts.SegmentBytes || p.rollReq.Swap(false)) {
 		if err := p.roll(next); err != nil {
 			p.fail(fmt.Errorf("roll segment: %w", err))
-			p.complete(groups, p.failed)
-			return
+			return p.failedErr()
 		}
 	}
 	seg := p.active
@@ -275,8 +279,7 @@ func (p *Partition) commit(groups []*group) {
 		werr := fmt.Errorf("write %d bytes to segment %d: %w", len(buf), seg.base, err)
 		seg.f.Truncate(start)
 		p.fail(werr)
-		p.complete(groups, p.failed)
-		return
+		return p.failedErr()
 	}
 	p.log.bytesWritten.Add(int64(len(buf)))
 	p.log.diskBytes.Add(int64(len(buf)))
@@ -285,8 +288,7 @@ func (p *Partition) commit(groups []*group) {
 			// After a failed fsync the kernel may have dropped the dirty pages: the file's state is
 			// unknown, so stop the partition (as etcd and Prometheus do) and let a reopen recover.
 			p.fail(fmt.Errorf("fsync segment %d: %w", seg.base, err))
-			p.complete(groups, p.failed)
-			return
+			return p.failedErr()
 		}
 	} else {
 		p.mu.Lock()
@@ -301,7 +303,7 @@ func (p *Partition) commit(groups []*group) {
 	p.end.Store(next)
 	p.log.recordsAppended.Add(next - groups[0].base)
 	p.wake()
-	p.complete(groups, nil)
+	return nil
 }
 
 func (p *Partition) complete(groups []*group, err error) {
@@ -316,6 +318,12 @@ func (p *Partition) complete(groups []*group, err error) {
 			}
 		}
 	}
+}
+
+func (p *Partition) failedErr() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed
 }
 
 func (p *Partition) fail(err error) {
