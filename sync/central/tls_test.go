@@ -219,6 +219,12 @@ func TestForwardOverMutualTLS(t *testing.T) {
 	}}
 	refusedForwarder(t, edge, withRogue, cl)
 
+	// A valid certificate of another edge does not go with gw-1's token.
+	otherCert, otherKey := clientCA.clientCertFiles(t, "gw-2")
+	withOther := base
+	withOther.CertFile, withOther.KeyFile = otherCert, otherKey
+	refusedForwarder(t, edge, withOther, cl)
+
 	edgeCert, edgeKey := clientCA.clientCertFiles(t, "gw-1")
 	withCert := base
 	withCert.CertFile, withCert.KeyFile = edgeCert, edgeKey

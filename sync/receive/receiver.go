@@ -190,6 +190,15 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		protocol.WriteError(w, http.StatusUnauthorized, nil, "unknown or revoked edge, or wrong token: register the edge with `tributary central edges add ID` and give the edge that token")
 		return
 	}
+	// Under mutual TLS the certificate names the edge too: a gateway's certificate must not carry
+	// another edge's token.
+	if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
+		if cn := req.TLS.PeerCertificates[0].Subject.CommonName; cn != edge {
+			r.m.rejected.WithLabelValues("certificate-mismatch").Inc()
+			protocol.WriteError(w, http.StatusForbidden, nil, "client certificate is for %q but the request is from edge %q: issue each edge a certificate with its edge id as CN", cn, edge)
+			return
+		}
+	}
 	stream, partition, err := protocol.ParseSyncPath(req.URL.Path)
 	if err == nil && !streamName.MatchString(stream) {
 		err = fmt.Errorf("stream name %q is not valid", stream)
