@@ -109,7 +109,7 @@ final_kib=$(rss_kib "$edge_pid")
 field() { sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p" "$work/report.json" | head -1; }
 acked=$(field acked)
 unacked=$(field unacked)
-acked_per_s=$(field acked_per_second)
+acked_per_s=$(printf "%.0f" "$(field acked_per_second)")
 [[ -n "$acked" ]] || { cat "$work/sim.log" >&2; die "firmware-sim wrote no report (exit $sim_status)"; }
 
 metrics=""
