@@ -85,7 +85,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	l, err := storage.Open(cfg.DataDir, &storage.Options{
 		Logger: logger.With("component", "storage"), Fsync: fsync, FsyncInterval: cfg.FsyncInterval,
 		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: quota, SegmentBytes: cfg.SegmentBytes,
-		OnFsync: a.metrics.observeFsync,
+		OnFsync: a.metrics.observeFsync, GroupLinger: max(cfg.GroupLinger, 0),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open edge log in %s: %w", cfg.DataDir, err)

@@ -93,6 +93,13 @@ type Options struct {
 	QuotaBytes     int64         // whole log on disk; 0 no quota
 	QuotaPolicy    QuotaPolicy
 
+	// GroupLinger makes a committer wait this long before writing a small group, so appends that
+	// arrive meanwhile share its fsync: fewer fsyncs (less CPU, less flash wear) for up to this
+	// much more latency per append. 0, the default, writes at once. A gateway with many slow
+	// devices is the case for it: each device waits for its ack, so without a linger a group holds
+	// only the few readings that arrived during the previous fsync.
+	GroupLinger time.Duration
+
 	// MaintenanceInterval is how often age rolls, retention and quota run; default 1s.
 	MaintenanceInterval time.Duration
 	// SkipVerifyOnOpen skips checking the CRC of every sealed frame when opening; damaged frames

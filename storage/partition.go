@@ -182,7 +182,17 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 func (p *Partition) run() {
 	defer close(p.done)
 	takeTurn := p.log.opts.Fsync == FsyncGroup
+	linger := p.log.opts.GroupLinger
 	for range p.kick {
+		if linger > 0 {
+			p.mu.Lock()
+			wait := !p.closing && p.pending < maxGroupBytes/4
+			p.mu.Unlock()
+			if wait {
+				// Let more appends join this group: one fsync for all of them.
+				time.Sleep(linger)
+			}
+		}
 		if takeTurn {
 			// Fsyncs take turns across the log's partitions: each goroutine blocked in
 			// fdatasync holds a P until the runtime's monitor takes it back (up to
