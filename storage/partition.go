@@ -37,7 +37,8 @@ type Partition struct {
 	active *plainSegment // written only by the committer; swapped under mu
 	spare  []byte        // buffer of a completed group, for the next one; under mu
 
-	end     atomic.Int64 // offset after the last readable record
+	end     atomic.Int64 // offset after the last readable record (durable, except under FsyncNone)
+	written atomic.Int64 // offset after the last written record; the committer's
 	rollReq atomic.Bool
 	kick    chan struct{}
 	done    chan struct{}
@@ -231,7 +232,7 @@ func (p *Partition) run() {
 			failed := p.failed
 			p.mu.Unlock()
 			if failed == nil && p.active.size.Load() > 0 {
-				if err := p.roll(p.end.Load()); err != nil {
+				if err := p.roll(p.written.Load()); err != nil {
 					p.log.logger.Error("roll segment by age", "stream", p.stream, "partition", p.id, "err", err)
 				}
 			}
@@ -270,7 +271,7 @@ func (p *Partition) commit(groups []*group) error {
 		return failed
 	}
 	opts := &p.log.opts
-	next := p.end.Load()
+	next := p.written.Load()
 	var total int
 	for _, g := range groups {
 		total += len(g.buf)
@@ -324,9 +325,14 @@ func (p *Partition) commit(groups []*group) error {
 		pos += int64(len(g.buf))
 	}
 	seg.publish(pos, next)
-	p.end.Store(next)
+	p.written.Store(next)
 	p.log.recordsAppended.Add(next - groups[0].base)
-	p.wake()
+	if opts.Fsync != FsyncInterval {
+		p.advanceEnd(next)
+	}
+	// Under FsyncInterval readers wait for the periodic fsync (syncIfDirty): a record forwarded
+	// before it was durable could be lost in a power cut and its offset handed out again, and
+	// central would then drop the new record as already seen.
 	return nil
 }
 
@@ -380,6 +386,7 @@ func (p *Partition) roll(next int64) error {
 	if err := p.log.fdatasync(old.f); err != nil {
 		return err
 	}
+	p.advanceEnd(next) // everything written so far is in old, now durable
 	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(next, plainExt)), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
 	if err != nil {
 		return err
@@ -399,15 +406,37 @@ func (p *Partition) roll(next int64) error {
 }
 
 // syncIfDirty fsyncs the active segment under the interval policy.
+// It then lets readers see what the fsync covered. The written end is read before the active
+// segment: every record below it is either in that segment or in an older one, which its roll
+// fsynced.
 func (p *Partition) syncIfDirty() {
+	target := p.written.Load()
 	p.mu.Lock()
 	dirty := p.dirtySync
 	p.dirtySync = false
 	seg := p.active
 	p.mu.Unlock()
 	if dirty {
-		if err := p.log.syncInTurn(seg.f); err != nil && !errors.Is(err, os.ErrClosed) {
-			p.fail(fmt.Errorf("fsync segment %d: %w", seg.base, err))
+		if err := p.log.syncInTurn(seg.f); err != nil {
+			if !errors.Is(err, os.ErrClosed) {
+				p.fail(fmt.Errorf("fsync segment %d: %w", seg.base, err))
+			}
+			return
+		}
+	}
+	p.advanceEnd(target)
+}
+
+// advanceEnd makes records below end readable and wakes following readers.
+func (p *Partition) advanceEnd(end int64) {
+	for {
+		cur := p.end.Load()
+		if end <= cur {
+			return
+		}
+		if p.end.CompareAndSwap(cur, end) {
+			p.wake()
+			return
 		}
 	}
 }

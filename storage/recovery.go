@@ -165,10 +165,16 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 			return nil, err
 		}
 	}
+	// What the last process wrote may still be only in the page cache (fsync policies interval
+	// and none, or a crash between write and fsync): make it durable before anyone reads it.
+	if err := lastPlain.f.Sync(); err != nil {
+		return nil, fmt.Errorf("sync active segment %d: %w", lastPlain.base, err)
+	}
 	ok = true
 	p.segments = segs
 	p.active = lastPlain
 	p.end.Store(lastPlain.nextOffset())
+	p.written.Store(lastPlain.nextOffset())
 	for _, s := range segs {
 		l.diskBytes.Add(s.storedBytes())
 	}
