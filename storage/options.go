@@ -17,10 +17,12 @@ const (
 	FsyncGroup FsyncPolicy = iota
 	// FsyncInterval acknowledges after the write reaches the page cache and fsyncs every
 	// Options.FsyncInterval. A power loss or kernel crash loses up to one interval of acknowledged
-	// records; a crash of the process alone loses nothing.
+	// records; a crash of the process alone loses nothing. Readers see a record only once an
+	// fsync covered it, so nothing is forwarded that a power cut could take back.
 	FsyncInterval
-	// FsyncNone never fsyncs the active segment (sealed segments are still fsynced). For tests and
-	// for data that can be lost.
+	// FsyncNone never fsyncs the active segment (sealed segments are still fsynced, and the active
+	// one at open and roll). Readers see records once written. For tests and for data that can be
+	// lost.
 	FsyncNone
 )
 
