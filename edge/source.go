@@ -93,6 +93,11 @@ func (s *source) session(ctx context.Context) error {
 		SetConnectRetryInterval(time.Second).
 		SetMaxReconnectInterval(10 * time.Second).
 		SetKeepAlive(30 * time.Second)
+	// A persistent session's queued messages arrive right after CONNACK, before the subscribe in
+	// the connect handler registers its route; paho neither handles nor acks a message without a
+	// handler, and mosquitto then stalls the session behind those unacked messages. The default
+	// handler takes them.
+	opts.SetDefaultPublishHandler(s.handle)
 	opts.SetOnConnectHandler(func(c paho.Client) {
 		filters := make(map[string]byte, len(s.cfg.Topics))
 		for _, t := range s.cfg.Topics {
