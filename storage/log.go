@@ -241,7 +241,7 @@ func (l *Log) closeStreams() error {
 			p.space.Broadcast()
 			p.mu.Unlock()
 			p.wake() // following readers return ErrClosed instead of waiting for their ctx
-			p.kick <- struct{}{}
+			p.kickCommitter()
 			<-p.done
 			if l.opts.Fsync != FsyncGroup {
 				if serr := l.syncInTurn(p.active.f); serr != nil && err == nil {
@@ -306,7 +306,7 @@ func (l *Log) openStream(name string, cfg StreamConfig) (*Stream, error) {
 				q.mu.Lock()
 				q.closing = true
 				q.mu.Unlock()
-				q.kick <- struct{}{}
+				q.kickCommitter()
 				<-q.done
 				for _, seg := range q.snapshot() {
 					seg.retire(false)

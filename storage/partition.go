@@ -350,6 +350,16 @@ func (p *Partition) complete(groups []*group, err error) {
 	}
 }
 
+// kickCommitter wakes the committer without blocking. A full kick buffer means a wake-up is
+// already pending; a blocking send could wait forever on a committer that saw closing, exited,
+// and left a late append's kick in the buffer.
+func (p *Partition) kickCommitter() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
 func (p *Partition) failedErr() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
