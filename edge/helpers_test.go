@@ -132,17 +132,24 @@ func dialRaw(t testing.TB, addr, clientID string, version byte, user, pass strin
 	if err != nil {
 		t.Fatal(err)
 	}
+	return connectRaw(t, conn, clientID, version, user, pass, false)
+}
+
+// connectRaw sends CONNECT on conn and reads the CONNACK. Without clean, an MQTT 5 session
+// outlives the connection for an hour, so resend tests find it again.
+func connectRaw(t testing.TB, conn net.Conn, clientID string, version byte, user, pass string, clean bool) (*rawClient, packets.Packet) {
+	t.Helper()
 	t.Cleanup(func() { conn.Close() })
 	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
 	pk := packets.Packet{
 		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
 		ProtocolVersion: version,
 		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: false, Keepalive: 30, ClientIdentifier: clientID,
+			ProtocolName: []byte("MQTT"), Clean: clean, Keepalive: 30, ClientIdentifier: clientID,
 			UsernameFlag: user != "", Username: []byte(user), PasswordFlag: pass != "", Password: []byte(pass),
 		},
 	}
-	if version == 5 {
+	if version == 5 && !clean {
 		pk.Properties.SessionExpiryInterval = 3600
 		pk.Properties.SessionExpiryIntervalFlag = true
 	}

@@ -25,7 +25,3 @@ func (ca *testCA) serverCert(t testing.TB, name string) (certFile, keyFile strin
 }
 
 func (ca *testCA) clientCert(t testing.TB, cn string) tls.Certificate { return ca.ClientCert(t, cn) }
-
-func (ca *testCA) clientCertFiles(t testing.TB, cn string) (certFile, keyFile string) {
-	return ca.ClientCertFiles(t, cn)
-}

@@ -1,8 +1,6 @@
 package edge
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/tls"
 	"fmt"
 	"net"
@@ -272,24 +270,5 @@ func dialRawTLS(t *testing.T, addr string, tc *tls.Config, clientID string, vers
 	if err != nil {
 		t.Fatalf("TLS dial: %v", err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	c := &rawClient{t: t, conn: conn, r: bufio.NewReader(conn), version: version}
-	pk := packets.Packet{
-		FixedHeader:     packets.FixedHeader{Type: packets.Connect},
-		ProtocolVersion: version,
-		Connect: packets.ConnectParams{
-			ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: clientID,
-			UsernameFlag: user != "", Username: []byte(user), PasswordFlag: pass != "", Password: []byte(pass),
-		},
-	}
-	var buf bytes.Buffer
-	if err := pk.ConnectEncode(&buf); err != nil {
-		t.Fatal(err)
-	}
-	c.write(buf.Bytes())
-	ack, err := c.read()
-	if err != nil {
-		t.Fatalf("read CONNACK: %v", err)
-	}
-	return c, ack
+	return connectRaw(t, conn, clientID, version, user, pass, true)
 }

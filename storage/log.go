@@ -2,7 +2,6 @@ package storage
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -318,5 +317,3 @@ func (l *Log) openStream(name string, cfg StreamConfig) (*Stream, error) {
 	}
 	return s, nil
 }
-
-var errStop = errors.New("stop")

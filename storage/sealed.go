@@ -1,7 +1,6 @@
 package storage
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -359,19 +358,3 @@ func verifyFrames(f *os.File, frames []frameInfo) (badDesc, bad int, err error) 
 }
 
 func (f frameInfo) withPos(pos int64) frameInfo { f.pos = pos; return f }
-
-// framesEqual reports whether two indexes describe the same frames; used to check an index file
-// against the descriptors in the segment.
-func framesEqual(a, b []frameInfo) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-var _ = bytes.Equal

@@ -84,13 +84,12 @@ type demoTally struct {
 }
 
 type demoDevice struct {
-	last      firmwaresim.Reading
-	lastSeq   uint64
-	received  int64
-	dups      int64 // seq at or below one already seen: duplicate or out of order
-	gaps      [][2]uint64
-	lastAt    time.Time
-	lastValue json.RawMessage
+	last     firmwaresim.Reading
+	lastSeq  uint64
+	received int64
+	dups     int64 // seq at or below one already seen: duplicate or out of order
+	gaps     [][2]uint64
+	lastAt   time.Time
 }
 
 func (t *demoTally) add(m consume.Message) {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -154,5 +153,5 @@ func TestQuickstart(t *testing.T) {
 			t.Errorf("consume line lacks %s: %s", field, first)
 		}
 	}
-	t.Log(fmt.Sprintf("verify:\n%s", last))
+	t.Logf("verify:\n%s", last)
 }

@@ -88,10 +88,9 @@ func TestVersionLdflags(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	gobin := filepath.Join(runtime.GOROOT(), "bin", "go")
 	bin := filepath.Join(t.TempDir(), "tributary")
 	ldflags := "-X main.version=v9.8.7 -X main.commit=0123456789abcdef -X main.buildDate=2030-01-02T03:04:05Z"
-	build := exec.Command(gobin, "build", "-ldflags", ldflags, "-o", bin, ".")
+	build := exec.Command("go", "build", "-ldflags", ldflags, "-o", bin, ".")
 	build.Env = append(build.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)

@@ -354,19 +354,18 @@ func (r *Receiver) stream(name string) *centralStream {
 }
 
 type LaneInfo struct {
-	Edge          string    `json:"edge"`
-	Stream        string    `json:"stream"`
-	Partition     int       `json:"partition"`
-	Next          int64     `json:"next"`      // next edge offset central expects
-	Committed     int64     `json:"committed"` // checkpointed resume point
-	EdgeEnd       int64     `json:"edge_end"`  // end offset the edge last reported
-	Behind        int64     `json:"behind"`    // EdgeEnd - Next, as far as central knows
-	LastSeen      time.Time `json:"last_seen,omitzero"`
-	LastAdvance   time.Time `json:"last_advance,omitzero"`
-	Stalled       bool      `json:"stalled"` // edge talking, lane behind, no progress for StallAfter
-	GapsRecords   int64     `json:"gap_records"`
-	GapsCount     int       `json:"gaps"`
-	centralStream string
+	Edge        string    `json:"edge"`
+	Stream      string    `json:"stream"`
+	Partition   int       `json:"partition"`
+	Next        int64     `json:"next"`      // next edge offset central expects
+	Committed   int64     `json:"committed"` // checkpointed resume point
+	EdgeEnd     int64     `json:"edge_end"`  // end offset the edge last reported
+	Behind      int64     `json:"behind"`    // EdgeEnd - Next, as far as central knows
+	LastSeen    time.Time `json:"last_seen,omitzero"`
+	LastAdvance time.Time `json:"last_advance,omitzero"`
+	Stalled     bool      `json:"stalled"` // edge talking, lane behind, no progress for StallAfter
+	GapsRecords int64     `json:"gap_records"`
+	GapsCount   int       `json:"gaps"`
 }
 
 // Lanes returns every known lane, sorted by edge, stream and partition.
