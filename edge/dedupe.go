@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
-	"hash/fnv"
 	"io"
 	"slices"
 	"strconv"
@@ -33,12 +32,19 @@ const (
 // payloadHash identifies a publish for dedupe: FNV-1a 64 over topic, a zero byte and payload.
 // It needs no secrecy, only to tell a resend of the same reading from a new reading that reuses
 // the packet id, and it is stable across restarts (unlike maphash).
+// It runs on every QoS 1/2 publish, so it is FNV-1a written out: hash/fnv's Hash64 escapes to the
+// heap and copies the topic to bytes.
 func payloadHash(topic string, payload []byte) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(topic))
-	h.Write([]byte{0})
-	h.Write(payload)
-	return h.Sum64()
+	const offset64, prime64 = 14695981039346656037, 1099511628211
+	h := uint64(offset64)
+	for i := 0; i < len(topic); i++ {
+		h = (h ^ uint64(topic[i])) * prime64
+	}
+	h *= prime64 // the zero byte between topic and payload
+	for _, c := range payload {
+		h = (h ^ uint64(c)) * prime64
+	}
+	return h
 }
 
 func appendHash(dst []byte, h uint64) []byte {

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"fmt"
+	"hash/fnv"
 	"testing"
 	"time"
 
@@ -82,6 +83,20 @@ func TestRingReleasesCompletedResults(t *testing.T) {
 		}
 		if got := r.lookup(uint16(i+1), uint64(100+i)); got == nil {
 			t.Fatalf("lookup of stored reading %d after release: nil", i+1)
+		}
+	}
+}
+
+// The hash is stored with every reading and read back after a restart: it must stay FNV-1a 64
+// over topic, a zero byte and payload.
+func TestPayloadHashIsFNV1a(t *testing.T) {
+	for _, c := range []struct{ topic, payload string }{{"", ""}, {"devices/d1/readings", `{"seq":1}`}, {"t", "\x00\xff"}} {
+		h := fnv.New64a()
+		h.Write([]byte(c.topic))
+		h.Write([]byte{0})
+		h.Write([]byte(c.payload))
+		if got, want := payloadHash(c.topic, []byte(c.payload)), h.Sum64(); got != want {
+			t.Errorf("payloadHash(%q, %q) = %x, want %x", c.topic, c.payload, got, want)
 		}
 	}
 }

@@ -193,7 +193,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	a := h.agent
 	qos := pk.FixedHeader.Qos
-	a.metrics.readingsIn.WithLabelValues(qosLabel[qos&3]).Inc()
+	a.metrics.receivedQoS[min(qos, 2)].Inc()
 	route, err := a.authorize(s, pk.TopicName)
 	if err != nil {
 		// OnACLCheck passed moments ago; the registry changed in between.
@@ -232,5 +232,3 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	return pk, packets.ErrRejectPacket
 }
-
-var qosLabel = [4]string{"0", "1", "2", "3"}

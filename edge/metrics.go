@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"strconv"
 	"time"
 
 	// client_golang exposes the agent's counters in the Prometheus text format operators already
@@ -14,6 +15,7 @@ type metrics struct {
 	registry *prometheus.Registry
 
 	readingsIn  *prometheus.CounterVec // by qos
+	receivedQoS [3]prometheus.Counter  // readingsIn per QoS, resolved once: the per-packet path skips the label lookup
 	acked       prometheus.Counter
 	rejected    *prometheus.CounterVec // by reason: refused publishes and failed appends
 	deadLetters *prometheus.CounterVec // by reason
@@ -75,6 +77,9 @@ func newMetrics() *metrics {
 			Help:    "Duration of segment fsyncs (one per group commit).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+	}
+	for qos := range m.receivedQoS {
+		m.receivedQoS[qos] = m.readingsIn.WithLabelValues(strconv.Itoa(qos))
 	}
 	r.MustRegister(m.readingsIn, m.acked, m.rejected, m.deadLetters, m.duplicates, m.authFailed,
 		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.fsync)

@@ -152,7 +152,7 @@ func (s *source) handle(_ paho.Client, m paho.Message) {
 	default:
 	}
 	a := s.agent
-	a.metrics.readingsIn.WithLabelValues(qosLabel[m.Qos()&3]).Inc()
+	a.metrics.receivedQoS[min(m.Qos(), 2)].Inc()
 	route, err := a.mapper.Map(m.Topic())
 	if err != nil {
 		// Not a reading under the mapping rules: count it and ack it, redelivering cannot help.
