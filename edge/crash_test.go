@@ -134,7 +134,10 @@ func TestCrashAckedReadingsSurviveSIGKILL(t *testing.T) {
 	)
 	for d := range devicesN {
 		id := fmt.Sprintf("crash-%d", d)
-		acked[id] = map[int]bool{}
+		mine := map[int]bool{} // the publisher's own set: acked itself is still being filled
+		mu.Lock()
+		acked[id] = mine
+		mu.Unlock()
 		o := paho.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
 			SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 			SetConnectRetryInterval(50 * time.Millisecond).SetMaxReconnectInterval(100 * time.Millisecond).
@@ -162,7 +165,7 @@ func TestCrashAckedReadingsSurviveSIGKILL(t *testing.T) {
 					// A token stays pending across reconnects while paho resends the message.
 					if tok.WaitTimeout(20*time.Second) && tok.Error() == nil {
 						mu.Lock()
-						acked[id][seq] = true
+						mine[seq] = true
 						mu.Unlock()
 					}
 				})
