@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -36,7 +38,7 @@ func (r *result) complete(err error) {
 	}
 	r.mu.Unlock()
 	for _, w := range ws {
-		w.wake()
+		w.complete()
 	}
 }
 
@@ -77,16 +79,23 @@ type pendingAck struct {
 }
 
 // clientAcks sends one client's PUBACKs (PUBRECs for QoS 2) in the order its PUBLISHes arrived,
-// each only after the append it acknowledges is durable. Appends complete on the partitions'
-// committer goroutines, in any order across partitions, and those callbacks must not block, so a
-// writer goroutine per client takes the completed prefix of the queue and writes it: a slow
-// client's socket never stalls a group commit.
+// each only after the append it acknowledges is durable.
+//
+// Appends complete on the partitions' committer goroutines, in any order across partitions, and
+// those callbacks must not block. When the append that completes is the client's last pending
+// one, as for a device that waits for each PUBACK, the committer writes the acks itself if the
+// socket takes them without blocking, which it nearly always does: no goroutine hop, and on a
+// busy gateway a woken goroutine waits a millisecond or more for a CPU. Everything else goes to
+// a writer goroutine per client, which may block: acks the socket did not take at once (a slow
+// or stalled client), clients with more readings in flight (the writer sends all the acks that
+// are ready when it runs in one write), and failures. A slow client never stalls a group commit.
 //
 // slots caps the readings waiting per client. OnPublish takes a slot on the client's read
 // goroutine and blocks while none is free, which is what paces a device that pipelines faster
 // than the disk commits.
 type clientAcks struct {
 	cl      *mqtt.Client
+	raw     syscall.RawConn // the socket, for writes that must not block; nil for TLS and WebSocket
 	server  *mqtt.Server
 	metrics *metrics
 	pending *atomic.Int64 // agent-wide count of queued acks, for draining at shutdown
@@ -96,11 +105,16 @@ type clientAcks struct {
 	stopped chan struct{} // closed when the writer gives up: client gone or an append failed
 	stop    sync.Once
 
-	out bytes.Buffer // encoded acks, reused by the writer
+	// ready and out belong to whoever set busy: the acks being written and their encoding.
+	ready []pendingAck
+	out   bytes.Buffer
 
-	mu    sync.Mutex
-	queue []pendingAck
-	dead  bool // the writer exited: push refuses
+	mu      sync.Mutex
+	queue   []pendingAck
+	dead    bool // the writer exited: push refuses
+	busy    bool // a write is under way, on a committer or the writer goroutine
+	recheck bool // acks completed during that write: look at the queue again when it ends
+	handoff int  // a committer wrote part of out, holding this many acks; the writer sends the rest
 }
 
 func newClientAcks(cl *mqtt.Client, server *mqtt.Server, m *metrics, pending *atomic.Int64, capacity int) *clientAcks {
@@ -109,6 +123,9 @@ func newClientAcks(cl *mqtt.Client, server *mqtt.Server, m *metrics, pending *at
 		slots:   make(chan struct{}, capacity),
 		kick:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
+	}
+	if sc, ok := cl.Net.Conn.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
 	}
 	go c.run()
 	return c
@@ -164,8 +181,133 @@ func (c *clientAcks) close() {
 	c.wake()
 }
 
+// takeLocked moves the completed prefix of the queue into ready and marks the writer busy when
+// there is one. failed is the error of the first completed append after that prefix, if any.
+func (c *clientAcks) takeLocked() (failed error) {
+	c.ready = c.ready[:0]
+	for _, p := range c.queue {
+		done, err := p.res.outcome()
+		if !done {
+			break
+		}
+		if err != nil {
+			failed = err
+			break
+		}
+		c.ready = append(c.ready, p)
+	}
+	n := len(c.ready)
+	c.queue = append(c.queue[:0], c.queue[n:]...)
+	c.busy = n > 0
+	return failed
+}
+
+// endWrite clears busy after a write, and reports whether acks completed meanwhile.
+func (c *clientAcks) endWrite() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.busy = false
+	again := c.recheck
+	c.recheck = false
+	return again
+}
+
+// complete is called, on the committer goroutine that completed res, for every client waiting on
+// res. It writes the client's completed acks now if the socket takes them without blocking and
+// leaves everything else to the writer goroutine.
+func (c *clientAcks) complete() {
+	if c.raw == nil {
+		c.wake()
+		return
+	}
+	c.mu.Lock()
+	if c.busy || c.dead {
+		c.recheck = true
+		c.mu.Unlock()
+		return
+	}
+	// Write here only when every queued ack is ready, as for a device that waits for each
+	// PUBACK. A client with more readings in flight is left to the writer: by the time it runs,
+	// more of them are durable and one write carries all their acks. Failures are the writer's
+	// too: it sends the acks before one, then stops the client.
+	for _, p := range c.queue {
+		if done, err := p.res.outcome(); !done || err != nil {
+			c.mu.Unlock()
+			c.wake()
+			return
+		}
+	}
+	c.takeLocked()
+	n := len(c.ready)
+	if n == 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	if err := c.encode(c.ready); err != nil {
+		c.mu.Lock()
+		c.putBackLocked()
+		c.mu.Unlock()
+		c.wake()
+		return
+	}
+	written := c.tryWrite()
+	if written == c.out.Len() {
+		c.sent(n, written)
+		if c.endWrite() {
+			c.wake()
+		}
+		return
+	}
+	// The socket did not take it all: the writer sends the rest of out, blocking as it may.
+	c.out.Next(written)
+	c.sent(0, written)
+	c.mu.Lock()
+	if c.dead {
+		c.busy = false
+		c.mu.Unlock()
+		c.release(n)
+		return
+	}
+	c.handoff = n
+	c.mu.Unlock()
+	c.metrics.acksLate.Add(float64(n))
+	c.wake()
+}
+
+// putBackLocked returns the taken acks to the head of the queue, for the writer.
+func (c *clientAcks) putBackLocked() {
+	c.queue = slices.Concat(c.ready, c.queue)
+	c.ready = c.ready[:0]
+	c.busy = false
+}
+
+// tryWrite writes out to the socket without blocking and returns how many bytes it took: none
+// when another goroutine holds the client's write lock or the socket buffer is full.
+func (c *clientAcks) tryWrite() int {
+	if !c.cl.TryLock() {
+		return 0
+	}
+	defer c.cl.Unlock()
+	if c.cl.Closed() {
+		return 0
+	}
+	b := c.out.Bytes()
+	n := 0
+	err := c.raw.Write(func(fd uintptr) bool {
+		var err error
+		if n, err = syscall.Write(int(fd), b); err != nil {
+			n = 0 // EAGAIN, EINTR or a broken connection: the writer finds out which
+		}
+		return true // never wait for the socket to drain here
+	})
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
 func (c *clientAcks) run() {
-	var ready []pendingAck
 	for {
 		select {
 		case <-c.kick:
@@ -173,59 +315,70 @@ func (c *clientAcks) run() {
 			c.dropAll()
 			return
 		}
-		ready = ready[:0]
-		var failed error
-		c.mu.Lock()
-		n := 0
-		for _, p := range c.queue {
-			done, err := p.res.outcome()
-			if !done {
+		for {
+			c.mu.Lock()
+			var n int
+			var failed error
+			fresh := false // n acks were taken from the queue and need encoding
+			switch {
+			case c.handoff > 0:
+				// out holds what a committer could not write of n acks.
+				n, c.handoff = c.handoff, 0
+			case c.busy:
+				// A committer is writing; it wakes this goroutine when it is done.
+				c.recheck = true
+			default:
+				failed = c.takeLocked()
+				n = len(c.ready)
+				fresh = n > 0
+			}
+			c.mu.Unlock()
+			if fresh {
+				if err := c.encode(c.ready); err != nil {
+					c.endWrite()
+					c.release(n)
+					n, failed = 0, err
+				}
+			}
+			if n > 0 {
+				written, err := c.writeOut()
+				c.endWrite()
+				if err != nil {
+					// The connection is gone; the client resends what it did not see acked.
+					c.sent(0, written)
+					c.release(n)
+					failed = err
+				} else {
+					c.sent(n, written)
+				}
+			}
+			if failed != nil {
+				// Never ack a reading that is not durable, and never ack later ones out of order:
+				// disconnect, so the client resends everything unacknowledged.
+				if !errors.Is(failed, mqtt.ErrConnectionClosed) {
+					c.metrics.ackFailures.Inc()
+				}
+				c.cl.Stop(failed)
+				c.close()
+				c.dropAll()
+				return
+			}
+			if n == 0 {
 				break
 			}
-			if err != nil {
-				failed = err
-				break
-			}
-			ready = append(ready, p)
-			n++
-		}
-		c.queue = append(c.queue[:0], c.queue[n:]...)
-		c.mu.Unlock()
-
-		if len(ready) > 0 {
-			if err := c.write(ready); err != nil {
-				// The connection is gone; the client resends what it did not see acked.
-				failed = err
-			} else {
-				c.release(len(ready))
-				c.metrics.acked.Add(float64(len(ready)))
-			}
-		}
-		if failed != nil {
-			// Never ack a reading that is not durable, and never ack later ones out of order:
-			// disconnect, so the client resends everything unacknowledged.
-			if !errors.Is(failed, mqtt.ErrConnectionClosed) {
-				c.metrics.ackFailures.Inc()
-			}
-			c.cl.Stop(failed)
-			c.close()
-			c.dropAll()
-			return
 		}
 	}
 }
 
-// write sends the acks of ready in one socket write. Mochi's WritePacket costs a write system
-// call per packet, which for a bridge with a hundred readings in flight was a quarter of the
-// broker's CPU. The packets are encoded as WritePacket does for a PUBACK or PUBREC without
-// properties (no size limit or problem-info rules apply to them), and written under the client's
-// lock, the one WritePacket holds, so they never interleave with another packet's bytes. Mochi's
-// own write buffer holds whole packets only, so an ack may overtake a queued outbound PUBLISH,
-// which MQTT allows: ordering applies within a flow, and acks stay in order among themselves.
-func (c *clientAcks) write(ready []pendingAck) error {
-	if c.cl.Closed() {
-		return mqtt.ErrConnectionClosed
-	}
+// encode writes the acks of ready into out, for one socket write. Mochi's WritePacket costs a
+// write system call per packet, which for a bridge with a hundred readings in flight was a
+// quarter of the broker's CPU. The packets are encoded as WritePacket does for a PUBACK or PUBREC
+// without properties (no size limit or problem-info rules apply to them), and written under the
+// client's lock, the one WritePacket holds, so they never interleave with another packet's bytes.
+// Mochi's own write buffer holds whole packets only, so an ack may overtake a queued outbound
+// PUBLISH, which MQTT allows: ordering applies within a flow, and acks stay in order among
+// themselves.
+func (c *clientAcks) encode(ready []pendingAck) error {
 	c.out.Reset()
 	for _, p := range ready {
 		ack := packets.Packet{
@@ -251,23 +404,39 @@ func (c *clientAcks) write(ready []pendingAck) error {
 			return fmt.Errorf("encode ack %d: %w", p.packetID, err)
 		}
 	}
-	n := c.out.Len()
+	return nil
+}
+
+// writeOut writes out to the socket, blocking until it is written or the connection fails.
+func (c *clientAcks) writeOut() (int, error) {
+	if c.cl.Closed() {
+		return 0, mqtt.ErrConnectionClosed
+	}
 	c.cl.Lock()
-	_, err := c.out.WriteTo(c.cl.Net.Conn)
+	n, err := c.out.WriteTo(c.cl.Net.Conn)
 	c.cl.Unlock()
 	if err != nil {
-		return fmt.Errorf("write %d acks: %w", len(ready), err)
+		return int(n), fmt.Errorf("write acks: %w", err)
 	}
-	atomic.AddInt64(&c.server.Info.BytesSent, int64(n))
-	atomic.AddInt64(&c.server.Info.PacketsSent, int64(len(ready)))
-	return nil
+	return int(n), nil
+}
+
+// sent counts acks and bytes that reached the socket and frees the acks' slots.
+func (c *clientAcks) sent(acks, bytes int) {
+	atomic.AddInt64(&c.server.Info.BytesSent, int64(bytes))
+	if acks > 0 {
+		atomic.AddInt64(&c.server.Info.PacketsSent, int64(acks))
+		c.release(acks)
+		c.metrics.acked.Add(float64(acks))
+	}
 }
 
 // dropAll forgets queued acks (the client is gone), releasing their slots.
 func (c *clientAcks) dropAll() {
 	c.mu.Lock()
-	n := len(c.queue)
+	n := len(c.queue) + c.handoff
 	c.queue = nil
+	c.handoff = 0
 	c.dead = true
 	c.mu.Unlock()
 	c.release(n)

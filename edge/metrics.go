@@ -25,6 +25,7 @@ type metrics struct {
 	pendingAcks prometheus.Gauge
 	paced       prometheus.Counter
 	ackFailures prometheus.Counter
+	acksLate    prometheus.Counter
 	fsync       prometheus.Histogram
 }
 
@@ -72,6 +73,10 @@ func newMetrics() *metrics {
 			Name: "tributary_edge_append_failures_total",
 			Help: "Clients disconnected because an append failed; they resend what was not acked.",
 		}),
+		acksLate: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "tributary_edge_acks_deferred_total",
+			Help: "Acks the client's socket did not take at once (the client reads slowly); sent as it drains.",
+		}),
 		fsync: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "tributary_edge_fsync_seconds",
 			Help:    "Duration of segment fsyncs (one per group commit).",
@@ -82,7 +87,7 @@ func newMetrics() *metrics {
 		m.receivedQoS[qos] = m.readingsIn.WithLabelValues(strconv.Itoa(qos))
 	}
 	r.MustRegister(m.readingsIn, m.acked, m.rejected, m.deadLetters, m.duplicates, m.authFailed,
-		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.fsync)
+		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.acksLate, m.fsync)
 	return m
 }
 
