@@ -390,3 +390,32 @@ mapping:
 		t.Error("unknown config key accepted")
 	}
 }
+
+// An edge upgraded to a smaller default partition count keeps the streams it has on disk as they
+// were created: partition counts cannot change without moving keys.
+func TestStreamsOnDiskKeepPartitionCount(t *testing.T) {
+	dir := t.TempDir()
+	a, stop := startAgent(t, Config{DataDir: dir, AnonymousPublish: "any", DefaultPartitions: 8})
+	c, _ := dialRaw(t, a.MQTTAddr(), "d1", 4, "", "")
+	c.publish("devices/d1/readings", []byte(`{"seq":1}`), 1, 1, false)
+	c.expectAck(1)
+	stop()
+
+	a, _ = startAgent(t, Config{DataDir: dir, AnonymousPublish: "any"})
+	if a.cfg.DefaultPartitions != DefaultPartitionCount || DefaultPartitionCount == 8 {
+		t.Fatalf("default partitions %d: this test needs a default other than 8", a.cfg.DefaultPartitions)
+	}
+	c, _ = dialRaw(t, a.MQTTAddr(), "d1", 4, "", "")
+	c.publish("devices/d1/readings", []byte(`{"seq":2}`), 2, 1, false)
+	c.expectAck(2)
+	s, err := a.Log().Stream("readings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Partitions() != 8 {
+		t.Errorf("stream has %d partitions after restart, want the 8 it was created with", s.Partitions())
+	}
+	if n := countStream(t, a.Log(), "readings"); n != 2 {
+		t.Errorf("%d readings stored, want 2", n)
+	}
+}

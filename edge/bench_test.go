@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
@@ -22,8 +23,9 @@ import (
 //
 //	go test ./edge/ -run '^$' -bench . -benchtime 100000x
 //
-// EDGE_BENCH_PARTITIONS sets the partition count of the durable runs (default 8). Figures on a
-// 2-core VM depend heavily on GOMAXPROCS: each partition's fdatasync holds a P while it blocks.
+// EDGE_BENCH_PARTITIONS sets the partition count of the durable runs and EDGE_BENCH_LINGER their
+// group_linger (defaults: the agent's). Partitions matter most: each is a file fsynced per group
+// commit, and on a 2-core VM a goroutine woken after its fdatasync waits for a P.
 
 func ceilingBroker(b *testing.B) string {
 	s := mqtt.New(&mqtt.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
@@ -46,7 +48,8 @@ func benchTarget(b *testing.B, durable bool) (string, func()) {
 		return ceilingBroker(b), func() {}
 	}
 	parts, _ := strconv.Atoi(os.Getenv("EDGE_BENCH_PARTITIONS"))
-	a, _ := startAgent(b, Config{AnonymousPublish: "any", MaxPendingPerClient: 256, DefaultPartitions: parts})
+	linger, _ := time.ParseDuration(os.Getenv("EDGE_BENCH_LINGER"))
+	a, _ := startAgent(b, Config{AnonymousPublish: "any", MaxPendingPerClient: 256, DefaultPartitions: parts, GroupLinger: linger})
 	before := a.Log().Stats()
 	report := func() {
 		st := a.Log().Stats()
