@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -37,17 +38,13 @@ func (p *Partition) seal(ps *plainSegment) error {
 	}
 	defer ps.release()
 	size := ps.size.Load()
-	raw := make([]byte, size)
-	if _, err := ps.f.ReadAt(raw, 0); err != nil && !errors.Is(err, io.EOF) {
-		return fmt.Errorf("read segment: %w", err)
-	}
 	zstPath := filepath.Join(p.dir, segmentName(ps.base, sealedExt))
 	idxPath := filepath.Join(p.dir, segmentName(ps.base, indexExt))
 	tmp, err := os.Create(zstPath + tmpExt)
 	if err != nil {
 		return err
 	}
-	frames, err := sealFile(raw, tmp, p.log.opts.FrameBytes)
+	frames, err := sealFile(bufio.NewReaderSize(io.NewSectionReader(ps.f, 0, size), 64<<10), tmp, p.log.opts.FrameBytes)
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}

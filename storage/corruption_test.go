@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -547,5 +548,42 @@ func TestCorruptionFoundAtReadTime(t *testing.T) {
 				t.Fatalf("append: %d %v", off, err)
 			}
 		})
+	}
+}
+
+// Sealing reads the plain segment as a stream; one that ends inside a batch, or holds a damaged
+// batch, is refused with the byte position rather than sealed short.
+func TestSealFileRefusesCutOrDamagedSegment(t *testing.T) {
+	var raw []byte
+	off := int64(0)
+	for i := range 6 {
+		recs := sampleRecords(2, i)
+		raw = append(raw, encodeBatch(off, recs)...)
+		off += int64(len(recs))
+	}
+	f, err := os.Create(filepath.Join(t.TempDir(), "seg"))
+	must(t, err)
+	defer f.Close()
+	frames, err := sealFile(bytes.NewReader(raw), f, 200)
+	must(t, err)
+	var count uint32
+	for _, fi := range frames {
+		count += fi.count
+	}
+	if int64(count) != off || len(frames) < 2 {
+		t.Fatalf("%d frames holding %d records, want several holding %d", len(frames), count, off)
+	}
+	for name, cut := range map[string][]byte{
+		"ends inside a header": raw[:len(raw)-len(encodeBatch(0, sampleRecords(2, 5)))+10],
+		"ends inside a body":   raw[:len(raw)-3],
+	} {
+		if _, err := sealFile(bytes.NewReader(cut), f, 200); !errors.Is(err, errTruncated) {
+			t.Errorf("%s: err %v, want errTruncated", name, err)
+		}
+	}
+	bad := bytes.Clone(raw)
+	bad[len(bad)-1] ^= 0xff
+	if _, err := sealFile(bytes.NewReader(bad), f, 200); !errors.Is(err, errBatchCRC) {
+		t.Errorf("damaged batch: err %v, want errBatchCRC", err)
 	}
 }

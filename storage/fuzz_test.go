@@ -160,7 +160,7 @@ func sealedSample(t testing.TB, frameBytes int) (seg, idx []byte) {
 	f, err := os.Create(filepath.Join(dir, "seg"))
 	must(t, err)
 	defer f.Close()
-	frames, err := sealFile(raw, f, frameBytes)
+	frames, err := sealFile(bytes.NewReader(raw), f, frameBytes)
 	must(t, err)
 	seg, err = os.ReadFile(f.Name())
 	must(t, err)

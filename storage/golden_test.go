@@ -57,7 +57,7 @@ func goldenFiles(t *testing.T) (zst, idx, plain []byte) {
 	f, err := os.Create(filepath.Join(t.TempDir(), "seal"))
 	must(t, err)
 	defer f.Close()
-	frames, err := sealFile(sealedRaw, f, 700)
+	frames, err := sealFile(bytes.NewReader(sealedRaw), f, 700)
 	must(t, err)
 	zst, err = os.ReadFile(f.Name())
 	must(t, err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 
 	// zstd from klauspost/compress: pure Go (static, cross-compiled gateway binaries), fast, and its
@@ -197,50 +198,85 @@ func (s *sealedSegment) readBatches(offset int64, maxBytes int) ([]byte, error) 
 	return raw, nil
 }
 
-// sealFile compresses the raw batches of a plain segment into dst (frames of about frameBytes raw
-// bytes each), fsyncs it, and returns the frame index.
-func sealFile(raw []byte, dst *os.File, frameBytes int) ([]frameInfo, error) {
-	var frames []frameInfo
-	var pos int64
-	w := make([]byte, 0, 1<<20)
-	start := 0
-	for start < len(raw) {
-		fi := frameInfo{}
-		end := start
-		for end < len(raw) && (end == start || end-start < frameBytes) {
-			h, err := checkBatch(raw[end:])
-			if err != nil {
-				return nil, fmt.Errorf("batch at byte %d: %w", end, err)
-			}
-			if end == start {
-				fi.base = h.BaseOffset
-			}
-			fi.count += h.Count
-			if h.MaxTimestamp > fi.maxTS {
-				fi.maxTS = h.MaxTimestamp
-			}
-			end += int(h.Length)
-		}
-		comp := compressFrame(raw[start:end])
-		fi.rawLen = uint32(end - start)
+// sealFile compresses the raw batches of a plain segment, read in order from src, into dst
+// (frames of about frameBytes raw bytes each), fsyncs it, and returns the frame index. It holds
+// one frame at a time: a 16 MiB segment read whole was the edge's largest allocation.
+func sealFile(src io.Reader, dst *os.File, frameBytes int) ([]frameInfo, error) {
+	var (
+		frames []frameInfo
+		fi     frameInfo
+		pos    int64  // in dst
+		at     int64  // in the plain segment, for errors
+		frame  []byte // the raw batches of the frame being built
+		w      []byte // descriptor and compressed frame
+	)
+	flush := func() error {
+		comp := compressFrame(frame)
+		fi.rawLen = uint32(len(frame))
 		fi.compLen = uint32(len(comp))
 		fi.crc = crc32.Checksum(comp, castagnoli)
 		fi.pos = pos + descriptorFrame
-		w = w[:0]
-		w = append(w, make([]byte, descriptorFrame)...)
+		w = append(w[:0], make([]byte, descriptorFrame)...)
 		putDescriptor(w, fi)
 		w = append(w, comp...)
 		if _, err := dst.Write(w); err != nil {
-			return nil, err
+			return err
 		}
 		pos += int64(len(w))
 		frames = append(frames, fi)
-		start = end
+		fi, frame = frameInfo{}, frame[:0]
+		return nil
+	}
+	var hdr [batchHeaderSize]byte
+	for {
+		if _, err := io.ReadFull(src, hdr[:]); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return nil, fmt.Errorf("batch at byte %d: %w", at, readErr(err))
+		}
+		h, err := parseBatchHeader(hdr[:])
+		if err != nil {
+			return nil, fmt.Errorf("batch at byte %d: %w", at, err)
+		}
+		start := len(frame)
+		frame = append(frame, hdr[:]...)
+		frame = slices.Grow(frame, int(h.Length)-batchHeaderSize)[:start+int(h.Length)]
+		if _, err := io.ReadFull(src, frame[start+batchHeaderSize:]); err != nil {
+			return nil, fmt.Errorf("batch at byte %d: %w", at, readErr(err))
+		}
+		if _, err := checkBatch(frame[start:]); err != nil {
+			return nil, fmt.Errorf("batch at byte %d: %w", at, err)
+		}
+		if start == 0 {
+			fi.base = h.BaseOffset
+		}
+		fi.count += h.Count
+		fi.maxTS = max(fi.maxTS, h.MaxTimestamp)
+		at += int64(h.Length)
+		// A frame takes whole batches until it holds at least frameBytes.
+		if len(frame) >= frameBytes {
+			if err := flush(); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if len(frame) > 0 {
+		if err := flush(); err != nil {
+			return nil, err
+		}
 	}
 	if err := dst.Sync(); err != nil {
 		return nil, err
 	}
 	return frames, nil
+}
+
+// readErr maps a segment that ends inside a batch to errTruncated.
+func readErr(err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return errTruncated
+	}
+	return err
 }
 
 // encodeIndex serialises the frame index of a sealed segment; FORMAT.md shows the layout.
