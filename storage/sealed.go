@@ -98,6 +98,10 @@ var (
 		e, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(zstd.SpeedDefault),
 			zstd.WithEncoderConcurrency(runtime.GOMAXPROCS(0)), zstd.WithEncoderCRC(false),
 			zstd.WithZeroFrames(true),
+			// Frames and chunks are a few hundred KiB: a 1 MiB window covers them, where the
+			// default 8 MiB window gave each of the GOMAXPROCS encoders a 16 MiB history buffer,
+			// the largest part of an edge's memory once it had sealed a segment.
+			zstd.WithWindowSize(1<<20),
 			// Single-segment frames always state their content size, which DecodeChunk needs to
 			// bound memory before decoding; without it zstd omits the size of inputs under 256 bytes.
 			zstd.WithSingleSegment(true))
