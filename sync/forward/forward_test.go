@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -146,9 +147,9 @@ func laneOf(f *Forwarder, p int) LaneStatus {
 // on loopback. The cap holds on the wire and is used, and live bursts reach central within about
 // one chunk's worth of tokens while the backlog is still draining.
 //
-// Known weakness: with the limiter's priority for live sends switched off, live latency in this
-// setup stays about the same (waiters that wake together race for tokens and the live one wins
-// often enough), so this test bounds live latency under a cap but does not isolate live-first.
+// With the limiter's priority for live sends switched off, live latency in this setup stays about
+// the same (waiters that wake together race for tokens and the live one wins often enough), so
+// this test bounds live latency under a cap; limiter_test.go isolates live-first.
 func TestBandwidthCapLiveFirst(t *testing.T) {
 	const capBytes = 1 << 20
 	url, token := testCentral(t, central.Config{DataDir: t.TempDir()})
@@ -349,4 +350,89 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	w.code = code
 	w.ResponseWriter.WriteHeader(code)
+}
+
+// TestBackoffRestartsAfterProgress fails a lane's requests a dozen times, so its backoff grows to
+// seconds, lets it forward, then fails one request: that new outage must be retried after about
+// BackoffMin, not after the grown backoff of the old one.
+func TestBackoffRestartsAfterProgress(t *testing.T) {
+	clog, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer clog.Close()
+	rcv, err := receive.New(receive.Config{Log: clog, Partitions: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := rcv.AddEdge("gw-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var (
+		mu        sync.Mutex
+		failLeft  = 12
+		failedAt  time.Time     // the last refused request
+		retryWait time.Duration // from then to the next request
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		now := time.Now()
+		if !failedAt.IsZero() {
+			retryWait, failedAt = now.Sub(failedAt), time.Time{}
+		}
+		fail := failLeft > 0
+		if fail {
+			failLeft--
+			failedAt = now
+		}
+		mu.Unlock()
+		if fail {
+			http.Error(w, "central is restarting", http.StatusInternalServerError)
+			return
+		}
+		rcv.ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+
+	log, st := openLog(t, t.TempDir(), 1)
+	defer log.Close()
+	appendOne := func(seq int) {
+		t.Helper()
+		rec := storage.Record{Key: []byte("d1"), Value: fmt.Appendf(nil, `{"seq":%d}`, seq), Timestamp: time.Now()}
+		if _, _, err := st.Append(context.Background(), rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	appendOne(0)
+	const backoffMin = time.Millisecond
+	f := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, BackoffMin: backoffMin, BackoffMax: 10 * time.Second})
+	stop := run(t, f)
+	defer stop()
+	wait := func(n int64, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); laneOf(f, 0).Acked < n; time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("central acked %d of %d after %v", laneOf(f, 0).Acked, n, within)
+			}
+		}
+	}
+	// Twelve failures in a row: the next backoff window is 1ms<<12, about 4s.
+	wait(1, 30*time.Second)
+	if r := laneOf(f, 0).Retries; r != 12 {
+		t.Fatalf("%d retries during the first outage, want 12", r)
+	}
+
+	mu.Lock()
+	failLeft, retryWait = 1, 0
+	mu.Unlock()
+	appendOne(1)
+	wait(2, 30*time.Second)
+	mu.Lock()
+	got := retryWait
+	mu.Unlock()
+	if got == 0 || got > 250*time.Millisecond {
+		t.Errorf("retried %v after a failure that followed progress; want about BackoffMin (%v), not the first outage's backoff", got, backoffMin)
+	}
+	t.Logf("retry after the second outage's first failure: %v", got)
 }

@@ -232,6 +232,7 @@ func (e *statusError) Error() string {
 func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) {
 	attempt := 0
 	for ctx.Err() == nil {
+		advanced := ln.lastAdvance.Load()
 		err := f.pump(ctx, client, ln)
 		if ctx.Err() != nil {
 			return
@@ -242,6 +243,11 @@ func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) 
 		if errors.As(err, &ce) {
 			attempt = 0 // a reorder or a central restart: resume at once
 			continue
+		}
+		if ln.lastAdvance.Load() != advanced {
+			// Central took readings since the last failure: this is a new outage, not more of
+			// the old one, so the backoff starts again from BackoffMin.
+			attempt = 0
 		}
 		ln.retries.Add(1)
 		delay := f.backoff(attempt)
