@@ -10,6 +10,8 @@
 #
 # Usage: deploy/soak/edge-rss.sh            (from anywhere inside the repository; Linux only)
 # Knobs (environment): DEVICES=1000 RATE=2 DURATION=180 (seconds) SAMPLE_EVERY=2 (seconds)
+#                      EDGE_CONFIG=file.yaml runs the edge with that config (e.g. another
+#                      group_linger); the script's own flags (data dir, listeners) override it.
 #                      KEEP=1 keeps the temp dir (binaries, data dir, logs, report) for a look.
 # Exit status: 0 on a clean run; 1 when the fleet or the edge misbehaved; 2 when it could not run.
 set -euo pipefail
@@ -19,6 +21,7 @@ RATE=${RATE:-2}
 DURATION=${DURATION:-180}
 SAMPLE_EVERY=${SAMPLE_EVERY:-2}
 KEEP=${KEEP:-0}
+EDGE_CONFIG=${EDGE_CONFIG:-}
 STOP_TIMEOUT=30 # seconds the edge gets to drain and exit after SIGTERM (its drain_timeout is less)
 
 die() { echo "edge-rss: $*" >&2; exit 2; }
@@ -53,8 +56,13 @@ echo "edge-rss: building tributary and firmware-sim"
 data="$work/data"
 mkdir -p "$data"
 # Port 0: the kernel picks free loopback ports; the edge logs the addresses it bound.
-"$work/tributary" edge --data-dir "$data" --mqtt-listen 127.0.0.1:0 --http-listen 127.0.0.1:0 \
-	--log-level info 2>"$work/edge.log" &
+config_args=()
+if [[ -n "$EDGE_CONFIG" ]]; then
+	[[ -r "$EDGE_CONFIG" ]] || die "EDGE_CONFIG $EDGE_CONFIG is not a readable file"
+	config_args=(--config "$(cd "$(dirname "$EDGE_CONFIG")" && pwd)/$(basename "$EDGE_CONFIG")")
+fi
+"$work/tributary" edge "${config_args[@]}" --data-dir "$data" --mqtt-listen 127.0.0.1:0 \
+	--http-listen 127.0.0.1:0 --log-level info 2>"$work/edge.log" &
 edge_pid=$!
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
@@ -110,6 +118,9 @@ field() { sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p" "$work/report.json" | hea
 acked=$(field acked)
 unacked=$(field unacked)
 acked_per_s=$(printf "%.0f" "$(field acked_per_second)")
+# The device's view of durability: publish to PUBACK, including the group commit's linger and fsync.
+ack_ms() { sed -n '/"ack_latency"/,/}/p' "$work/report.json" | sed -n "s/.*\"$1\": \([0-9]*\).*/\1/p" |
+	awk 'NR == 1 {printf "%.1f", $1 / 1e6}'; } # the first is the fleet's; per-device rows follow
 [[ -n "$acked" ]] || { cat "$work/sim.log" >&2; die "firmware-sim wrote no report (exit $sim_status)"; }
 
 metrics=""
@@ -140,7 +151,7 @@ log_bytes=$(find "$data" -type f ! -name '*.db' -printf '%s\n' | awk '{s += $1} 
 per_reading() { awk -v b="$1" -v n="$acked" 'BEGIN {if (n > 0) printf "%.1f", b / n; else print "n/a"}'; }
 
 echo
-echo "edge RSS, hour-equivalent run ($DEVICES devices, $RATE/s each for ${DURATION}s, QoS 1, fsync group)"
+echo "edge RSS, hour-equivalent run ($DEVICES devices, $RATE/s each for ${DURATION}s, QoS 1, fsync group${EDGE_CONFIG:+, config $EDGE_CONFIG})"
 printf '  %-28s %s\n' \
 	"RSS idle" "$(mib "$idle_kib") MiB" \
 	"RSS peak" "$(mib "$peak_kib") MiB" \
@@ -148,6 +159,7 @@ printf '  %-28s %s\n' \
 	"RSS final (fleet gone)" "$(mib "$final_kib") MiB" \
 	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
+	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms" \
 	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'))" \
 	"duplicates recognised" "${duplicates:-?}" \
 	"data dir" "$data_bytes bytes ($(per_reading "$data_bytes") bytes/reading)" \
