@@ -115,6 +115,10 @@ type clientAcks struct {
 	busy    bool // a write is under way, on a committer or the writer goroutine
 	recheck bool // acks completed during that write: look at the queue again when it ends
 	handoff int  // a committer wrote part of out, holding this many acks; the writer sends the rest
+	// held: the committer left the client's write lock locked for the writer, because an ack is
+	// half on the wire and no other packet may come between its halves. Whoever takes the
+	// handoff (the writer, or dropAll) unlocks it.
+	held bool
 }
 
 func newClientAcks(cl *mqtt.Client, server *mqtt.Server, m *metrics, pending *atomic.Int64, capacity int) *clientAcks {
@@ -251,7 +255,7 @@ func (c *clientAcks) complete() {
 		c.wake()
 		return
 	}
-	written := c.tryWrite()
+	written, held := c.tryWrite()
 	if written == c.out.Len() {
 		c.sent(n, written)
 		if c.endWrite() {
@@ -266,10 +270,13 @@ func (c *clientAcks) complete() {
 	if c.dead {
 		c.busy = false
 		c.mu.Unlock()
+		if held {
+			c.cl.Unlock()
+		}
 		c.release(n)
 		return
 	}
-	c.handoff = n
+	c.handoff, c.held = n, held
 	c.mu.Unlock()
 	c.metrics.acksLate.Add(float64(n))
 	c.wake()
@@ -283,17 +290,18 @@ func (c *clientAcks) putBackLocked() {
 }
 
 // tryWrite writes out to the socket without blocking and returns how many bytes it took: none
-// when another goroutine holds the client's write lock or the socket buffer is full.
-func (c *clientAcks) tryWrite() int {
+// when another goroutine holds the client's write lock or the socket buffer is full. When it
+// wrote part of out, it returns with the client's write lock still held (held): the rest must
+// follow before any other packet.
+func (c *clientAcks) tryWrite() (n int, held bool) {
 	if !c.cl.TryLock() {
-		return 0
+		return 0, false
 	}
-	defer c.cl.Unlock()
 	if c.cl.Closed() {
-		return 0
+		c.cl.Unlock()
+		return 0, false
 	}
 	b := c.out.Bytes()
-	n := 0
 	err := c.raw.Write(func(fd uintptr) bool {
 		var err error
 		if n, err = syscall.Write(int(fd), b); err != nil {
@@ -302,9 +310,13 @@ func (c *clientAcks) tryWrite() int {
 		return true // never wait for the socket to drain here
 	})
 	if err != nil {
-		return 0
+		n = 0
 	}
-	return n
+	if n > 0 && n < len(b) {
+		return n, true
+	}
+	c.cl.Unlock()
+	return n, false
 }
 
 func (c *clientAcks) run() {
@@ -320,10 +332,12 @@ func (c *clientAcks) run() {
 			var n int
 			var failed error
 			fresh := false // n acks were taken from the queue and need encoding
+			held := false  // the client's write lock is already held for this write
 			switch {
 			case c.handoff > 0:
 				// out holds what a committer could not write of n acks.
 				n, c.handoff = c.handoff, 0
+				held, c.held = c.held, false
 			case c.busy:
 				// A committer is writing; it wakes this goroutine when it is done.
 				c.recheck = true
@@ -341,7 +355,7 @@ func (c *clientAcks) run() {
 				}
 			}
 			if n > 0 {
-				written, err := c.writeOut()
+				written, err := c.writeOut(held)
 				c.endWrite()
 				if err != nil {
 					// The connection is gone; the client resends what it did not see acked.
@@ -407,12 +421,17 @@ func (c *clientAcks) encode(ready []pendingAck) error {
 	return nil
 }
 
-// writeOut writes out to the socket, blocking until it is written or the connection fails.
-func (c *clientAcks) writeOut() (int, error) {
+// writeOut writes out to the socket, blocking until it is written or the connection fails. held
+// says the client's write lock is already held (a committer's partial write); it is unlocked
+// either way.
+func (c *clientAcks) writeOut(held bool) (int, error) {
+	if !held {
+		c.cl.Lock()
+	}
 	if c.cl.Closed() {
+		c.cl.Unlock()
 		return 0, mqtt.ErrConnectionClosed
 	}
-	c.cl.Lock()
 	n, err := c.out.WriteTo(c.cl.Net.Conn)
 	c.cl.Unlock()
 	if err != nil {
@@ -435,8 +454,11 @@ func (c *clientAcks) sent(acks, bytes int) {
 func (c *clientAcks) dropAll() {
 	c.mu.Lock()
 	n := len(c.queue) + c.handoff
+	if c.held {
+		c.cl.Unlock() // the client is gone; its half-written ack no longer matters
+	}
 	c.queue = nil
-	c.handoff = 0
+	c.handoff, c.held = 0, false
 	c.dead = true
 	c.mu.Unlock()
 	c.release(n)
