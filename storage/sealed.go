@@ -204,7 +204,7 @@ func (s *sealedSegment) readBatches(offset int64, maxBytes int) ([]byte, error) 
 
 // sealFile compresses the raw batches of a plain segment, read in order from src, into dst
 // (frames of about frameBytes raw bytes each), fsyncs it, and returns the frame index. It holds
-// one frame at a time: a 16 MiB segment read whole was the edge's largest allocation.
+// one frame at a time, not the whole segment (16 MiB by default).
 func sealFile(src io.Reader, dst *os.File, frameBytes int) ([]frameInfo, error) {
 	var (
 		frames []frameInfo
