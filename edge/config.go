@@ -151,14 +151,15 @@ type SourceConfig struct {
 const (
 	DefaultMQTTListen = "127.0.0.1:1883"
 	DefaultStreamName = "readings"
-	// DefaultPartitionCount is small because a gateway has one disk: each partition is a segment file
-	// fsynced in every group commit that has readings for it, and fsyncs take turns across the log, so
-	// more partitions buy no write parallelism; they cost fsyncs (CPU, flash wear) and make groups
-	// smaller. Measured with edge BenchmarkDevices1000 and BenchmarkSingleClient100InFlight on a
-	// 2-core VM (medians of five runs): 1,000 devices reached 83% of the no-persistence ceiling with
-	// 2 partitions, 72% with 4 and 70% with 8; one client with 100 readings in flight 42k, 33k and 26k
-	// readings/s. Order per device holds with any count, and central re-partitions by device; two
-	// edge partitions still forward 0.9M-1.0M readings/s to central (sync/central BenchmarkCatchUp).
+	// DefaultPartitionCount is small because a gateway has one disk: each partition is a segment
+	// file fsynced in every group commit that has readings for it, and fsyncs take turns across
+	// the log, so more partitions buy no write parallelism; they cost fsyncs (CPU, flash wear) and
+	// make groups smaller. Measured with edge BenchmarkDevices1000 and
+	// BenchmarkSingleClient100InFlight on a 2-core VM (medians of five runs): 1,000 devices reached
+	// 83% of the no-persistence ceiling with 2 partitions, 72% with 4 and 70% with 8; one client
+	// with 100 readings in flight 42k, 33k and 26k readings/s. Order per device holds with any
+	// count, and central re-partitions by device; two edge partitions still forward 0.9M-1.0M
+	// readings/s to central (sync/central BenchmarkCatchUp -catchup-partitions 2).
 	DefaultPartitionCount      = 2
 	DefaultMaxStreams          = 64
 	DefaultMaxPendingPerClient = 256

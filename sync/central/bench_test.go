@@ -20,6 +20,7 @@ import (
 var (
 	catchUpTrace    = flag.String("catchup-trace", "", "write an execution trace of BenchmarkCatchUp's timed part to this file")
 	catchUpInFlight = flag.Int("catchup-inflight", 0, "chunks in flight per lane in BenchmarkCatchUp (0: the forwarder's default)")
+	catchUpParts    = flag.Int("catchup-partitions", 4, "partitions of the edge stream in BenchmarkCatchUp (the edge agent's default is 2)")
 )
 
 var catchUpProfile = flag.String("catchup-cpuprofile", "", "write a CPU profile of BenchmarkCatchUp's timed part (not its backlog setup) to this file")
@@ -67,7 +68,7 @@ func BenchmarkCatchUp(b *testing.B) {
 		cdir := b.TempDir()
 		token := addEdgeTB(b, cdir, "gw-1")
 		url, stop := startCentralTB(b, cdir)
-		edge, st := openEdgeBench(b, 4)
+		edge, st := openEdgeBench(b, *catchUpParts)
 		f := newFleet(300, 9)
 		var payload int64
 		for done := 0; done < *backlog; done += 10000 {
