@@ -251,11 +251,30 @@ func TestCorruptionRecovery(t *testing.T) {
 			gap:         [2]int64{midBatch.BaseOffset, fx.end},
 			quarantined: true, damageSeg: 300, end: fx.end,
 		},
-		corruptCase{
-			name: "sealed-frame-bad-crc",
+	)
+	// A frame that fails its CRC costs that frame only: the segment's good frames are kept.
+	fr1 := frames(t, fx.dir)
+	if len(fr1) < 3 {
+		t.Fatalf("sealed segment %d has %d frames, want at least 3", seg1.Base, len(fr1))
+	}
+	for _, k := range []int{0, 1, len(fr1) - 1} {
+		cases = append(cases, corruptCase{
+			name: fmt.Sprintf("sealed-frame-%d-of-%d-bad-crc", k, len(fr1)),
 			damage: func(t *testing.T, dir string) {
-				fi := frames(t, dir)[1]
+				fi := frames(t, dir)[k]
 				flipByte(t, at(dir, zst1), fi.pos+int64(fi.compLen)/2)
+			},
+			gap:         [2]int64{fr1[k].base, fr1[k].next()},
+			quarantined: true, damageSeg: seg1.Base, end: fx.end,
+		})
+	}
+	cases = append(cases,
+		corruptCase{
+			name: "sealed-all-frames-bad-crc",
+			damage: func(t *testing.T, dir string) {
+				for _, fi := range frames(t, dir) {
+					flipByte(t, at(dir, zst1), fi.pos+int64(fi.compLen)/2)
+				}
 			},
 			gap:         [2]int64{seg1.Base, seg1.Next},
 			quarantined: true, damageSeg: seg1.Base, end: fx.end,

@@ -32,8 +32,10 @@
 // # Recovery
 //
 // [Open] never refuses to start because of damaged data: a torn tail of the active segment is cut
-// back to the last whole batch; a sealed segment that fails its checksum is moved to quarantine/,
-// logged, reported by [Log.Damage] as a [*CorruptionError], and becomes a gap.
+// back to the last whole batch; a sealed segment whose frames fail their checksum keeps its good
+// frames (as segments of their own) and the bad ones become gaps, or, when nothing can be saved,
+// it is moved to quarantine/ and becomes a gap whole. Damage is logged and reported by
+// [Log.Damage] as a [*CorruptionError]; the damaged file stays in quarantine/ as evidence.
 //
 // # Metadata
 //

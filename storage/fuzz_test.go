@@ -189,7 +189,7 @@ func FuzzSealedReader(f *testing.F) {
 		}
 		o := (&Options{SkipVerifyOnOpen: skipVerify}).withDefaults()
 		l := &Log{dir: dir, opts: o, logger: slog.New(slog.DiscardHandler)}
-		s, err := l.openSealed("s", 0, dir, 0)
+		segs, err := l.openSealed(&Partition{log: l, stream: "s", dir: dir}, 0, false)
 		if err != nil {
 			var ce *CorruptionError
 			if !errors.As(err, &ce) {
@@ -197,6 +197,7 @@ func FuzzSealedReader(f *testing.F) {
 			}
 			return
 		}
+		s := segs[0]
 		defer s.retire(false)
 		if !s.acquire() {
 			t.Fatal("acquire")

@@ -3,9 +3,11 @@ package storage
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -72,7 +74,12 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	for i, base := range bases {
 		exts := files[base]
 		if exts[sealedExt] {
-			seg, err := l.openSealed(stream, id, dir, base)
+			// Good frames of a damaged segment are kept when nothing better exists (the plain
+			// segment it was sealed from) and a later segment marks where it ended.
+			salvage := !exts[plainExt] && slices.ContainsFunc(bases[i+1:], func(b int64) bool {
+				return files[b][sealedExt] || files[b][plainExt]
+			})
+			sealed, err := l.openSealed(p, base, salvage)
 			if err == nil {
 				if exts[plainExt] {
 					// The seal completed (renaming the .zst is its last step) and the sealed file
@@ -80,7 +87,12 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 					os.Remove(filepath.Join(dir, segmentName(base, plainExt)))
 					changed = true
 				}
-				segs = append(segs, seg)
+				if len(sealed) != 1 || sealed[0].base != base {
+					changed = true // salvaged
+				}
+				for _, seg := range sealed {
+					segs = append(segs, seg)
+				}
 				continue
 			}
 			var ce *CorruptionError
@@ -307,8 +319,12 @@ func (p *Partition) recordGapLocked(g Gap) {
 }
 
 // openSealed opens a sealed segment and its index, rebuilding a missing or damaged index from the
-// frame descriptors and checking every frame's CRC unless told not to.
-func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealedSegment, error) {
+// frame descriptors and checking every frame's CRC unless told not to. With salvage, a segment
+// some of whose frames fail their CRC is split into segments of the good frames and the bad ones
+// become gaps (see salvageSealed); otherwise, and when nothing can be saved, the error is a
+// *CorruptionError and the caller quarantines the segment whole.
+func (l *Log) openSealed(p *Partition, base int64, salvage bool) ([]*sealedSegment, error) {
+	stream, id, dir := p.stream, p.id, p.dir
 	path := filepath.Join(dir, segmentName(base, sealedExt))
 	corrupt := func(reason string, err error) error {
 		return &CorruptionError{Stream: stream, Partition: id, Segment: base, Offset: -1, Reason: reason, Err: err}
@@ -364,11 +380,20 @@ func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealed
 	if !l.opts.SkipVerifyOnOpen {
 		badDesc, bad, err := verifyFrames(f, frames)
 		if err != nil {
-			f.Close()
 			ce := corrupt("frame checksum mismatch", err).(*CorruptionError)
 			if bad >= 0 {
 				ce.Offset = frames[bad].base
 			}
+			if salvage && bad >= 0 {
+				segs, err := l.salvageSealed(p, f, base, frames, ce)
+				if err == nil {
+					return segs, nil
+				}
+				if !errors.Is(err, errNothingToSalvage) {
+					return nil, fmt.Errorf("salvage damaged segment %d: %w", base, err)
+				}
+			}
+			f.Close()
 			return nil, ce
 		}
 		if badDesc >= 0 {
@@ -383,7 +408,158 @@ func (l *Log) openSealed(stream string, id int, dir string, base int64) (*sealed
 			}
 		}
 	}
-	return newSealedSegment(f, base, next, frames, st.Size()), nil
+	return []*sealedSegment{newSealedSegment(f, base, next, frames, st.Size())}, nil
+}
+
+var errNothingToSalvage = errors.New("no frame passes its checksum")
+
+// salvageSealed keeps what a damaged sealed segment still holds. f is the segment, frames its
+// trusted index, at least one of which fails its CRC. Each run of good frames is written, frame
+// by frame as it is on disk (the frames are independent zstd frames), to a sealed segment of its
+// own named by its first offset, and each run of bad frames becomes a corrupt-segment gap: a flipped
+// bit costs one frame (FrameBytes) instead of the whole segment. The damaged file is copied to
+// quarantine/ first, as evidence.
+//
+// Order on disk: gaps are saved first, then the new files are written under temporary names and
+// installed, the one at the segment's own base first (replacing the damaged file), so a crash
+// part way leaves a damaged file that the next open salvages again, or fewer good segments whose
+// missing ranges the next open reports as gaps (the caller salvages only when a later segment
+// marks where this one ended). It takes f and closes it unless it returns errNothingToSalvage.
+func (l *Log) salvageSealed(p *Partition, f *os.File, base int64, frames []frameInfo, ce *CorruptionError) ([]*sealedSegment, error) {
+	bad := make([]bool, len(frames))
+	nbad := 0
+	var buf []byte
+	for i, fi := range frames {
+		buf = slices.Grow(buf[:0], int(fi.compLen))[:fi.compLen]
+		if _, err := f.ReadAt(buf, fi.pos); err != nil || crc32.Checksum(buf, castagnoli) != fi.crc {
+			bad[i] = true
+			nbad++
+		}
+	}
+	if nbad == len(frames) {
+		return nil, errNothingToSalvage
+	}
+	defer f.Close()
+	dir, path := p.dir, f.Name()
+	ce.Reason = fmt.Sprintf("%s; %d of %d frames lost, the rest kept", ce.Reason, nbad, len(frames))
+	l.logger.Error("sealed segment damaged: good frames kept, damaged ones reported as gaps",
+		"stream", p.stream, "partition", p.id, "segment", base, "frames", len(frames), "damaged", nbad, "err", ce)
+	if dst, err := l.quarantinePath(p.stream, p.id, filepath.Base(path)); err == nil {
+		if err := copyFile(path, dst); err != nil {
+			l.logger.Error("copy damaged segment to quarantine", "err", err)
+		}
+	}
+	l.quarantined.Add(1)
+	l.cursorMu.Lock()
+	l.damage = append(l.damage, ce)
+	l.cursorMu.Unlock()
+
+	type run struct {
+		frames []frameInfo // positions in the new file
+		size   int64
+	}
+	var runs []run
+	for i := 0; i < len(frames); {
+		j := i
+		for j < len(frames) && bad[j] == bad[i] {
+			j++
+		}
+		if bad[i] {
+			p.recordGapLocked(Gap{From: frames[i].base, To: frames[j-1].next(), Reason: GapCorrupt})
+		} else {
+			var r run
+			for _, fi := range frames[i:j] {
+				fi.pos = r.size + descriptorFrame
+				r.size = fi.pos + int64(fi.compLen)
+				r.frames = append(r.frames, fi)
+			}
+			runs = append(runs, r)
+		}
+		i = j
+	}
+
+	names := func(r run) (zst, idx string) {
+		b := r.frames[0].base
+		return filepath.Join(dir, segmentName(b, sealedExt)), filepath.Join(dir, segmentName(b, indexExt))
+	}
+	cleanup := func() {
+		for _, r := range runs {
+			zst, idx := names(r)
+			os.Remove(zst + tmpExt)
+			os.Remove(idx + tmpExt)
+		}
+	}
+	for _, r := range runs {
+		zst, idx := names(r)
+		if err := writeFrames(zst+tmpExt, f, frames, r.frames); err != nil {
+			cleanup()
+			return nil, err
+		}
+		if err := writeFileSync(idx+tmpExt, encodeIndex(r.frames[0].base, r.frames[len(r.frames)-1].next(), r.frames)); err != nil {
+			cleanup()
+			return nil, err
+		}
+	}
+	if runs[0].frames[0].base != base {
+		os.Remove(path)
+		os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
+	}
+	for _, r := range runs {
+		zst, idx := names(r)
+		if err := os.Rename(idx+tmpExt, idx); err != nil {
+			return nil, err
+		}
+		if err := os.Rename(zst+tmpExt, zst); err != nil {
+			return nil, err
+		}
+	}
+	if err := fsutil.SyncDir(dir); err != nil {
+		return nil, err
+	}
+	segs := make([]*sealedSegment, 0, len(runs))
+	for _, r := range runs {
+		zst, _ := names(r)
+		nf, err := os.Open(zst)
+		if err != nil {
+			for _, s := range segs {
+				s.retire(false)
+			}
+			return nil, err
+		}
+		segs = append(segs, newSealedSegment(nf, r.frames[0].base, r.frames[len(r.frames)-1].next(), r.frames, r.size))
+	}
+	return segs, nil
+}
+
+// writeFrames writes the frames picked (with their new positions) from src, whose index is
+// frames, to a new file at path with fresh descriptors, and fsyncs it.
+func writeFrames(path string, src *os.File, frames, picked []frameInfo) error {
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	var desc [descriptorFrame]byte
+	old := map[int64]frameInfo{}
+	for _, fi := range frames {
+		old[fi.base] = fi
+	}
+	for _, fi := range picked {
+		putDescriptor(desc[:], fi)
+		if _, err = out.Write(desc[:]); err != nil {
+			break
+		}
+		o := old[fi.base]
+		if _, err = io.Copy(out, io.NewSectionReader(src, o.pos, int64(o.compLen))); err != nil {
+			break
+		}
+	}
+	if err == nil {
+		err = out.Sync()
+	}
+	if cerr := out.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // repairDescriptors rewrites a sealed file with descriptors made from its index, atomically, after
