@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/tributary-iot/tributary/storage/internal/fsutil"
@@ -271,19 +272,25 @@ func (p *Partition) dropSegment(s segment, reason string) {
 	s.retire(true)
 }
 
-// quarantineSegment handles damage a reader found in a sealed segment after open.
+// quarantineSegment handles damage a reader found in a sealed segment after open. The gap is
+// recorded in the same critical section that removes the segment: a reader that finds the hole
+// must find the gap too, or it would take the range for one retention removed and skip it.
 func (p *Partition) quarantineSegment(s segment, cause error) {
-	if !p.replaceSegment(s, nil) {
-		return
+	p.mu.Lock()
+	i := slices.Index(p.segments, s)
+	if i >= 0 {
+		p.recordGapLocked(Gap{From: s.baseOffset(), To: s.nextOffset(), Reason: GapCorrupt})
+		p.segments = append(p.segments[:i:i], p.segments[i+1:]...) // a new array: snapshots stay whole
+	}
+	p.mu.Unlock()
+	if i < 0 {
+		return // another reader got here first
 	}
 	ce := &CorruptionError{Offset: -1, Reason: "read failed", Err: cause}
 	if errors.As(cause, &ce) {
 		ce = &CorruptionError{Offset: ce.Offset, Reason: ce.Reason, Err: ce.Err}
 	}
 	p.log.quarantine(p.stream, p.id, p.dir, s.baseOffset(), ce)
-	p.mu.Lock()
-	p.recordGapLocked(Gap{From: s.baseOffset(), To: s.nextOffset(), Reason: GapCorrupt})
-	p.mu.Unlock()
 	p.log.diskBytes.Add(-s.storedBytes())
 	s.retire(false)
 }

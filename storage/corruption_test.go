@@ -606,3 +606,66 @@ func TestSealFileRefusesCutOrDamagedSegment(t *testing.T) {
 		t.Errorf("damaged batch: err %v, want errBatchCRC", err)
 	}
 }
+
+// Readers that find a damaged sealed segment at the same time all get its gap: none may take
+// the hole the segment leaves for a range retention removed, and skip it silently.
+func TestConcurrentReadersAllGetReadTimeGap(t *testing.T) {
+	fx := buildCorruptFixture(t)
+	seg1 := fx.sealed[1]
+	for round := range 5 {
+		dir := fx.copyTo(t)
+		b, err := os.ReadFile(fx.partFile(dir, segmentName(seg1.Base, indexExt)))
+		must(t, err)
+		_, _, fr, err := decodeIndex(b)
+		must(t, err)
+		bad := fr[len(fr)-1]
+		flipByte(t, fx.partFile(dir, segmentName(seg1.Base, sealedExt)), bad.pos+5)
+		opts := corruptOptions()
+		opts.SkipVerifyOnOpen = true
+		l := openTest(t, dir, opts)
+		s, _ := l.Stream(corruptStream)
+		p := s.Partition(0)
+
+		const readers = 16
+		start := make(chan struct{})
+		errs := make(chan error, readers)
+		for range readers {
+			go func() {
+				<-start
+				r := p.NewReader(bad.base, nil)
+				want := bad.base
+				for {
+					e, err := r.Next(context.Background())
+					if err == io.EOF {
+						break
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+					if e.Offset != want {
+						errs <- fmt.Errorf("entry at %d, want %d: offsets %d..%d skipped without a gap", e.Offset, want, want, e.Offset)
+						return
+					}
+					if e.Gap != nil {
+						want = e.Gap.To
+					} else {
+						want++
+					}
+				}
+				if want != fx.end {
+					errs <- fmt.Errorf("read up to %d, want %d", want, fx.end)
+					return
+				}
+				errs <- nil
+			}()
+		}
+		close(start)
+		for range readers {
+			if err := <-errs; err != nil {
+				t.Errorf("round %d: %v", round, err)
+			}
+		}
+		must(t, l.Close())
+	}
+}
