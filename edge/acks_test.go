@@ -18,30 +18,8 @@ import (
 // takes only part of the acks, and the writer goroutine sends the rest once the client reads
 // again. Every ack arrives once, in order, and every slot is freed.
 func TestAcksToSlowReaderDeferredInOrder(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			close(accepted)
-			return
-		}
-		accepted <- c
-	}()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
+	conn, peer := tcpPair(t)
 	peer.(*net.TCPConn).SetReadBuffer(4096)
-	conn := <-accepted
-	if conn == nil {
-		t.Fatal("accept failed")
-	}
 	conn.(*net.TCPConn).SetWriteBuffer(4096)
 
 	srv := mqtt.New(&mqtt.Options{InlineClient: false})
@@ -171,25 +149,7 @@ func readAckOrPing(rc *rawClient) (packets.Packet, error) {
 // set up by hand: part of an ack is on the wire and the client's write lock is held for the
 // writer. The writer sends the rest before mochi's next packet and frees the lock.
 func TestAckWriterFinishesPartialWrite(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	peer, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	conn := <-accepted
-	if conn == nil {
-		t.Fatal("accept failed")
-	}
+	conn, peer := tcpPair(t)
 	srv := mqtt.New(nil)
 	cl := srv.NewClient(conn, "t", "partial", false)
 	cl.Properties.ProtocolVersion = 4
@@ -259,4 +219,29 @@ func TestAckWriterFinishesPartialWrite(t *testing.T) {
 	if n := pending.Load(); n != 0 {
 		t.Errorf("%d acks still pending", n)
 	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection: the broker's side and the client's.
+func tcpPair(t *testing.T) (server, client net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	if server = <-accepted; server == nil {
+		t.Fatal("accept failed")
+	}
+	t.Cleanup(func() { server.Close() })
+	return server, client
 }
