@@ -256,6 +256,8 @@ func (l *Log) dropOldest(parts []*Partition, forwardedOnly bool) bool {
 // dropSegment removes a segment from the front of the partition; with a reason, the unforwarded
 // part of its range is recorded as a gap first, so no reader misses the loss.
 func (p *Partition) dropSegment(s segment, reason string) {
+	p.removeMu.Lock()
+	defer p.removeMu.Unlock()
 	if reason != "" {
 		from := max(s.baseOffset(), min(p.log.requiredFloor(p.stream, p.id), s.nextOffset()))
 		if from < s.nextOffset() {
@@ -272,10 +274,22 @@ func (p *Partition) dropSegment(s segment, reason string) {
 	s.retire(true)
 }
 
-// quarantineSegment handles damage a reader found in a sealed segment after open. The gap is
-// recorded in the same critical section that removes the segment: a reader that finds the hole
-// must find the gap too, or it would take the range for one retention removed and skip it.
+// quarantineSegment handles damage a reader found in a sealed segment after open. Like
+// openSealed it keeps the good frames when it can: the segment is replaced by segments
+// of its good frames and the bad ones become gaps. Otherwise the whole segment leaves, and its gap
+// is recorded in the same critical section that removes it: a reader that finds the hole must
+// find the gap too, or it would take the range for one retention removed and skip it. Readers
+// that hit the damage meanwhile wait here, then find the segment gone and read on.
 func (p *Partition) quarantineSegment(s segment, cause error) {
+	p.removeMu.Lock()
+	defer p.removeMu.Unlock()
+	ce := &CorruptionError{Offset: -1, Reason: "read failed", Err: cause}
+	if errors.As(cause, &ce) {
+		ce = &CorruptionError{Offset: ce.Offset, Reason: ce.Reason, Err: ce.Err}
+	}
+	if ss, ok := s.(*sealedSegment); ok && p.salvage(ss, ce) {
+		return
+	}
 	p.mu.Lock()
 	i := slices.Index(p.segments, s)
 	if i >= 0 {
@@ -286,11 +300,56 @@ func (p *Partition) quarantineSegment(s segment, cause error) {
 	if i < 0 {
 		return // another reader got here first
 	}
-	ce := &CorruptionError{Offset: -1, Reason: "read failed", Err: cause}
-	if errors.As(cause, &ce) {
-		ce = &CorruptionError{Offset: ce.Offset, Reason: ce.Reason, Err: ce.Err}
-	}
 	p.log.quarantine(p.stream, p.id, p.dir, s.baseOffset(), ce)
 	p.log.diskBytes.Add(-s.storedBytes())
 	s.retire(false)
+}
+
+// salvage replaces a sealed segment a reader found damaged by segments of its good frames, and
+// reports whether it did; the caller holds removeMu. The CorruptionError names the segment
+// afterwards, as the open-time report does.
+func (p *Partition) salvage(ss *sealedSegment, ce *CorruptionError) bool {
+	p.mu.Lock()
+	i := slices.Index(p.segments, segment(ss))
+	p.mu.Unlock()
+	if i < 0 || !ss.acquire() {
+		return i < 0 // gone already: nothing left to do either way
+	}
+	defer ss.release()
+	ce.Stream, ce.Partition, ce.Segment = p.stream, p.id, ss.base
+	if ce.Offset < 0 {
+		ce.Offset = ss.base
+	}
+	segs, err := p.log.salvageSealed(p, ss.f, ss.frames, ce, func(g Gap) {
+		p.mu.Lock()
+		p.recordGapLocked(g)
+		p.mu.Unlock()
+	})
+	if err != nil {
+		if !errors.Is(err, errNothingToSalvage) {
+			p.log.logger.Error("salvage damaged segment; quarantining it whole", "stream", p.stream,
+				"partition", p.id, "segment", ss.base, "err", err)
+		}
+		return false
+	}
+	var size int64
+	p.mu.Lock()
+	if i = slices.Index(p.segments, segment(ss)); i < 0 {
+		// Cannot happen while removeMu is held; the files are in place for the next open.
+		p.mu.Unlock()
+		for _, s := range segs {
+			s.retire(false)
+		}
+		return true
+	}
+	repl := slices.Clone(p.segments[:i])
+	for _, s := range segs {
+		repl = append(repl, s)
+		size += s.storedBytes()
+	}
+	p.segments = append(repl, p.segments[i+1:]...)
+	p.mu.Unlock()
+	p.log.diskBytes.Add(size - ss.storedBytes())
+	ss.retire(false) // its path now names the first salvaged segment, or nothing
+	return true
 }

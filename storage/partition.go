@@ -45,6 +45,11 @@ type Partition struct {
 
 	notifyMu sync.Mutex
 	notify   chan struct{} // closed and replaced whenever end advances
+
+	// removeMu orders the two ways a sealed segment leaves at run time: dropped (retention, quota)
+	// or found damaged (quarantined or salvaged), so a salvage never races a deletion of the file
+	// it is replacing.
+	removeMu sync.Mutex
 }
 
 // group is the unit of group commit: records queued between two commits, written as one batch.

@@ -385,8 +385,10 @@ func (l *Log) openSealed(p *Partition, base int64, salvage bool) ([]*sealedSegme
 				ce.Offset = frames[bad].base
 			}
 			if salvage && bad >= 0 {
-				segs, err := l.salvageSealed(p, f, base, frames, ce)
+				// At open nothing else runs: gaps go straight in.
+				segs, err := l.salvageSealed(p, f, frames, ce, p.recordGapLocked)
 				if err == nil {
+					f.Close()
 					return segs, nil
 				}
 				if !errors.Is(err, errNothingToSalvage) {
@@ -411,7 +413,7 @@ func (l *Log) openSealed(p *Partition, base int64, salvage bool) ([]*sealedSegme
 	return []*sealedSegment{newSealedSegment(f, base, next, frames, st.Size())}, nil
 }
 
-var errNothingToSalvage = errors.New("no frame passes its checksum")
+var errNothingToSalvage = errors.New("no frame to keep apart from the damage")
 
 // salvageSealed keeps what a damaged sealed segment still holds. f is the segment, frames its
 // trusted index, at least one of which fails its CRC. Each run of good frames is written, frame
@@ -424,8 +426,10 @@ var errNothingToSalvage = errors.New("no frame passes its checksum")
 // installed, the one at the segment's own base first (replacing the damaged file), so a crash
 // part way leaves a damaged file that the next open salvages again, or fewer good segments whose
 // missing ranges the next open reports as gaps (the caller salvages only when a later segment
-// marks where this one ended). It takes f and closes it unless it returns errNothingToSalvage.
-func (l *Log) salvageSealed(p *Partition, f *os.File, base int64, frames []frameInfo, ce *CorruptionError) ([]*sealedSegment, error) {
+// marks where this one ended). recordGap saves a gap record. f stays open: at run time readers may
+// still be reading it.
+func (l *Log) salvageSealed(p *Partition, f *os.File, frames []frameInfo, ce *CorruptionError, recordGap func(Gap)) ([]*sealedSegment, error) {
+	base := frames[0].base
 	bad := make([]bool, len(frames))
 	nbad := 0
 	var buf []byte
@@ -436,10 +440,11 @@ func (l *Log) salvageSealed(p *Partition, f *os.File, base int64, frames []frame
 			nbad++
 		}
 	}
-	if nbad == len(frames) {
+	if nbad == 0 || nbad == len(frames) {
+		// Every frame bad, or none (a batch damaged before it was compressed): no frame can be
+		// told good from bad, so the whole segment goes.
 		return nil, errNothingToSalvage
 	}
-	defer f.Close()
 	dir, path := p.dir, f.Name()
 	ce.Reason = fmt.Sprintf("%s; %d of %d frames lost, the rest kept", ce.Reason, nbad, len(frames))
 	l.logger.Error("sealed segment damaged: good frames kept, damaged ones reported as gaps",
@@ -465,7 +470,7 @@ func (l *Log) salvageSealed(p *Partition, f *os.File, base int64, frames []frame
 			j++
 		}
 		if bad[i] {
-			p.recordGapLocked(Gap{From: frames[i].base, To: frames[j-1].next(), Reason: GapCorrupt})
+			recordGap(Gap{From: frames[i].base, To: frames[j-1].next(), Reason: GapCorrupt})
 		} else {
 			var r run
 			for _, fi := range frames[i:j] {
