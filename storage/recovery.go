@@ -585,26 +585,7 @@ func (l *Log) repairDescriptors(path string, frames []frameInfo, ce *CorruptionE
 		return nil, err
 	}
 	defer src.Close()
-	tmp, err := os.Create(path + tmpExt)
-	if err != nil {
-		return nil, err
-	}
-	var desc [descriptorFrame]byte
-	for _, fi := range frames {
-		putDescriptor(desc[:], fi)
-		if _, err = tmp.Write(desc[:]); err != nil {
-			break
-		}
-		if _, err = io.Copy(tmp, io.NewSectionReader(src, fi.pos, int64(fi.compLen))); err != nil {
-			break
-		}
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
+	err = writeFrames(path+tmpExt, src, frames, frames) // same positions: the index stays valid
 	if err == nil {
 		err = fsutil.ReplaceFile(path+tmpExt, path)
 	}
