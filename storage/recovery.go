@@ -392,7 +392,9 @@ func (l *Log) openSealed(p *Partition, base int64, salvage bool) ([]*sealedSegme
 					return segs, nil
 				}
 				if !errors.Is(err, errNothingToSalvage) {
-					return nil, fmt.Errorf("salvage damaged segment %d: %w", base, err)
+					// Open must not fail over damage: lose the segment whole instead.
+					l.logger.Error("salvage damaged segment; quarantining it whole", "stream", stream,
+						"partition", id, "segment", base, "err", err)
 				}
 			}
 			f.Close()
@@ -446,31 +448,19 @@ func (l *Log) salvageSealed(p *Partition, f *os.File, frames []frameInfo, ce *Co
 		return nil, errNothingToSalvage
 	}
 	dir, path := p.dir, f.Name()
-	ce.Reason = fmt.Sprintf("%s; %d of %d frames lost, the rest kept", ce.Reason, nbad, len(frames))
-	l.logger.Error("sealed segment damaged: good frames kept, damaged ones reported as gaps",
-		"stream", p.stream, "partition", p.id, "segment", base, "frames", len(frames), "damaged", nbad, "err", ce)
-	if dst, err := l.quarantinePath(p.stream, p.id, filepath.Base(path)); err == nil {
-		if err := copyFile(path, dst); err != nil {
-			l.logger.Error("copy damaged segment to quarantine", "err", err)
-		}
-	}
-	l.quarantined.Add(1)
-	l.cursorMu.Lock()
-	l.damage = append(l.damage, ce)
-	l.cursorMu.Unlock()
-
 	type run struct {
 		frames []frameInfo // positions in the new file
 		size   int64
 	}
 	var runs []run
+	var lost []Gap
 	for i := 0; i < len(frames); {
 		j := i
 		for j < len(frames) && bad[j] == bad[i] {
 			j++
 		}
 		if bad[i] {
-			recordGap(Gap{From: frames[i].base, To: frames[j-1].next(), Reason: GapCorrupt})
+			lost = append(lost, Gap{From: frames[i].base, To: frames[j-1].next(), Reason: GapCorrupt})
 		} else {
 			var r run
 			for _, fi := range frames[i:j] {
@@ -504,6 +494,24 @@ func (l *Log) salvageSealed(p *Partition, f *os.File, frames []frameInfo, ce *Co
 			cleanup()
 			return nil, err
 		}
+	}
+	// The copies are written: from here on the good frames are kept, so report the damage and
+	// save the gaps before any file the log reads changes.
+	ce.Reason = fmt.Sprintf("%s; %d of %d frames lost, the rest kept", ce.Reason, nbad, len(frames))
+	l.logger.Error("sealed segment damaged: good frames kept, damaged ones reported as gaps",
+		"stream", p.stream, "partition", p.id, "segment", base, "frames", len(frames), "damaged", nbad, "err", ce)
+	if dst, err := l.quarantinePath(p.stream, p.id, filepath.Base(path)); err == nil {
+		if err := copyFile(path, dst); err != nil {
+			l.logger.Error("copy damaged segment to quarantine", "err", err)
+		}
+	}
+	l.quarantined.Add(1)
+	l.cursorMu.Lock()
+	l.damage = append(l.damage, ce)
+	l.cursorMu.Unlock()
+
+	for _, g := range lost {
+		recordGap(g)
 	}
 	if runs[0].frames[0].base != base {
 		os.Remove(path)
