@@ -424,11 +424,12 @@ var errNothingToSalvage = errors.New("no frame to keep apart from the damage")
 // bit costs one frame (FrameBytes) instead of the whole segment. The damaged file is copied to
 // quarantine/ first, as evidence.
 //
-// Order on disk: gaps are saved first, then the new files are written under temporary names and
-// installed, the one at the segment's own base first (replacing the damaged file), so a crash
-// part way leaves a damaged file that the next open salvages again, or fewer good segments whose
-// missing ranges the next open reports as gaps (the caller salvages only when a later segment
-// marks where this one ended). recordGap saves a gap record. f stays open: at run time readers may
+// Order on disk: the copies are written under temporary names (a failure there leaves everything
+// as it was, for whole quarantine), then the gaps are saved, then the copies are installed, the
+// one at the segment's own base first (replacing the damaged file). A crash part way leaves a
+// damaged file that the next open salvages again, or fewer good segments whose missing ranges
+// the next open reports as gaps (the open-time caller salvages only when a later segment marks
+// where this one ended). recordGap saves a gap record. f stays open: at run time readers may
 // still be reading it.
 func (l *Log) salvageSealed(p *Partition, f *os.File, frames []frameInfo, ce *CorruptionError, recordGap func(Gap)) ([]*sealedSegment, error) {
 	base := frames[0].base
