@@ -98,6 +98,27 @@ func testCentral(t *testing.T, cfg central.Config) (url, token string) {
 	return "", ""
 }
 
+// testReceiver runs central's receiving side in this process, on a log of its own, with one
+// registered edge, gw-1, whose token it returns; tests serve it through their own handlers.
+func testReceiver(t *testing.T, cfg receive.Config) (*receive.Receiver, *storage.Log, string) {
+	t.Helper()
+	clog, err := storage.Open(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { clog.Close() })
+	cfg.Log = clog
+	rcv, err := receive.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token, err := rcv.AddEdge("gw-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rcv, clog, token
+}
+
 func openLog(t testing.TB, dir string, partitions int) (*storage.Log, *storage.Stream) {
 	log, err := storage.Open(dir, &storage.Options{SegmentBytes: 64 << 20})
 	if err != nil {
@@ -258,19 +279,7 @@ func random(rng *rand.Rand, n int) []byte {
 // must resume from that offset at once (no backoff, no retry counted) and everything must land
 // exactly once.
 func TestConflictResumesAtCentralOffset(t *testing.T) {
-	clog, err := storage.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer clog.Close()
-	rcv, err := receive.New(receive.Config{Log: clog, Partitions: 2, ReorderWait: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := rcv.AddEdge("gw-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rcv, clog, token := testReceiver(t, receive.Config{Partitions: 2, ReorderWait: 100 * time.Millisecond})
 	var delayed atomic.Bool
 	var conflicts atomic.Int64
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -356,19 +365,7 @@ func (w *statusWriter) WriteHeader(code int) {
 // seconds, lets it forward, then fails one request: that new outage must be retried after about
 // BackoffMin, not after the grown backoff of the old one.
 func TestBackoffRestartsAfterProgress(t *testing.T) {
-	clog, err := storage.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer clog.Close()
-	rcv, err := receive.New(receive.Config{Log: clog, Partitions: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := rcv.AddEdge("gw-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rcv, _, token := testReceiver(t, receive.Config{Partitions: 1})
 	var (
 		mu        sync.Mutex
 		failLeft  = 12

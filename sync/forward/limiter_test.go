@@ -150,19 +150,7 @@ func TestForwarderLiveOvertakesBacklog(t *testing.T) {
 		backlogValue   = 500
 		liveValue      = 16 << 10
 	)
-	clog, err := storage.Open(t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer clog.Close()
-	rcv, err := receive.New(receive.Config{Log: clog, Partitions: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	token, err := rcv.AddEdge("gw-1")
-	if err != nil {
-		t.Fatal(err)
-	}
+	rcv, _, token := testReceiver(t, receive.Config{Partitions: 2})
 
 	type arrival struct {
 		partition int
