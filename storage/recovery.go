@@ -216,6 +216,8 @@ func (l *Log) recoverPlain(p *Partition, base int64) (*plainSegment, error) {
 	if res.lostNext > res.next {
 		ce := &CorruptionError{Offset: res.next, Reason: fmt.Sprintf("damaged batch in plain segment; offsets %d-%d lost", res.next, res.lostNext-1), Err: res.damage}
 		l.quarantineCopy(p.stream, p.id, path, ce)
+		l.logger.Error("plain segment damaged: copy moved to quarantine, lost records are reported as a gap",
+			"stream", p.stream, "partition", p.id, "segment", base, "err", ce)
 		p.recordGapLocked(Gap{From: res.next, To: res.lostNext, Reason: GapCorrupt})
 	} else {
 		l.logger.Warn("cut torn tail of segment", "stream", p.stream, "partition", p.id,
@@ -233,13 +235,11 @@ func (l *Log) recoverPlain(p *Partition, base int64) (*plainSegment, error) {
 	return ps, nil
 }
 
-// quarantineCopy keeps a copy of a damaged plain segment in quarantine/ before recovery cuts it,
-// and reports the damage.
+// quarantineCopy keeps a copy of a damaged segment file in quarantine/ before recovery changes
+// it (cuts, repairs or salvages it), and reports the damage; the caller logs what it does.
 func (l *Log) quarantineCopy(stream string, id int, path string, ce *CorruptionError) {
 	base, _, _ := parseSegmentName(filepath.Base(path))
 	ce.Stream, ce.Partition, ce.Segment = stream, id, base
-	l.logger.Error("plain segment damaged: copy moved to quarantine, lost records are reported as a gap",
-		"stream", stream, "partition", id, "segment", base, "err", ce)
 	if dst, err := l.quarantinePath(stream, id, filepath.Base(path)); err == nil {
 		if err := copyFile(path, dst); err != nil {
 			l.logger.Error("copy damaged segment to quarantine", "err", err)
@@ -501,15 +501,7 @@ func (l *Log) salvageSealed(p *Partition, f *os.File, frames []frameInfo, ce *Co
 	ce.Reason = fmt.Sprintf("%s; %d of %d frames lost, the rest kept", ce.Reason, nbad, len(frames))
 	l.logger.Error("sealed segment damaged: good frames kept, damaged ones reported as gaps",
 		"stream", p.stream, "partition", p.id, "segment", base, "frames", len(frames), "damaged", nbad, "err", ce)
-	if dst, err := l.quarantinePath(p.stream, p.id, filepath.Base(path)); err == nil {
-		if err := copyFile(path, dst); err != nil {
-			l.logger.Error("copy damaged segment to quarantine", "err", err)
-		}
-	}
-	l.quarantined.Add(1)
-	l.cursorMu.Lock()
-	l.damage = append(l.damage, ce)
-	l.cursorMu.Unlock()
+	l.quarantineCopy(p.stream, p.id, path, ce)
 
 	for _, g := range lost {
 		recordGap(g)
@@ -580,15 +572,7 @@ func writeFrames(path string, src *os.File, frames, picked []frameInfo) error {
 // copying the damaged file to quarantine, and returns the repaired file opened for reading.
 func (l *Log) repairDescriptors(path string, frames []frameInfo, ce *CorruptionError) (*os.File, error) {
 	l.logger.Error("sealed segment frame descriptor damaged: repaired from its index", "err", ce)
-	if dst, err := l.quarantinePath(ce.Stream, ce.Partition, filepath.Base(path)); err == nil {
-		if err := copyFile(path, dst); err != nil {
-			l.logger.Error("copy damaged segment to quarantine", "err", err)
-		}
-	}
-	l.quarantined.Add(1)
-	l.cursorMu.Lock()
-	l.damage = append(l.damage, ce)
-	l.cursorMu.Unlock()
+	l.quarantineCopy(ce.Stream, ce.Partition, path, ce)
 	src, err := os.Open(path)
 	if err != nil {
 		return nil, err
