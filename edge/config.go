@@ -325,7 +325,10 @@ func orDefault(s, d string) string {
 }
 
 // DefaultGroupLinger: with 1,000 devices on a 2-core gateway it raised durable readings/s by
-// about a fifth and cut fsyncs by a third (edge BenchmarkDevices1000), for 1ms more ack latency.
+// about a fifth and cut fsyncs by a third (edge BenchmarkDevices1000, measured with the earlier
+// 8 partitions), for 1ms more ack latency. Longer lingers cost a pipelining client more than they
+// gain: BenchmarkSingleClient100InFlight with 2 partitions gave 15k-18k readings/s at 4ms against
+// 29k-37k at 1ms (two interleaved runs). deploy/README.md has the flash-wear side.
 const DefaultGroupLinger = time.Millisecond
 
 // Check validates a config as New would, without opening the log or binding listeners, so an
