@@ -10,8 +10,9 @@ import (
 	"testing"
 )
 
-func TestBuildInfoPrefersLinkTimeValues(t *testing.T) {
-	embedded := &debug.BuildInfo{
+// embeddedVCS is what the Go toolchain embeds in a build from a modified git checkout.
+func embeddedVCS() *debug.BuildInfo {
+	return &debug.BuildInfo{
 		GoVersion: "go1.99.1",
 		Main:      debug.Module{Version: "(devel)"},
 		Settings: []debug.BuildSetting{
@@ -20,6 +21,10 @@ func TestBuildInfoPrefersLinkTimeValues(t *testing.T) {
 			{Key: "vcs.modified", Value: "true"},
 		},
 	}
+}
+
+func TestBuildInfoPrefersLinkTimeValues(t *testing.T) {
+	embedded := embeddedVCS()
 	got := buildInfo("v1.2.3", "deadbeef", "2025-06-07T08:09:10Z", embedded, true)
 	if got.Version != "v1.2.3" || got.Commit != "deadbeef" || got.BuildDate != "2025-06-07T08:09:10Z" || got.Modified {
 		t.Errorf("link-time values should win and hide vcs.modified: %+v", got)
@@ -30,15 +35,7 @@ func TestBuildInfoPrefersLinkTimeValues(t *testing.T) {
 }
 
 func TestBuildInfoFallsBackToEmbeddedVCS(t *testing.T) {
-	embedded := &debug.BuildInfo{
-		GoVersion: "go1.99.1",
-		Main:      debug.Module{Version: "(devel)"},
-		Settings: []debug.BuildSetting{
-			{Key: "vcs.revision", Value: "abc123"},
-			{Key: "vcs.time", Value: "2024-01-02T03:04:05Z"},
-			{Key: "vcs.modified", Value: "true"},
-		},
-	}
+	embedded := embeddedVCS()
 	got := buildInfo("", "", "", embedded, true)
 	want := BuildInfo{Version: "devel", Commit: "abc123", BuildDate: "2024-01-02T03:04:05Z", Modified: true,
 		GoVersion: "go1.99.1", Platform: runtime.GOOS + "/" + runtime.GOARCH}
