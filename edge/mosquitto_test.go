@@ -5,32 +5,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tributary-iot/tributary/internal/testprog"
 )
 
-// program finds a Debian program for interop tests. Absent, the test skips, except under CI=true
-// where .ci/run installs it, so a missing program fails instead of hiding a regression.
+// program finds a Debian program of the mosquitto packages for interop tests.
 func program(t *testing.T, name string, dirs ...string) string {
 	t.Helper()
-	for _, d := range dirs {
-		p := filepath.Join(d, name)
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("%s not installed (apt-get install mosquitto mosquitto-clients)", name)
-	}
-	t.Skipf("%s not installed (apt-get install mosquitto mosquitto-clients)", name)
-	return ""
+	return testprog.Find(t, name, "mosquitto mosquitto-clients", dirs...)
 }
 
 func TestMosquittoPubWithAndWithoutCredentials(t *testing.T) {
