@@ -29,6 +29,14 @@ const (
 	ReasonOther         Reason = "other"           // an error this package does not classify
 )
 
+// PayloadReasons are the reasons [Validate] dead-letters a reading for, and TopicReasons those
+// [ReasonOf] refuses a publish for: metrics start every one at zero, so an alert on a reason has
+// data before its first event. A new Reason belongs in one of them.
+var (
+	PayloadReasons = []Reason{ReasonEmpty, ReasonOversized, ReasonNotJSON, ReasonBadDeviceTime}
+	TopicReasons   = []Reason{ReasonBadTopic, ReasonNoRoute, ReasonReserved, ReasonNotAuthorized, ReasonOther}
+)
+
 // DefaultMaxPayloadBytes bounds a reading when a [Policy] leaves MaxPayloadBytes zero: far above any
 // sensor reading, far below what would hurt an edge box holding many in flight.
 const DefaultMaxPayloadBytes = 256 << 10

@@ -129,7 +129,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	if err := a.newBroker(); err != nil {
 		return nil, err
 	}
-	if cfg.HTTPListen != "" {
+	if HTTPEnabled(cfg.HTTPListen) {
 		if a.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPListen, err)
 		}
@@ -139,6 +139,11 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// HTTPEnabled reports whether an http_listen value asks for a listener: "", "off" and "-" do not.
+func HTTPEnabled(listen string) bool {
+	return listen != "" && listen != "off" && listen != "-"
 }
 
 func (a *Agent) newBroker() error {

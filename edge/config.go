@@ -29,7 +29,8 @@ type Config struct {
 	Central string `yaml:"central"`
 
 	MQTT MQTTConfig `yaml:"mqtt"`
-	// HTTPListen serves /metrics, /healthz and /readyz; empty disables it.
+	// HTTPListen serves /metrics, /healthz and /readyz; empty or "off" disables it. The
+	// tributary edge command fills in DefaultHTTPListen when neither its file nor its flags set it.
 	HTTPListen string `yaml:"http_listen"`
 
 	// Fsync is the storage fsync policy: group (default; the only one under which a PUBACK means
@@ -150,6 +151,9 @@ type SourceConfig struct {
 // Defaults applied by withDefaults.
 const (
 	DefaultMQTTListen = "127.0.0.1:1883"
+	// DefaultHTTPListen is where the tributary edge command serves /metrics, /healthz and /readyz
+	// unless told otherwise: loopback, on the port deploy/prometheus/scrape.yml scrapes.
+	DefaultHTTPListen = "127.0.0.1:9464"
 	DefaultStreamName = "readings"
 	// DefaultPartitionCount is small because a gateway has one disk: each partition is a segment
 	// file fsynced in every group commit that has readings for it, and fsyncs take turns across

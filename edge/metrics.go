@@ -8,7 +8,15 @@ import (
 	// scrape; a private registry keeps several agents in one process (tests, demo) apart.
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/storage"
+)
+
+// The labels of tributary_edge_readings_rejected_total for append failures (see Agent.failed) and of
+// tributary_edge_connect_refused_total (see authReason), listed so they start at zero.
+var (
+	appendFailureReasons  = []string{"append_error", "log_full", "log_closed", "record_too_large"}
+	connectRefusedReasons = []string{"shutting_down", "anonymous", "unknown_device", "bad_password", "disabled", "wrong_credential_type", "other"}
 )
 
 type metrics struct {
@@ -85,6 +93,20 @@ func newMetrics() *metrics {
 	}
 	for qos := range m.receivedQoS {
 		m.receivedQoS[qos] = m.readingsIn.WithLabelValues(strconv.Itoa(qos))
+	}
+	// Every reason an operator may alert on is exported at zero from the start, so a dashboard
+	// shows 0 rather than "no data" until the first event.
+	for _, r := range devices.PayloadReasons {
+		m.deadLetters.WithLabelValues(string(r))
+	}
+	for _, r := range devices.TopicReasons {
+		m.rejected.WithLabelValues(string(r))
+	}
+	for _, r := range appendFailureReasons {
+		m.rejected.WithLabelValues(r)
+	}
+	for _, r := range connectRefusedReasons {
+		m.authFailed.WithLabelValues(r)
 	}
 	r.MustRegister(m.readingsIn, m.acked, m.rejected, m.deadLetters, m.duplicates, m.authFailed,
 		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.acksLate, m.fsync)

@@ -71,6 +71,7 @@ func storedReadings(t *testing.T, a *Agent) []string {
 }
 
 // refusals sums tributary_edge_connect_refused_total by reason.
+// refusals returns the non-zero refusal counts by reason (every reason is exported from zero).
 func refusals(t *testing.T, a *Agent) map[string]float64 {
 	t.Helper()
 	mfs, err := a.metrics.registry.Gather()
@@ -84,7 +85,7 @@ func refusals(t *testing.T, a *Agent) map[string]float64 {
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "reason" {
+				if l.GetName() == "reason" && m.GetCounter().GetValue() != 0 {
 					out[l.GetValue()] += m.GetCounter().GetValue()
 				}
 			}

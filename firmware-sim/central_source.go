@@ -18,7 +18,7 @@ import (
 // central reports at the first fetch, as JSON lines. It speaks plain HTTP, so the simulator stays
 // independent of the project's sync packages, like any other consumer would be.
 type CentralSource struct {
-	URL    string       // central's base URL, e.g. http://127.0.0.1:8443
+	URL    string       // central's base URL, e.g. http://127.0.0.1:7443
 	Stream string       // default "readings"
 	Token  string       // central's API token, if it has one
 	HTTP   *http.Client // nil: http.DefaultClient

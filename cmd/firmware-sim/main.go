@@ -101,7 +101,7 @@ Exit status: 0 when the run completed, 2 when it could not run (bad flags, broke
     --password-template 'secret-{id}' --manifest run.manifest.json --report-json run.report.json
 
   # then check central's merged stream against what was acked
-  tributary consume --central https://central:8443 --from-beginning --format jsonl > stream.jsonl
+  tributary consume --central https://central:7443 --from-beginning --format jsonl > stream.jsonl
   firmware-sim verify --input stream.jsonl --manifest run.manifest.json`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
@@ -260,7 +260,7 @@ as "unacked missing" rather than lost; without it every gap counts as lost, so c
 
 Exit status: 0 when nothing was lost, duplicated or reordered; 1 when something was;
 2 when the input could not be read.`,
-		Example: `  firmware-sim verify --central http://127.0.0.1:8443 --manifest run.manifest.json
+		Example: `  firmware-sim verify --central http://127.0.0.1:7443 --manifest run.manifest.json
   tributary consume --central URL --from-beginning --format jsonl | firmware-sim verify --input - --manifest run.manifest.json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

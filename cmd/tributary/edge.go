@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
@@ -30,6 +31,9 @@ type edgeFlags struct {
 	tokenFile      string
 	centralCA      string
 	checkConfig    bool
+	// httpDefaulted is set when neither the file nor the flags chose an HTTP address, so the
+	// edge serves on edge.DefaultHTTPListen if that port is free.
+	httpDefaulted bool
 }
 
 func newEdgeCmd() *cobra.Command {
@@ -47,7 +51,7 @@ credentials are accepted only while every MQTT listener is on loopback, unless a
 Flags override the config file (--config, YAML). SIGTERM or SIGINT stops the agent gracefully: new
 connections are refused, pending acks are sent, the broker closes, then the log.`,
 		Example: `  tributary edge --data-dir /var/lib/tributary --mqtt-listen 0.0.0.0:1883 --edge-id gw-7 \
-      --central https://central.example:8443 --http-listen 127.0.0.1:9464
+      --central https://central.example:7443 --http-listen 0.0.0.0:9464
   tributary edge --config /etc/tributary/edge.yaml`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -68,6 +72,9 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
+			if f.httpDefaulted {
+				cfg.HTTPListen = defaultHTTPListen(logger)
+			}
 			return runEdge(ctx, cfg, logger)
 		},
 	}
@@ -75,7 +82,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.StringVar(&f.config, "config", "", "YAML config file; flags given on the command line override it")
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the log and the device registry (devices.db)")
 	fl.StringVar(&f.mqttListen, "mqtt-listen", "", `MQTT TCP listen address (default "`+edge.DefaultMQTTListen+`"; "-" disables)`)
-	fl.StringVar(&f.httpListen, "http-listen", "", "address for /metrics, /healthz and /readyz (empty: off)")
+	fl.StringVar(&f.httpListen, "http-listen", "", `address for /metrics, /healthz and /readyz (default "`+edge.DefaultHTTPListen+`"; "off" disables)`)
 	fl.StringVar(&f.central, "central", "", "URL of the central node; empty means no forwarding, log only")
 	fl.StringVar(&f.edgeID, "edge-id", "", "this gateway's id at central (needed with --central)")
 	fl.BoolVar(&f.allowAnonymous, "allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
@@ -110,6 +117,9 @@ func (f *edgeFlags) load(cmd *cobra.Command) (edge.Config, error) {
 	set("fsync", &cfg.Fsync, f.fsync)
 	set("central-token-file", &cfg.Forward.TokenFile, f.tokenFile)
 	set("central-ca", &cfg.Forward.CAFile, f.centralCA)
+	if cfg.HTTPListen == "" {
+		cfg.HTTPListen, f.httpDefaulted = edge.DefaultHTTPListen, true
+	}
 	if cmd.Flags().Changed("allow-anonymous") {
 		cfg.AllowAnonymous = f.allowAnonymous
 	}
@@ -117,6 +127,21 @@ func (f *edgeFlags) load(cmd *cobra.Command) (edge.Config, error) {
 		return cfg, fmt.Errorf("--central is set but --edge-id is not: give this gateway an id, such as --edge-id %s", hostnameOr("gw-1"))
 	}
 	return cfg, nil
+}
+
+// defaultHTTPListen returns edge.DefaultHTTPListen when its port is free, and "off" with a warning
+// when it is not (a second edge on one machine, say): a listener nobody asked for must not stop the
+// agent from starting, but the operator learns why /metrics is missing. An address the operator
+// chose is never replaced: a busy one fails the start.
+func defaultHTTPListen(logger *slog.Logger) string {
+	ln, err := net.Listen("tcp", edge.DefaultHTTPListen)
+	if err != nil {
+		logger.Warn("default HTTP address is in use; /metrics, /healthz and /readyz are off: choose one with --http-listen ADDR (or http_listen in the config)",
+			"addr", edge.DefaultHTTPListen, "err", err)
+		return "off"
+	}
+	ln.Close()
+	return edge.DefaultHTTPListen
 }
 
 func hostnameOr(d string) string {

@@ -118,6 +118,11 @@ func TestQuickstart(t *testing.T) {
 	startProc(t, tributary, "edge", "--data-dir", filepath.Join(dir, "edge"), "--mqtt-listen", mqttAddr,
 		"--central", centralURL, "--edge-id", "gw-1", "--central-token-file", tokenFile)
 	waitTCP(t, mqttAddr)
+	// The Quickstart's edge gives no --http-listen: it serves /metrics on the documented default.
+	waitHTTP(t, "http://127.0.0.1:9464/readyz")
+	if m := scrape(t, "http://127.0.0.1:9464/metrics"); !strings.Contains(m, "tributary_edge_readings_acked_total") {
+		t.Errorf("edge /metrics on the default address lacks tributary_edge_readings_acked_total")
+	}
 
 	manifest := filepath.Join(dir, "run.manifest.json")
 	run := exec.Command(sim, "--broker", "tcp://"+mqttAddr, "--devices", "20", "--rate", "50", "--qos", "1",

@@ -344,6 +344,9 @@ func (r *Receiver) source(edge, stream string, partition int) (*source, error) {
 		r.streams[stream] = cs
 	}
 	r.mu.Unlock()
+	// The lane's gap counter exists from its first request, so an alert on it has data before the
+	// first gap.
+	r.m.gapRecords.WithLabelValues(edge, stream, strconv.Itoa(partition))
 	return cs.source(sourceKey{edge, partition}), nil
 }
 
