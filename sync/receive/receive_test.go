@@ -174,6 +174,36 @@ func TestBadRequests(t *testing.T) {
 		{"oversized", path, chunkHeaders(good), big, h.token, 413},
 		{"raw bytes over limit", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderRawBytes, "999999999999") }), good.Data, h.token, 400},
 		{"out of order", path, chunkHeaders(chunks[1]), chunks[1].Data, h.token, 409},
+		// Declared counts far beyond what the body holds: refused before anything is sized
+		// from them (10^12 records once killed central with "out of memory").
+		{"10^12 records in one byte", path, func() http.Header {
+			hd := chunkHeaders(good)
+			hd.Set(protocol.HeaderNext, "1000000000000")
+			hd.Set(protocol.HeaderRecords, "1000000000000")
+			hd.Set(protocol.HeaderRawBytes, strconv.Itoa(1<<20))
+			hd.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC([]byte{0})), 10))
+			return hd
+		}(), []byte{0}, h.token, 400},
+		{"64 MiB raw from a small body", path, mod(func(hd http.Header) { hd.Set(protocol.HeaderRawBytes, strconv.Itoa(64<<20)) }), good.Data, h.token, 400},
+		{"gap past the edge's end", path, func() http.Header {
+			hd := http.Header{}
+			hd.Set(protocol.HeaderBase, "0")
+			hd.Set(protocol.HeaderNext, "1000000000000")
+			hd.Set(protocol.HeaderGapFrom, "0")
+			hd.Set(protocol.HeaderGapTo, "1000000000000")
+			hd.Set(protocol.HeaderGapReason, storage.GapQuotaDropped)
+			hd.Set(protocol.HeaderEdgeEnd, "300")
+			return hd
+		}(), nil, h.token, 400},
+		{"gap without the edge's end", path, func() http.Header {
+			hd := http.Header{}
+			hd.Set(protocol.HeaderBase, "0")
+			hd.Set(protocol.HeaderNext, "10")
+			hd.Set(protocol.HeaderGapFrom, "0")
+			hd.Set(protocol.HeaderGapTo, "10")
+			hd.Set(protocol.HeaderGapReason, storage.GapQuotaDropped)
+			return hd
+		}(), nil, h.token, 400},
 		{"gap with body", path, mod(func(hd http.Header) {
 			hd.Set(protocol.HeaderGapFrom, "0")
 			hd.Set(protocol.HeaderGapTo, "5")
@@ -252,6 +282,7 @@ func TestGapAndRestart(t *testing.T) {
 	gh.Set(protocol.HeaderGapFrom, "0")
 	gh.Set(protocol.HeaderGapTo, "1000")
 	gh.Set(protocol.HeaderGapReason, storage.GapQuotaDropped)
+	gh.Set(protocol.HeaderEdgeEnd, "1050")
 	if code, e, p := h.post(path, gh, nil, token); code != 200 || p.Next != 1000 {
 		t.Fatalf("gap: %d %q %+v", code, e.Error, p)
 	}

@@ -238,6 +238,21 @@ func (s *source) touch(req *http.Request) {
 	}
 }
 
+// Bounds of what a chunk's headers may declare, relative to the body actually received.
+const (
+	// minRecordBytes is the smallest encoded record (empty key and value, one timestamp byte, no
+	// headers; storage/FORMAT.md).
+	minRecordBytes = 4
+	// maxCompressionRatio is far above what sensor batches reach (about 11:1 sealed, less per
+	// batch), so only a forged header hits it.
+	maxCompressionRatio = 256
+	// rawSlack lets a tiny body declare up to this much raw data whatever the ratio.
+	rawSlack = 1 << 20
+)
+
+// rawLimit is the most raw bytes a body of n bytes may declare.
+func rawLimit(n int) int64 { return max(int64(n)*maxCompressionRatio, rawSlack) }
+
 // chunk is a validated request, decoded before any state is touched.
 type chunk struct {
 	base, next int64
@@ -280,6 +295,15 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 		if g.Reason == "" || len(g.Reason) > 200 {
 			return nil, errors.New("gap chunk needs a reason of at most 200 bytes")
 		}
+		// A gap moves the lane without data: it may not move it past the end the edge reports,
+		// or one forged header would make every later record of the lane a "duplicate".
+		end, err := protocol.Int64Header(h, protocol.HeaderEdgeEnd)
+		if err != nil {
+			return nil, fmt.Errorf("gap chunk: %w", err)
+		}
+		if to > end {
+			return nil, fmt.Errorf("gap [%d, %d) ends past the edge partition's end %d", from, to, end)
+		}
 		c.gap = &g
 		return c, nil
 	}
@@ -304,11 +328,20 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 	if len(body) == 0 {
 		return nil, errors.New("empty body")
 	}
+	// Every count and size a peer declares is bounded by the bytes it actually sent before
+	// anything is sized from it: a 1-byte body must not make central allocate gigabytes.
+	if limit := rawLimit(len(body)); rawBytes > limit {
+		return nil, fmt.Errorf("chunk declares %d raw bytes from a %d-byte body: more than %d, the most central decompresses from that much", rawBytes, len(body), limit)
+	}
+	if records > rawBytes/minRecordBytes {
+		return nil, fmt.Errorf("chunk declares %d records in %d raw bytes: a record takes at least %d", records, rawBytes, minRecordBytes)
+	}
 	if got := protocol.ChunkCRC(body); int64(got) != crc {
 		return nil, fmt.Errorf("body checksum %d does not match header %d: damaged or truncated in transit", got, crc)
 	}
 	c.raw = int(rawBytes)
-	c.records = make([]storage.Entry, 0, records)
+	// Sized for what the body can hold, not what the headers claim; append grows past it.
+	c.records = make([]storage.Entry, 0, min(records, int64(len(body))/minRecordBytes+1, 1<<12))
 	want := base
 	err = storage.DecodeChunk(body, int(rawBytes), func(off int64, rec storage.Record) error {
 		if off != want {
