@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -30,13 +31,19 @@ func testLogger(t testing.TB) *slog.Logger {
 // startAgent runs an agent on 127.0.0.1:0 until the test ends (or stop is called).
 func startAgent(t testing.TB, cfg Config) (a *Agent, stop func()) {
 	t.Helper()
+	return startAgentLogged(t, cfg, testLogger(t))
+}
+
+// startAgentLogged is startAgent with the agent's logger given, for tests that read its lines.
+func startAgentLogged(t testing.TB, cfg Config, logger *slog.Logger) (a *Agent, stop func()) {
+	t.Helper()
 	if cfg.DataDir == "" {
 		cfg.DataDir = t.TempDir()
 	}
 	if cfg.MQTT.Listen == "" {
 		cfg.MQTT.Listen = "127.0.0.1:0"
 	}
-	a, err := New(cfg, testLogger(t))
+	a, err := New(cfg, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -236,6 +243,29 @@ func (c *rawClient) expectAck(id uint16) {
 	if pk.FixedHeader.Type != packets.Puback || pk.PacketID != id {
 		c.t.Fatalf("got packet type %d id %d, want PUBACK %d", pk.FixedHeader.Type, pk.PacketID, id)
 	}
+}
+
+// logBuffer collects an agent's log lines (text handler) for tests that read them.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// logger returns a text logger at info level (the default of `tributary edge`) writing into b.
+func (b *logBuffer) logger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelInfo}))
 }
 
 func netSplit(addr string) (string, string, error) { return net.SplitHostPort(addr) }

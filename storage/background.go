@@ -213,7 +213,7 @@ func (l *Log) enforceRetention(now time.Time) {
 		for _, s := range segs[:len(segs)-1] {
 			waiting = waiting || !s.sealed()
 		}
-		if waiting || (o.QuotaPolicy != DropOldest && active.nextOffset() > l.requiredFloor(p.stream, p.id)) {
+		if waiting || (o.QuotaPolicy != DropOldest && active.nextOffset() > l.forwardedFloor(p.stream, p.id)) {
 			continue
 		}
 		p.rollReq.Store(true)
@@ -235,7 +235,7 @@ func (l *Log) dropOldest(parts []*Partition, forwardedOnly bool) bool {
 			continue // the active segment is never dropped
 		}
 		s := segs[0]
-		if forwardedOnly && s.nextOffset() > l.requiredFloor(p.stream, p.id) {
+		if forwardedOnly && s.nextOffset() > l.forwardedFloor(p.stream, p.id) {
 			continue
 		}
 		if best == nil || s.maxTimestamp() < best.maxTimestamp() {
@@ -246,7 +246,7 @@ func (l *Log) dropOldest(parts []*Partition, forwardedOnly bool) bool {
 		return false
 	}
 	reason := ""
-	if !forwardedOnly && best.nextOffset() > l.requiredFloor(bestP.stream, bestP.id) {
+	if !forwardedOnly && best.nextOffset() > l.forwardedFloor(bestP.stream, bestP.id) {
 		reason = GapQuotaDropped
 	}
 	bestP.dropSegment(best, reason)
@@ -259,12 +259,16 @@ func (p *Partition) dropSegment(s segment, reason string) {
 	p.removeMu.Lock()
 	defer p.removeMu.Unlock()
 	if reason != "" {
-		from := max(s.baseOffset(), min(p.log.requiredFloor(p.stream, p.id), s.nextOffset()))
+		from := max(s.baseOffset(), min(p.log.forwardedFloor(p.stream, p.id), s.nextOffset()))
 		if from < s.nextOffset() {
 			p.mu.Lock()
 			p.recordGapLocked(Gap{From: from, To: s.nextOffset(), Reason: reason})
 			p.mu.Unlock()
 			p.log.droppedRecords.Add(s.nextOffset() - from)
+			// One line per dropped segment: a full log drops a few segments a second at most.
+			p.log.logger.Warn("disk quota reached: dropped unforwarded records, a gap marker tells the reader",
+				"stream", p.stream, "partition", p.id, "from", from, "to", s.nextOffset(),
+				"records", s.nextOffset()-from, "reason", reason)
 		}
 	}
 	if !p.replaceSegment(s, nil) {

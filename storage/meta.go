@@ -171,6 +171,20 @@ func (l *Log) requiredFloor(stream string, partition int) int64 {
 	return floor
 }
 
+// forwardedFloor is requiredFloor for the quota: records below it count as forwarded. Without a
+// required cursor nothing has been forwarded (an edge with no central, a central with no sink),
+// so the quota may drop nothing under backpressure and records every drop as a gap under
+// drop-oldest. Retention, which the operator configures by age or size, uses requiredFloor.
+func (l *Log) forwardedFloor(stream string, partition int) int64 {
+	l.cursorMu.Lock()
+	none := len(l.required) == 0
+	l.cursorMu.Unlock()
+	if none {
+		return 0
+	}
+	return l.requiredFloor(stream, partition)
+}
+
 func (l *Log) loadCursors() error {
 	return l.meta.View(func(tx *bolt.Tx) error {
 		if err := tx.Bucket(bucketCursors).ForEach(func(k, v []byte) error {

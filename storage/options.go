@@ -56,9 +56,11 @@ type QuotaPolicy int
 
 const (
 	// Backpressure keeps every unforwarded record: appends fail with ErrFull until space is freed.
+	// A record counts as forwarded only once every required cursor (Log.RequireCursor) has passed
+	// it; a log without one (an edge that forwards nowhere) keeps everything.
 	Backpressure QuotaPolicy = iota
 	// DropOldest deletes the oldest sealed segments, forwarded or not, and records each dropped range
-	// as a Gap that readers receive in order.
+	// as a Gap that readers receive in order, counts it in Stats.DroppedRecords and logs it.
 	DropOldest
 )
 
