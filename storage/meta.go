@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	// bbolt keeps the log's metadata (stream configs, cursors, gaps, small key/values): a few writes
@@ -183,6 +184,26 @@ func (l *Log) forwardedFloor(stream string, partition int) int64 {
 		return 0
 	}
 	return l.requiredFloor(stream, partition)
+}
+
+// highestCursor returns the required cursor of a partition that is furthest on, and its name:
+// every offset below it existed once. Only required cursors count (the forwarder's, the Kafka
+// sink's): their owners set them to offsets they read; a consumer group's may be set by anyone.
+// ok is false when no required cursor is set for the partition.
+func (l *Log) highestCursor(stream string, partition int) (name string, offset int64, ok bool) {
+	suffix := string(cursorKey("", stream, partition))
+	l.cursorMu.Lock()
+	defer l.cursorMu.Unlock()
+	for k, off := range l.cursors {
+		n, found := strings.CutSuffix(k, suffix)
+		if !found || strings.IndexByte(n, 0) >= 0 || !l.required[n] {
+			continue
+		}
+		if !ok || off > offset {
+			name, offset, ok = n, off, true
+		}
+	}
+	return name, offset, ok
 }
 
 func (l *Log) loadCursors() error {

@@ -158,6 +158,9 @@ type Gap struct {
 const (
 	GapQuotaDropped = "quota-drop-oldest"
 	GapCorrupt      = "corrupt-segment"
+	// GapTruncated: recovery found the partition ending below an offset a cursor had already
+	// passed, so records were cut off while the log was closed (a truncated segment file).
+	GapTruncated = "truncated-while-stopped"
 )
 
 // Stats are counters since the log was opened.

@@ -38,6 +38,7 @@ type Partition struct {
 	spare  []byte        // buffer of a completed group, for the next one; under mu
 
 	end     atomic.Int64 // offset after the last readable record (durable, except under FsyncNone)
+	opened  int64        // end when the log was opened (0 for a partition created since)
 	written atomic.Int64 // offset after the last written record; the committer's
 	rollReq atomic.Bool
 	kick    chan struct{}
@@ -93,6 +94,11 @@ func (p *Partition) Stream() string { return p.stream }
 // EndOffset is the offset the next record will get; every record below it is readable (durable
 // under the group fsync policy).
 func (p *Partition) EndOffset() int64 { return p.end.Load() }
+
+// OpenedEndOffset is the end offset recovery found when the log was opened (0 for a partition
+// created since): every offset at or past it was written by this process. Sync compares it with
+// what central already holds to tell a log that went backwards (an older copy, a cut file).
+func (p *Partition) OpenedEndOffset() int64 { return p.opened }
 
 // StartOffset is the first offset still stored.
 func (p *Partition) StartOffset() int64 {

@@ -138,6 +138,13 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	// Holes between segments are ranges lost to damage; make sure each has a gap record.
 	for i := 0; i+1 < len(segs); i++ {
 		if n, b := segs[i].nextOffset(), segs[i+1].baseOffset(); n < b {
+			if !p.hasGapLocked(n, b) {
+				ce := &CorruptionError{Stream: stream, Partition: id, Segment: segs[i].baseOffset(), Offset: n,
+					Reason: fmt.Sprintf("segment ends at offset %d but the next one starts at %d: offsets %d-%d lost", n, b, n, b-1)}
+				l.logger.Error("segment shorter than where the next one starts: the lost records are reported as a gap",
+					"stream", stream, "partition", id, "err", ce)
+				l.addDamage(ce)
+			}
 			p.recordGapLocked(Gap{From: n, To: b, Reason: GapCorrupt})
 		}
 	}
@@ -149,6 +156,21 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	}
 	for _, g := range p.gaps {
 		next = max(next, g.To)
+	}
+	// A cursor past the end means records that existed were cut off while the log was closed
+	// (a truncated or emptied segment file, an older copy of the data dir): report it as damage
+	// and never hand those offsets out again, since some were acknowledged and forwarded.
+	if cursor, hw, ok := l.highestCursor(stream, id); ok && hw > next {
+		base := int64(0)
+		if len(segs) > 0 {
+			base = segs[len(segs)-1].baseOffset()
+		}
+		ce := &CorruptionError{Stream: stream, Partition: id, Segment: base, Offset: next,
+			Reason: fmt.Sprintf("partition ends at offset %d but cursor %q is at %d: offsets %d-%d were cut off while stopped", next, cursor, hw, next, hw-1)}
+		l.logger.Error("partition truncated while stopped: the missing records are reported as a gap", "stream", stream, "partition", id, "err", ce)
+		l.addDamage(ce)
+		p.recordGapLocked(Gap{From: next, To: hw, Reason: GapTruncated})
+		next = hw
 	}
 	// The active segment is the last plain one if it is last and continues at next; otherwise a
 	// new one starts there.
@@ -187,6 +209,7 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	p.active = lastPlain
 	p.end.Store(lastPlain.nextOffset())
 	p.written.Store(lastPlain.nextOffset())
+	p.opened = lastPlain.nextOffset()
 	for _, s := range segs {
 		l.diskBytes.Add(s.storedBytes())
 	}
@@ -658,10 +681,25 @@ func (l *Log) quarantine(stream string, id int, dir string, base int64, ce *Corr
 		}
 	}
 	ce.Stream, ce.Partition, ce.Segment = stream, id, base
+	l.addDamage(ce)
+	return next
+}
+
+func (l *Log) addDamage(ce *CorruptionError) {
 	l.cursorMu.Lock()
 	l.damage = append(l.damage, ce)
 	l.cursorMu.Unlock()
-	return next
+}
+
+// hasGapLocked reports whether a recorded gap covers [from, to) already (a hole found again at a
+// later open).
+func (p *Partition) hasGapLocked(from, to int64) bool {
+	for _, g := range p.gaps {
+		if g.From <= from && g.To >= to {
+			return true
+		}
+	}
+	return false
 }
 
 // Damage lists the corruption found since Open: at recovery and by readers.
