@@ -50,6 +50,9 @@ type Config struct {
 	// Streams limits forwarding to these streams; nil forwards every stream, including streams
 	// created later.
 	Streams []string
+	// ProgressInterval is how often a catch-up of a backlog logs its progress (records behind,
+	// rate, time left); default 10s.
+	ProgressInterval time.Duration
 	// StallAfter is how long a lane may be behind without progress while central answers before
 	// the stalled gauge reports it; default 1m.
 	StallAfter time.Duration
@@ -68,6 +71,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxChunkBytes <= 0 {
 		c.MaxChunkBytes = 1 << 20
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = 10 * time.Second
 	}
 	if c.BackoffMin <= 0 {
 		c.BackoffMin = 200 * time.Millisecond

@@ -53,6 +53,9 @@ type lane struct {
 	records     atomic.Int64
 	retries     atomic.Int64
 	lastErr     atomic.Pointer[string]
+	// downSince is when the lane's current run of failures began (unix nanos; 0 while it works),
+	// so its first answer from central after an outage is logged once with the outage's length.
+	downSince atomic.Int64
 }
 
 // New returns a forwarder of log's streams to cfg.CentralURL. Nothing starts until Run.
@@ -90,6 +93,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	defer discover.Stop()
 	cursor := time.NewTicker(f.cfg.CursorInterval)
 	defer cursor.Stop()
+	progressTick := time.NewTicker(f.cfg.ProgressInterval)
+	defer progressTick.Stop()
+	prog := &progress{logger: f.logger}
 	saved := map[laneKey]int64{}
 	for {
 		for _, st := range f.log.Streams() {
@@ -120,6 +126,8 @@ func (f *Forwarder) Run(ctx context.Context) error {
 		case <-discover.C:
 		case <-cursor.C:
 			f.saveCursors(saved)
+		case now := <-progressTick.C:
+			prog.tick(f.snapshot(), now)
 		}
 	}
 }
@@ -244,6 +252,7 @@ func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) 
 			attempt = 0 // a reorder or a central restart: resume at once
 			continue
 		}
+		ln.downSince.CompareAndSwap(0, time.Now().UnixNano())
 		if ln.lastAdvance.Load() != advanced {
 			// Central took readings since the last failure: this is a new outage, not more of
 			// the old one, so the backoff starts again from BackoffMin.
@@ -298,6 +307,10 @@ func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) err
 		return err
 	}
 	ln.update(pos)
+	if down := ln.downSince.Swap(0); down != 0 {
+		f.logger.Info("forwarding resumed", "stream", ln.key.stream, "partition", ln.key.partition,
+			"after", time.Since(time.Unix(0, down)).Round(time.Millisecond), "records_behind", max(ln.p.EndOffset()-pos.Next, 0))
+	}
 	sendCtx, cancel := context.WithCancel(ctx)
 	var window []flight
 	defer func() {
