@@ -10,8 +10,11 @@ import (
 
 // Fleet is a set of simulated devices publishing to one broker.
 type Fleet struct {
-	cfg     Config
+	cfg Config
+
+	mu      sync.Mutex // guards devices and start, which Run sets, for Progress
 	devices []*device
+	start   time.Time
 }
 
 // NewFleet checks cfg and prepares the devices; nothing connects until [Fleet.Run].
@@ -39,10 +42,13 @@ func (f *Fleet) DeviceIDs() []string {
 func (f *Fleet) Run(ctx context.Context) (*Report, error) {
 	cfg := &f.cfg
 	start := time.Now()
-	f.devices = make([]*device, cfg.Devices)
-	for i := range f.devices {
-		f.devices[i] = newDevice(cfg, i, start)
+	devices := make([]*device, cfg.Devices)
+	for i := range devices {
+		devices[i] = newDevice(cfg, i, start)
 	}
+	f.mu.Lock()
+	f.devices, f.start = devices, start
+	f.mu.Unlock()
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -155,7 +155,7 @@ func (r *Report) WriteTable(w io.Writer, maxDevices int) error {
 	fmt.Fprintf(tw, "offered\t%d readings, %.1f readings/s, %d bytes\n", r.Offered, r.OfferedPerSecond, r.Bytes)
 	if r.QoS == 1 {
 		fmt.Fprintf(tw, "acked\t%d readings, %.1f readings/s, %d unacked\n", r.Acked, r.AckedPerSecond, r.Unacked)
-		fmt.Fprintf(tw, "ack latency\tp50 %s  p99 %s  max %s\n", fmtDur(r.AckLatency.P50), fmtDur(r.AckLatency.P99), fmtDur(r.AckLatency.Max))
+		fmt.Fprintf(tw, "ack latency\tp50 %s  p99 %s  max %s\n", r.AckLatency.fmt(r.AckLatency.P50), r.AckLatency.fmt(r.AckLatency.P99), r.AckLatency.fmt(r.AckLatency.Max))
 	} else {
 		fmt.Fprintf(tw, "written\t%d readings (QoS 0: no acks)\n", r.Written)
 	}
@@ -172,7 +172,7 @@ func (r *Report) WriteTable(w io.Writer, maxDevices int) error {
 	fmt.Fprintln(tw, "device\toffered\tacked\tunacked\tlast seq\tacked through\tp50\tp99\terrors\tfaults\treconnects")
 	for _, s := range rows {
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t%s\t%d\n", s.Device, s.Offered, s.Acked, s.Unacked, s.LastSeq,
-			s.AckedThrough, fmtDur(s.AckLatency.P50), fmtDur(s.AckLatency.P99), fmtCounts(s.Errors), fmtCounts(s.Faults), max(s.Connects, 1)-1)
+			s.AckedThrough, s.AckLatency.fmt(s.AckLatency.P50), s.AckLatency.fmt(s.AckLatency.P99), fmtCounts(s.Errors), fmtCounts(s.Faults), max(s.Connects, 1)-1)
 	}
 	if n := len(r.PerDevice) - len(rows); n > 0 {
 		fmt.Fprintf(tw, "(%d more devices: see the JSON report)\n", n)
@@ -203,6 +203,18 @@ func fmtCounts(m map[string]uint64) string {
 		s += fmt.Sprintf("%s %d", k, m[k])
 	}
 	return s
+}
+
+// fmt formats one of s's quantiles: "-" when nothing was measured, and "<1ms" for a zero taken
+// from millisecond timestamps (a device's ts), which cannot tell a sub-millisecond latency from 0.
+func (s LatencySummary) fmt(d time.Duration) string {
+	switch {
+	case s.Count == 0:
+		return "-"
+	case d == 0:
+		return "<1ms"
+	}
+	return fmtDur(d)
 }
 
 func fmtDur(d time.Duration) string {

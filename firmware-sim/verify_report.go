@@ -36,7 +36,7 @@ func (v *Verification) WriteTable(w io.Writer, maxDevices int) error {
 	fmt.Fprintf(tw, "misrouted\t%d\n", v.Misrouted)
 	fmt.Fprintf(tw, "faults delivered\t%s\n", fmtCounts(v.FaultsDelivered))
 	fmt.Fprintf(tw, "latency (%s - device ts)\tp50 %s  p99 %s  max %s  (%d negative, %d without arrival time)\n",
-		v.LatencySource, fmtDur(v.Latency.P50), fmtDur(v.Latency.P99), fmtDur(v.Latency.Max), v.NegativeLatency, v.NoArrivalTime)
+		v.LatencySource, v.Latency.fmt(v.Latency.P50), v.Latency.fmt(v.Latency.P99), v.Latency.fmt(v.Latency.Max), v.NegativeLatency, v.NoArrivalTime)
 	fmt.Fprintln(tw)
 
 	rows := slices.Clone(v.Devices)
@@ -60,7 +60,7 @@ func (v *Verification) WriteTable(w io.Writer, maxDevices int) error {
 			first = fmt.Sprintf("%d..%d", d.LostRanges[0].First, d.LostRanges[0].Last)
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\t%s\n", d.Device, d.Received, d.MaxSeq, d.Lost, d.Duplicated,
-			d.OutOfOrder, d.UnackedMissing, fmtDur(d.Latency.P50), fmtDur(d.Latency.P99), first)
+			d.OutOfOrder, d.UnackedMissing, d.Latency.fmt(d.Latency.P50), d.Latency.fmt(d.Latency.P99), first)
 	}
 	if n := len(v.Devices) - len(rows); n > 0 {
 		fmt.Fprintf(tw, "(%d more devices: see the JSON output)\n", n)

@@ -72,6 +72,7 @@ type simFlags struct {
 	manifest         string
 	rows             int
 	verbose          bool
+	progress         string
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -135,6 +136,7 @@ Exit status: 0 when the run completed, 2 when it could not run (bad flags, broke
 	fl.DurationVar(&c.AckTimeout, "ack-timeout", 10*time.Second, "how long a reading may wait for its PUBACK before it counts as unacked")
 	fl.DurationVar(&c.DrainTimeout, "drain-timeout", 5*time.Second, "how long to wait for outstanding PUBACKs after publishing stops")
 
+	fl.StringVar(&f.progress, "progress", "auto", `progress line on stderr: "auto" (every second in place on a terminal, else a line every 10s), "off", or an interval such as 5s`)
 	fl.DurationVar(&c.Faults.ReconnectEvery, "reconnect-every", 0, "reconnect storm: every device drops its connection and reconnects at once, this often")
 	fl.DurationVar(&c.Faults.FlakyMeanInterval, "flaky-every", 0, "flaky links: each device loses its connection at random, on average this often")
 	fl.DurationVar(&c.Faults.FlakyDowntime, "flaky-downtime", 200*time.Millisecond, "how long a flaky link stays down")
@@ -192,7 +194,12 @@ func runSim(ctx context.Context, f *simFlags, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	stopProgress, err := startProgress(fleet, f.progress, cfg.Duration, stderr)
+	if err != nil {
+		return err
+	}
 	rep, runErr := fleet.Run(ctx)
+	stopProgress()
 	if rep == nil {
 		return runErr
 	}

@@ -154,3 +154,43 @@ func TestHelpNamesTheContractFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressLines: a run that is not on a terminal prints a plain progress line per interval on
+// stderr, with counts that grow, so a long run in a log or CI is never silent.
+func TestProgressLines(t *testing.T) {
+	broker := startBroker(t)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"--broker", broker, "--devices", "3", "--rate", "100", "--qos", "1",
+		"--duration", "1200ms", "--progress", "250ms"}, &out, &errOut)
+	if code != exitOK {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var lines []string
+	for _, l := range strings.Split(errOut.String(), "\n") {
+		if strings.HasPrefix(l, "progress ") {
+			lines = append(lines, l)
+		}
+	}
+	if len(lines) < 3 {
+		t.Fatalf("%d progress lines in a 1.2s run at 250ms, want at least 3; stderr:\n%s", len(lines), errOut.String())
+	}
+	var last uint64
+	for _, l := range lines {
+		var acked uint64
+		i := strings.Index(l, "acked ")
+		if i < 0 || !strings.Contains(l, "of 1.2s") {
+			t.Fatalf("progress line lacks acked count or planned duration: %q", l)
+		}
+		fmt.Sscanf(l[i:], "acked %d", &acked)
+		if acked < last {
+			t.Errorf("acked went down from %d: %q", last, l)
+		}
+		last = acked
+	}
+	if last == 0 {
+		t.Errorf("no progress line counted an ack: %q", lines)
+	}
+	if code := run(context.Background(), []string{"--broker", broker, "--progress", "soon"}, &out, &errOut); code != exitTrouble {
+		t.Errorf("--progress soon: exit %d, want %d", code, exitTrouble)
+	}
+}
