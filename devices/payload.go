@@ -21,6 +21,7 @@ const (
 	ReasonEmpty         Reason = "empty"           // zero-byte payload
 	ReasonOversized     Reason = "oversized"       // larger than Policy.MaxPayloadBytes
 	ReasonNotJSON       Reason = "not_json"        // stream declared JSON, payload is not valid JSON
+	ReasonInvalidUTF8   Reason = "invalid_utf8"    // stream declared JSON, payload is JSON syntax but not UTF-8
 	ReasonBadDeviceTime Reason = "bad_device_time" // "ts"/"time" present but not RFC 3339 or unix s/ms
 	ReasonBadTopic      Reason = "bad_topic"       // topic invalid, or its device id or stream is
 	ReasonNoRoute       Reason = "no_route"        // no mapping rule matches the topic
@@ -52,9 +53,10 @@ const (
 type Policy struct {
 	// MaxPayloadBytes refuses larger payloads; zero means DefaultMaxPayloadBytes.
 	MaxPayloadBytes int
-	// JSON declares the stream JSON: payloads that are not valid JSON, or whose "ts"/"time" field
-	// cannot be read as a time, are refused. On other streams JSON payloads are still recognised and
-	// their device time extracted when it parses, but nothing is refused for it.
+	// JSON declares the stream JSON: payloads that are not valid JSON, that are not valid UTF-8
+	// (RFC 8259 section 8.1), or whose "ts"/"time" field cannot be read as a time, are refused. On
+	// other streams JSON payloads are still recognised and their device time extracted when it
+	// parses, but nothing is refused for it; JSON syntax holding invalid UTF-8 is marked binary there.
 	JSON bool
 }
 
@@ -97,6 +99,14 @@ func Validate(payload []byte, p Policy) (Reading, Reason) {
 		}
 		if utf8.Valid(payload) {
 			return Reading{ContentType: ContentTypeText}, ReasonNone
+		}
+		return Reading{ContentType: ContentTypeBinary}, ReasonNone
+	}
+	// json.Valid checks syntax only: a string holding bytes that are not UTF-8 passes it, and
+	// would reach consumers raw, where a strict decoder rejects the whole batch around it.
+	if !utf8.Valid(payload) {
+		if p.JSON {
+			return Reading{}, ReasonInvalidUTF8
 		}
 		return Reading{ContentType: ContentTypeBinary}, ReasonNone
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestValidate(t *testing.T) {
@@ -58,6 +59,11 @@ func TestValidate(t *testing.T) {
 		{"almost json on raw stream", `{temp=21.5`, rawStream, Reading{ContentType: ContentTypeText}, ReasonNone},
 		{"binary on raw stream", "\x00\xff\x10", rawStream, Reading{ContentType: ContentTypeBinary}, ReasonNone},
 		{"whitespace", "  {\n\"ts\" :\t3 }\n", jsonStream, Reading{ContentTypeJSON, time.Unix(3, 0).UTC()}, ReasonNone},
+		{"invalid utf-8 in string", "{\"name\":\"\xff\xfe\"}", jsonStream, Reading{}, ReasonInvalidUTF8},
+		{"truncated utf-8 sequence", "{\"name\":\"caf\xc3\"}", jsonStream, Reading{}, ReasonInvalidUTF8},
+		{"utf-16 surrogate as utf-8", "[\"\xed\xa0\x80\"]", jsonStream, Reading{}, ReasonInvalidUTF8},
+		{"valid utf-8 kept", "{\"name\":\"caf\xc3\xa9\"}", jsonStream, Reading{ContentType: ContentTypeJSON}, ReasonNone},
+		{"invalid utf-8 on raw stream is binary", "{\"name\":\"\xff\"}", rawStream, Reading{ContentType: ContentTypeBinary}, ReasonNone},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -107,7 +113,7 @@ func FuzzValidate(f *testing.F) {
 	for _, s := range []string{
 		`{"ts":1718000000123,"temp":21.5}`, `{"time":"2024-06-10T06:13:20Z"}`, `{"a":{"ts":1},"ts":2}`,
 		`{"\u0074s":5}`, `{"ts":"x\"y"}`, `[1,{"ts":1}]`, `"ts"`, `{"ts":1e400}`, `{"ts":-0.5}`,
-		`{"time":1,"ts":null}`, "temp=21.5", "\x00\x01", `{"ts":1,"ts":2}`, ``, `  {} `,
+		`{"time":1,"ts":null}`, "temp=21.5", "\x00\x01", `{"ts":1,"ts":2}`, ``, `  {} `, "{\"a\":\"\xff\"}",
 	} {
 		f.Add([]byte(s), true)
 		f.Add([]byte(s), false)
@@ -130,6 +136,11 @@ func FuzzValidate(f *testing.F) {
 		case isJSON && !valid:
 			if reason != ReasonNotJSON {
 				t.Fatalf("invalid JSON on JSON stream: reason %q", reason)
+			}
+			return
+		case valid && !utf8.Valid(payload):
+			if isJSON && reason != ReasonInvalidUTF8 || !isJSON && r.ContentType != ContentTypeBinary {
+				t.Fatalf("JSON syntax with invalid UTF-8: %+v, %q", r, reason)
 			}
 			return
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/protocol"
@@ -45,7 +46,9 @@ func NewMessage(stream string, partition int, offset int64, rec *storage.Record)
 			m.Headers[h.Key] = string(h.Value)
 		}
 	}
-	if len(rec.Value) > 0 && json.Valid(rec.Value) {
+	// json.Valid checks syntax only; a value holding bytes that are not UTF-8 would make the whole
+	// batch unreadable for a strict decoder, so it travels base64-encoded like any binary value.
+	if len(rec.Value) > 0 && json.Valid(rec.Value) && utf8.Valid(rec.Value) {
 		m.Value = append(json.RawMessage(nil), rec.Value...)
 	} else {
 		m.ValueBase64 = append([]byte(nil), rec.Value...)
