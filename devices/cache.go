@@ -14,8 +14,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/crypto/bcrypt"
 )
 
 var (
@@ -42,6 +40,11 @@ type CacheOptions struct {
 	LockTimeout time.Duration
 	// Logger receives reload outcomes; nil discards them.
 	Logger *slog.Logger
+	// MaxConcurrentChecks bounds bcrypt comparisons running at once; zero means half the cores
+	// (at least one). A login waits up to CheckWait (zero: 5 s) for a slot, then fails with
+	// [ErrChecksBusy].
+	MaxConcurrentChecks int
+	CheckWait           time.Duration
 }
 
 // Cache is an in-memory snapshot of the registry for the edge agent, which must never hold the bbolt
@@ -66,10 +69,17 @@ type Cache struct {
 	verifiedMu sync.Mutex
 	verified   map[string]verifiedPassword
 	hmacKey    [32]byte
+
+	checks         chan struct{} // one token per bcrypt comparison running
+	checkWait      time.Duration
+	passwordChecks atomic.Int64
+	dummyMu        sync.Mutex
+	dummy          map[int][]byte // by bcrypt cost
 }
 
 type snapshot struct {
 	devices map[string]*Device
+	cost    int // bcrypt cost of most hashes, for dummy comparisons
 	file    fileState
 	loaded  time.Time
 }
@@ -89,14 +99,23 @@ type verifiedPassword struct {
 // NewCache loads the registry at path. An absent file is an empty registry, since the agent may
 // start before the first device is added; a locked or unreadable file is an error.
 func NewCache(path string, opts *CacheOptions) (*Cache, error) {
-	c := &Cache{path: path, lockTimeout: 2 * time.Second, verified: make(map[string]verifiedPassword)}
+	c := &Cache{path: path, lockTimeout: 2 * time.Second, verified: make(map[string]verifiedPassword),
+		checkWait: defaultCheckWait, dummy: map[int][]byte{}}
+	concurrent := defaultConcurrentChecks()
 	if opts != nil {
 		c.mapper = opts.Mapper
 		if opts.LockTimeout > 0 {
 			c.lockTimeout = opts.LockTimeout
 		}
 		c.log = opts.Logger
+		if opts.MaxConcurrentChecks > 0 {
+			concurrent = opts.MaxConcurrentChecks
+		}
+		if opts.CheckWait > 0 {
+			c.checkWait = opts.CheckWait
+		}
 	}
+	c.checks = make(chan struct{}, concurrent)
 	if c.mapper == nil {
 		c.mapper = DefaultMapper()
 	}
@@ -130,7 +149,7 @@ func (c *Cache) reloadLocked() error {
 	if err != nil {
 		return fmt.Errorf("reload registry: %w", err)
 	}
-	c.snap.Store(&snapshot{devices: devices, file: state, loaded: time.Now()})
+	c.snap.Store(&snapshot{devices: devices, cost: registryCost(devices), file: state, loaded: time.Now()})
 
 	c.verifiedMu.Lock()
 	for id, v := range c.verified {
@@ -213,15 +232,20 @@ func (c *Cache) Get(id string) (Device, bool) {
 }
 
 // Authenticate checks a password login. Errors wrap [ErrUnknownDevice], [ErrDeviceDisabled],
-// [ErrNoPassword] or [ErrBadPassword]; they are for logs and metrics, while the client should only
-// learn "bad username or password", so it cannot probe which devices exist.
+// [ErrNoPassword], [ErrBadPassword] or [ErrChecksBusy]; they are for logs and metrics, while the
+// client should only learn "bad username or password", so it cannot probe which devices exist.
+// Every refusal costs the same bcrypt work, and at most MaxConcurrentChecks comparisons run at once.
 func (c *Cache) Authenticate(id, password string) error {
+	snap := c.snap.Load()
 	d, err := c.enabledDevice(id)
-	if err != nil {
-		return fmt.Errorf("authenticate device %q: %w", id, err)
+	if err == nil && len(d.passwordHash) == 0 {
+		err = ErrNoPassword
 	}
-	if len(d.passwordHash) == 0 {
-		return fmt.Errorf("authenticate device %q: %w", id, ErrNoPassword)
+	if err != nil {
+		if cerr := c.compare(nil, password, snap.cost); errors.Is(cerr, ErrChecksBusy) {
+			err = cerr
+		}
+		return fmt.Errorf("authenticate device %q: %w", id, err)
 	}
 	mac := hmac.New(sha256.New, c.hmacKey[:])
 	mac.Write([]byte(password))
@@ -234,10 +258,7 @@ func (c *Cache) Authenticate(id, password string) error {
 	if ok && v.hash == string(d.passwordHash) && hmac.Equal(v.mac[:], sum[:]) {
 		return nil
 	}
-	if err := bcrypt.CompareHashAndPassword(d.passwordHash, []byte(password)); err != nil {
-		if errors.Is(err, bcrypt.ErrMismatchedHashAndPassword) {
-			return fmt.Errorf("authenticate device %q: %w", id, ErrBadPassword)
-		}
+	if err := c.compare(d.passwordHash, password, snap.cost); err != nil {
 		return fmt.Errorf("authenticate device %q: %w", id, err)
 	}
 	c.verifiedMu.Lock()

@@ -37,6 +37,7 @@ type Agent struct {
 	metrics *metrics
 	dedupe  *dedupe
 	source  *source
+	logins  *loginLimiter
 
 	anonymousAllowed bool
 	pending          atomic.Int64 // QoS 1/2 acks waiting for their append
@@ -115,9 +116,12 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	if a.mapper, err = devices.NewMapper(cfg.Mapping); err != nil {
 		return nil, fmt.Errorf("mapping: %w", err)
 	}
-	if a.cache, err = devices.NewCache(cfg.Registry, &devices.CacheOptions{Mapper: a.mapper, Logger: logger.With("component", "devices")}); err != nil {
+	if a.cache, err = devices.NewCache(cfg.Registry, &devices.CacheOptions{Mapper: a.mapper, Logger: logger.With("component", "devices"),
+		MaxConcurrentChecks: cfg.Auth.MaxConcurrentChecks, CheckWait: cfg.Auth.CheckWait}); err != nil {
 		return nil, fmt.Errorf("load device registry: %w", err)
 	}
+	a.logins = newLoginLimiter(cfg.Auth)
+	a.metrics.registerAuth(a.cache)
 	var addrs []string
 	for _, ad := range []string{cfg.MQTT.Listen, cfg.MQTT.TLSListen, cfg.MQTT.WSListen} {
 		if ad != "" {

@@ -74,6 +74,8 @@ type Config struct {
 	AllowSubscribe bool `yaml:"allow_subscribe"`
 	// Mapping are topic mapping rules tried in order; empty means devices/{device}/{stream}/#.
 	Mapping []devices.Rule `yaml:"mapping"`
+	// Auth bounds the cost of failed password logins (see [AuthConfig]).
+	Auth AuthConfig `yaml:"auth"`
 
 	// MaxPendingPerClient caps QoS 1/2 readings of one client waiting for their group commit. The
 	// client's read goroutine blocks above it, which paces the device; MQTT 5 clients are told it

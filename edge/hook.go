@@ -90,8 +90,8 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, strin
 		}
 		s.device = cn
 	} else if user := string(pk.Connect.Username); user != "" {
-		if err := a.cache.Authenticate(user, string(pk.Connect.Password)); err != nil {
-			return nil, authReason(err), err
+		if reason, err := h.checkPassword(cl.Net.Remote, user, string(pk.Connect.Password)); err != nil {
+			return nil, reason, err
 		}
 		s.device = user
 	} else {

@@ -98,6 +98,16 @@ func (p *devicesPasswordFlags) register(cmd *cobra.Command) {
 
 // read returns the password and whether it was generated, in which case the caller prints it.
 func (p *devicesPasswordFlags) read(cmd *cobra.Command) (string, bool, error) {
+	pw, generated, err := p.readAny(cmd)
+	if err == nil && len(pw) > 72 {
+		// bcrypt reads only the first 72 bytes: a longer password would let any string with the
+		// same start log in.
+		return "", false, fmt.Errorf("the password is %d bytes; bcrypt uses at most 72 (a character outside ASCII takes 2-4): choose a shorter one, or leave out --password and --password-stdin to have one generated", len(pw))
+	}
+	return pw, generated, err
+}
+
+func (p *devicesPasswordFlags) readAny(cmd *cobra.Command) (string, bool, error) {
 	if p.cost < bcrypt.MinCost || p.cost > bcrypt.MaxCost {
 		return "", false, fmt.Errorf("--bcrypt-cost %d is out of range; use %d..%d", p.cost, bcrypt.MinCost, bcrypt.MaxCost)
 	}

@@ -217,3 +217,26 @@ func mustDevices(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestDevicesPasswordOver72Bytes: bcrypt reads only 72 bytes of a password, so add and passwd
+// refuse longer ones (counted in bytes, not characters) with advice, before touching the registry.
+func TestDevicesPasswordOver72Bytes(t *testing.T) {
+	dir := t.TempDir()
+	long := strings.Repeat("é", 37) // 37 characters, 74 bytes
+	for _, args := range [][]string{
+		{"devices", "add", "d1", "--data-dir", dir, "--password", long},
+		{"devices", "add", "d1", "--data-dir", dir, "--password-stdin"},
+	} {
+		_, _, err := runDevicesCLI(t, long+"\n", args...)
+		if err == nil || !strings.Contains(err.Error(), "74 bytes") || !strings.Contains(err.Error(), "generated") {
+			t.Errorf("%v: %v, want a refusal that gives the length and the way out", args[3:], err)
+		}
+	}
+	if _, _, err := runDevicesCLI(t, "", "devices", "add", "d1", "--data-dir", dir, "--password", strings.Repeat("p", 72)); err != nil {
+		t.Fatalf("72-byte password refused: %v", err)
+	}
+	_, _, err := runDevicesCLI(t, long+"\n", "devices", "passwd", "d1", "--data-dir", dir, "--password-stdin")
+	if err == nil || !strings.Contains(err.Error(), "74 bytes") {
+		t.Errorf("passwd: %v, want the length refusal", err)
+	}
+}
