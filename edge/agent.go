@@ -46,7 +46,8 @@ type Agent struct {
 	streams    map[string]*streamEntry
 	deadLetter *storage.Stream
 
-	httpLn  net.Listener
+	httpLn        net.Listener
+	mqttListeners []*mqttListener // TCP and TLS; mochi serves WebSocket itself
 	tcpAddr string
 	tlsAddr string
 	ready   atomic.Bool
@@ -173,8 +174,15 @@ func (a *Agent) newBroker() error {
 	if err := a.server.AddHook(a.hook, nil); err != nil {
 		return fmt.Errorf("add ingest hook: %w", err)
 	}
+	limit := a.connectionLimit()
+	lm := newListenerMetrics(a.metrics.registry, a.openConns, limit.max)
+	listenerLog := a.logger.With("component", "mqtt")
 	if cfg.MQTT.Listen != "" {
-		tcp := listeners.NewTCP(listeners.Config{ID: "tcp", Address: cfg.MQTT.Listen})
+		tcp, err := newMQTTListener("tcp", cfg.MQTT.Listen, nil, limit, cfg.MQTT, listenerLog, lm)
+		if err != nil {
+			return fmt.Errorf("listen for MQTT on %s: %w", cfg.MQTT.Listen, err)
+		}
+		a.mqttListeners = append(a.mqttListeners, tcp)
 		if err := a.server.AddListener(tcp); err != nil {
 			return fmt.Errorf("listen for MQTT on %s: %w", cfg.MQTT.Listen, err)
 		}
@@ -185,7 +193,11 @@ func (a *Agent) newBroker() error {
 		if err != nil {
 			return err
 		}
-		l := listeners.NewTCP(listeners.Config{ID: "tls", Address: cfg.MQTT.TLSListen, TLSConfig: tc})
+		l, err := newMQTTListener("tls", cfg.MQTT.TLSListen, tc, limit, cfg.MQTT, listenerLog, lm)
+		if err != nil {
+			return fmt.Errorf("listen for MQTT over TLS on %s: %w", cfg.MQTT.TLSListen, err)
+		}
+		a.mqttListeners = append(a.mqttListeners, l)
 		if err := a.server.AddListener(l); err != nil {
 			return fmt.Errorf("listen for MQTT over TLS on %s: %w", cfg.MQTT.TLSListen, err)
 		}
@@ -336,6 +348,9 @@ func (a *Agent) closeResources() error {
 		if a.server != nil {
 			// Closes listeners and clients and waits for client goroutines, so no hook runs after.
 			_ = a.server.Close()
+		}
+		for _, l := range a.mqttListeners {
+			l.Close(func(string) {}) // New failed before the broker served them
 		}
 		if a.httpLn != nil {
 			_ = a.httpLn.Close()

@@ -130,6 +130,16 @@ type MQTTConfig struct {
 	// MaxPacketBytes bounds an MQTT packet; larger ones drop the connection. Default is
 	// MaxPayloadBytes + 64 KiB, so oversized payloads up to that size are dead-lettered instead.
 	MaxPacketBytes int `yaml:"max_packet_bytes"`
+	// MaxConnections caps the open connections of the TCP and TLS listeners together, before and
+	// after CONNECT. Past it new connections wait in the kernel's backlog. Default and ceiling:
+	// the file descriptor limit less a reserve for the agent's own files (an eighth, at least 64).
+	MaxConnections int `yaml:"max_connections"`
+	// ConnectTimeout closes a connection that has not sent its whole CONNECT this long after it
+	// was accepted, the TLS handshake included. Default 10s.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// WriteTimeout closes a connection whose client has taken no data for this long while the
+	// agent writes to it (an ack, a CONNACK). Default 30s.
+	WriteTimeout time.Duration `yaml:"write_timeout"`
 }
 
 // StreamConfig declares one stream.
@@ -170,6 +180,8 @@ const (
 	DefaultMaxStreams          = 64
 	DefaultMaxPendingPerClient = 256
 	DefaultDedupeWindow        = 4096
+	DefaultConnectTimeout      = 10 * time.Second
+	DefaultWriteTimeout        = 30 * time.Second
 )
 
 // LoadConfig reads a YAML config file. Unknown keys are an error.
@@ -210,6 +222,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxPayloadBytes <= 0 {
 		c.MaxPayloadBytes = devices.DefaultMaxPayloadBytes
+	}
+	if c.MQTT.ConnectTimeout <= 0 {
+		c.MQTT.ConnectTimeout = DefaultConnectTimeout
+	}
+	if c.MQTT.WriteTimeout <= 0 {
+		c.MQTT.WriteTimeout = DefaultWriteTimeout
 	}
 	if c.MQTT.MaxPacketBytes <= 0 {
 		c.MQTT.MaxPacketBytes = c.MaxPayloadBytes + 64<<10

@@ -31,6 +31,10 @@ func TestMain(m *testing.M) {
 		runCrashChild(dir, os.Getenv(crashChildAddr))
 		return
 	}
+	if spec := os.Getenv(fdChildEnv); spec != "" {
+		runFdChild(spec)
+		return
+	}
 	os.Exit(m.Run())
 }
 

@@ -200,7 +200,7 @@ func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p 
 }
 
 // httpHandler serves /metrics, /healthz (the process runs) and /readyz (the broker accepts
-// readings and the log is open).
+// readings, every MQTT listener accepts connections, and the log is open).
 func (a *Agent) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
@@ -210,6 +210,10 @@ func (a *Agent) httpHandler() http.Handler {
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !a.ready.Load() {
 			http.Error(w, "not ready: starting or shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		if err := a.listenerProblem(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
 		w.Write([]byte("ready\n"))
