@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -122,8 +123,20 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
-		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	// Every request's context ends when shutdown begins, so long polls (a follower waiting at the
+	// end of a stream, an edge waiting for data) return at once instead of holding the stop for
+	// the shutdown's 5 s bound; inFlight says what the stop waits for.
+	requestsCtx, stopRequests := context.WithCancel(context.Background())
+	defer stopRequests()
+	var inFlight atomic.Int64
+	counted := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		defer inFlight.Add(-1)
+		mux.ServeHTTP(w, r)
+	})
+	srv := &http.Server{Handler: counted, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		BaseContext: func(net.Listener) context.Context { return requestsCtx },
+		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
 	if useTLS {
 		tcfg, err := serverTLS(cfg)
 		if err != nil {
@@ -176,9 +189,14 @@ func Run(ctx context.Context, cfg Config) error {
 	case serveErr = <-errc:
 		received = 1
 	}
+	stopping := time.Now()
+	logger.Info("central stopping: ending requests, then a last checkpoint of the log", "requests_in_flight", inFlight.Load())
+	stopRequests()
 	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer scancel()
-	srv.Shutdown(sctx)
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("requests still running after 5s were cut off", "requests_in_flight", inFlight.Load())
+	}
 	admin.Shutdown(sctx)
 	cancel() // rcv.Run returns after a last checkpoint
 	for ; received < running; received++ {
@@ -189,6 +207,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if errors.Is(serveErr, http.ErrServerClosed) || errors.Is(serveErr, net.ErrClosed) {
 		serveErr = nil
 	}
+	logger.Info("central stopped", "took", time.Since(stopping).Round(time.Millisecond))
 	return serveErr
 }
 

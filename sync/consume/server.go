@@ -234,6 +234,9 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 			break
 		}
 		waitAny(r.Context(), st, offsets, time.Until(deadline))
+		if r.Context().Err() != nil {
+			break // the client left or central is stopping: answer what there is, at once
+		}
 	}
 	protocol.WriteJSON(w, http.StatusOK, batch)
 }
