@@ -125,6 +125,7 @@ func (l *Log) maintain(ctx context.Context) {
 				p.syncIfDirty()
 			}
 		case <-tick.C:
+			l.kickFailed()
 			l.rollByAge()
 			l.enforceRetention(time.Now())
 		case <-l.kickMaint:

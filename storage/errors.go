@@ -15,9 +15,11 @@ var (
 	ErrNoStream = errors.New("storage: no such stream")
 	// ErrRecordTooLarge is returned when one record cannot fit in a batch.
 	ErrRecordTooLarge = errors.New("storage: record too large")
-	// ErrPartitionFailed is returned after a write or fsync error left a partition in an unknown state.
-	// Reopening the log recovers it to the last durable record.
-	ErrPartitionFailed = errors.New("storage: partition stopped after a write error; restart to recover")
+	// ErrPartitionFailed is returned while a write or fsync error keeps a partition stopped. The
+	// partition retries by itself about once a second: once the disk takes writes again (space
+	// freed) it cuts back to the last acknowledged record and resumes. [Log.Failures] lists the
+	// stopped partitions.
+	ErrPartitionFailed = errors.New("storage: partition stopped after a write error; it resumes by itself once the disk takes writes again (free disk space)")
 )
 
 // CorruptionError reports damaged data: where it is and what is wrong.

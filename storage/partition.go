@@ -24,15 +24,18 @@ type Partition struct {
 	id     int
 	dir    string
 
-	mu        sync.Mutex
-	space     *sync.Cond // signalled when pending bytes drop, for pipelining writers
-	segments  []segment  // by base offset; the last one is the active plain segment
-	groups    []*group   // pending, oldest first; the last one takes new records
-	pending   int        // encoded bytes in groups
-	failed    error
-	closing   bool
-	gaps      []Gap
-	dirtySync bool // written since the last fsync (interval and none policies)
+	mu       sync.Mutex
+	space    *sync.Cond // signalled when pending bytes drop, for pipelining writers
+	segments []segment  // by base offset; the last one is the active plain segment
+	groups   []*group   // pending, oldest first; the last one takes new records
+	pending  int        // encoded bytes in groups
+	failed   error
+	closing  bool
+	// Set with failed; see failure.go for how a stopped partition resumes.
+	failedAt, lastRecovery, lastRecoveryLog time.Time
+	failedBytes                             int64 // size of the write that failed
+	gaps                                    []Gap
+	dirtySync                               bool // written since the last fsync (interval and none policies)
 
 	active *plainSegment // written only by the committer; swapped under mu
 	spare  []byte        // buffer of a completed group, for the next one; under mu
@@ -160,6 +163,7 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 	if p.failed != nil {
 		err := p.failed
 		p.mu.Unlock()
+		p.kickCommitter() // a writer waiting on a stopped partition: time to see if it can resume
 		return nil, 0, err
 	}
 	g := p.groups[len(p.groups)-1]
@@ -196,6 +200,7 @@ func (p *Partition) run() {
 	takeTurn := p.log.opts.Fsync == FsyncGroup
 	linger := p.log.opts.GroupLinger
 	for range p.kick {
+		p.recoverIfDue()
 		if linger > 0 {
 			p.mu.Lock()
 			wait := !p.closing && p.pending < maxGroupBytes/4
@@ -314,6 +319,9 @@ func (p *Partition) commit(groups []*group) error {
 		// failed, and its resend of N would land out of order. Reopening recovers.
 		werr := fmt.Errorf("write %d bytes to segment %d: %w", len(buf), seg.base, err)
 		seg.f.Truncate(start)
+		p.mu.Lock()
+		p.failedBytes = int64(len(buf))
+		p.mu.Unlock()
 		p.fail(werr)
 		return p.failedErr()
 	}
@@ -380,7 +388,9 @@ func (p *Partition) failedErr() error {
 func (p *Partition) fail(err error) {
 	p.mu.Lock()
 	if p.failed == nil {
-		p.failed = fmt.Errorf("%w: %v", ErrPartitionFailed, err)
+		p.failed = fmt.Errorf("%w: %w", ErrPartitionFailed, err)
+		p.failedAt = time.Now()
+		p.lastRecovery = p.failedAt
 	}
 	p.space.Broadcast()
 	p.mu.Unlock()
