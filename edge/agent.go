@@ -94,6 +94,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	a.log = l
 	a.metrics.registerLog(l, cfg.QuotaBytes)
+	a.metrics.registerFailures(a)
 	if a.deadLetter, err = l.CreateStream(devices.DeadLetterStream, storage.StreamConfig{Partitions: 1}); err != nil {
 		return nil, fmt.Errorf("create dead-letter stream: %w", err)
 	}

@@ -200,7 +200,7 @@ func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p 
 }
 
 // httpHandler serves /metrics, /healthz (the process runs) and /readyz (the broker accepts
-// readings, every MQTT listener accepts connections, and the log is open).
+// readings, every MQTT listener accepts connections, and every log partition takes appends).
 func (a *Agent) httpHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
@@ -213,6 +213,10 @@ func (a *Agent) httpHandler() http.Handler {
 			return
 		}
 		if err := a.listenerProblem(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		if err := a.logProblem(); err != nil {
 			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 			return
 		}
