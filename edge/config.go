@@ -113,6 +113,10 @@ type ForwardConfig struct {
 	InFlight int `yaml:"in_flight"`
 	// BandwidthBytesPerSec caps the bytes sent to central, all partitions together; 0 is no cap.
 	BandwidthBytesPerSec int64 `yaml:"bandwidth_bytes_per_sec"`
+	// BackoffMax caps the wait between retries while central is unreachable or refuses, so it
+	// is the longest the edge takes to notice central is back; 0 means the forwarder's default
+	// (3s). Longer spares a central that a large fleet retries against.
+	BackoffMax time.Duration `yaml:"backoff_max"`
 }
 
 // MQTTConfig configures the embedded broker's listeners.
@@ -304,6 +308,9 @@ func (c Config) validate() error {
 	}
 	if c.MQTT.Listen == "" && c.MQTT.TLSListen == "" && c.MQTT.WSListen == "" && c.Source == nil {
 		return errors.New("nothing to ingest from: configure an MQTT listener or a source")
+	}
+	if c.Forward.BackoffMax < 0 {
+		return fmt.Errorf("forward.backoff_max %v: want a positive duration such as 3s, or 0 for the default", c.Forward.BackoffMax)
 	}
 	if c.Source != nil {
 		if c.Source.Broker == "" {

@@ -8,10 +8,12 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tributary-iot/tributary/edge"
+	"github.com/tributary-iot/tributary/sync/forward"
 )
 
 func init() { register(newEdgeCmd) }
@@ -30,6 +32,7 @@ type edgeFlags struct {
 	logLevel       string
 	tokenFile      string
 	centralCA      string
+	backoffMax     time.Duration
 	checkConfig    bool
 	// httpDefaulted is set when neither the file nor the flags chose an HTTP address, so the
 	// edge serves on edge.DefaultHTTPListen if that port is free.
@@ -91,6 +94,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.StringVar(&f.tokenFile, "central-token-file", "", "file holding this edge's token from 'tributary central edges add ID' (or set "+tokenEnv+")")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration (file and flags) and exit")
 	fl.StringVar(&f.centralCA, "central-ca", "", "PEM bundle to trust for central's TLS certificate instead of the system roots")
+	fl.DurationVar(&f.backoffMax, "forward-backoff-max", 0, "longest wait between retries while central is unreachable, so the longest until forwarding resumes after central returns (default "+forward.DefaultBackoffMax.String()+")")
 	return cmd
 }
 
@@ -119,6 +123,9 @@ func (f *edgeFlags) load(cmd *cobra.Command) (edge.Config, error) {
 	set("central-ca", &cfg.Forward.CAFile, f.centralCA)
 	if cfg.HTTPListen == "" {
 		cfg.HTTPListen, f.httpDefaulted = edge.DefaultHTTPListen, true
+	}
+	if cmd.Flags().Changed("forward-backoff-max") {
+		cfg.Forward.BackoffMax = f.backoffMax
 	}
 	if cmd.Flags().Changed("allow-anonymous") {
 		cfg.AllowAnonymous = f.allowAnonymous

@@ -40,7 +40,7 @@ func newEdgeNode(cfg edge.Config, logger *slog.Logger) (*edgeNode, error) {
 			CentralURL: cfg.Central, EdgeID: cfg.EdgeID, Token: token,
 			CAFile: cfg.Forward.CAFile, CertFile: cfg.Forward.CertFile, KeyFile: cfg.Forward.KeyFile,
 			InFlight: cfg.Forward.InFlight, BandwidthBytesPerSec: cfg.Forward.BandwidthBytesPerSec,
-			Logger: logger.With("component", "forwarder"), Registerer: agent.Registerer(),
+			BackoffMax: cfg.Forward.BackoffMax, Logger: logger.With("component", "forwarder"), Registerer: agent.Registerer(),
 		})
 	}
 	return n, nil

@@ -28,10 +28,11 @@ func TestCentralOutage(t *testing.T) {
 	edge, st := openEdge(t, 4)
 	defer edge.Close()
 	f := newFleet(300, 21)
-	// The backoff cap is the longest a lane waits before noticing central is back; the default
-	// (30s) would add up to that to the drain time.
+	// The shipped backoff defaults, spelled out because runForwarder shortens unset ones, so the
+	// resume figure is what an installed edge does: the cap is the longest a lane waits before
+	// noticing central is back.
 	_, stopFwd := runForwarder(t, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
-		BackoffMin: 20 * time.Millisecond, BackoffMax: time.Second})
+		BackoffMin: forward.DefaultBackoffMin, BackoffMax: forward.DefaultBackoffMax})
 	defer stopFwd()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *centralDown+5*time.Minute)
@@ -84,6 +85,10 @@ func TestCentralOutage(t *testing.T) {
 		upAt.Sub(downAt).Round(time.Millisecond), atRestart-before, firstAt.Sub(upAt).Round(time.Millisecond),
 		drained.Round(time.Millisecond), drainRate, drainRate/liveRate, liveRate)
 
+	// Generous for a loaded machine: the cap plus ten seconds, where a 30 s cap would show.
+	if resumed := firstAt.Sub(upAt); resumed > forward.DefaultBackoffMax+10*time.Second {
+		t.Errorf("forwarding resumed %v after central returned; the backoff cap is %v", resumed, forward.DefaultBackoffMax)
+	}
 	time.Sleep(500 * time.Millisecond)
 	close(stopLoad)
 	<-loadDone

@@ -40,7 +40,8 @@ type Config struct {
 	// catch up a backlog, so live readings do not queue behind an outage's worth of data.
 	BandwidthBytesPerSec int64
 	// BackoffMin and BackoffMax bound the exponential backoff (with full jitter) between retries;
-	// defaults 200ms and 30s.
+	// defaults DefaultBackoffMin and DefaultBackoffMax. BackoffMax is the longest a lane waits
+	// before it notices central is back.
 	BackoffMin, BackoffMax time.Duration
 	// RequestTimeout bounds one request; default 60s.
 	RequestTimeout time.Duration
@@ -62,6 +63,16 @@ type Config struct {
 	Registerer prometheus.Registerer
 }
 
+// The default backoff bounds. With full jitter a lane retries on average every
+// DefaultBackoffMax/2 during a long outage, so 1,000 edges of 8 partitions each cost an
+// unreachable central about 5,000 refused connections a second at most, and a lane resumes at
+// most DefaultBackoffMax (plus DefaultBackoffMin/2) after central returns. A cap of 30 s, as
+// before, made an edge take up to half a minute to notice central was back.
+const (
+	DefaultBackoffMin = 200 * time.Millisecond
+	DefaultBackoffMax = 3 * time.Second
+)
+
 // CursorName is the required cursor the forwarder keeps in the edge log.
 const CursorName = "forwarder"
 
@@ -76,10 +87,10 @@ func (c Config) withDefaults() Config {
 		c.ProgressInterval = 10 * time.Second
 	}
 	if c.BackoffMin <= 0 {
-		c.BackoffMin = 200 * time.Millisecond
+		c.BackoffMin = DefaultBackoffMin
 	}
 	if c.BackoffMax <= 0 {
-		c.BackoffMax = 30 * time.Second
+		c.BackoffMax = DefaultBackoffMax
 	}
 	if c.BackoffMax < c.BackoffMin {
 		c.BackoffMax = c.BackoffMin

@@ -57,6 +57,28 @@ func TestBackoffJitter(t *testing.T) {
 	}
 }
 
+// TestDefaultBackoffResumesWithinSeconds: with the shipped defaults, however long central has
+// been down, a lane's next attempt comes within a few seconds (so it resumes soon after central
+// returns), yet after the first few failures the retries of one lane average at least a second
+// apart, so a fleet does not hammer a central that is down.
+func TestDefaultBackoffResumesWithinSeconds(t *testing.T) {
+	f := &Forwarder{cfg: Config{}.withDefaults()}
+	const bound = 5 * time.Second
+	for attempt := 0; attempt < 200; attempt++ {
+		var sum time.Duration
+		for range 500 {
+			d := f.backoff(attempt)
+			if d > bound {
+				t.Fatalf("after %d failures the default backoff waits %v: a lane would notice central is back only that late", attempt+1, d)
+			}
+			sum += d
+		}
+		if mean := sum / 500; attempt >= 4 && mean < time.Second {
+			t.Fatalf("after %d failures the default backoff averages %v: a fleet would hammer central", attempt+1, mean)
+		}
+	}
+}
+
 // testCentral runs central in this process on a loopback port with one registered edge.
 func testCentral(t *testing.T, cfg central.Config) (url, token string) {
 	t.Helper()
