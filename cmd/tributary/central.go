@@ -63,6 +63,7 @@ certificate (mTLS). Edges authenticate with a token from "tributary central edge
 	f.IntVar(&cfg.Partitions, "partitions", 8, "partitions of central streams created from now on")
 	f.StringVar(&cfg.APIToken, "api-token", "", "require this bearer token on the consume and edges API")
 	f.StringVar(&cfg.Fsync, "fsync", "group", "fsync policy of central's log: group, interval or none")
+	f.StringVar(&cfg.Kafka.Listen, "kafka-listen", "", "also serve the streams to Kafka clients (kcat, librdkafka, ...) on this address, read-only, e.g. 127.0.0.1:9092")
 	f.Int64Var(&cfg.QuotaBytes, "quota-bytes", 0, "disk quota of central's log; when full, edges are told to retry later (0: none)")
 	cmd.AddCommand(newCentralEdgesCmd())
 	return cmd
@@ -97,6 +98,7 @@ func loadCentralConfig(path string, cmd *cobra.Command, flags central.Config) (c
 	set("api-token", func() { cfg.APIToken = flags.APIToken })
 	set("fsync", func() { cfg.Fsync = flags.Fsync })
 	set("quota-bytes", func() { cfg.QuotaBytes = flags.QuotaBytes })
+	set("kafka-listen", func() { cfg.Kafka.Listen = flags.Kafka.Listen })
 	return cfg, nil
 }
 

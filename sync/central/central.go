@@ -48,10 +48,14 @@ type Config struct {
 
 	// Sinks pass the merged stream on, for when one central node is not enough.
 	Sinks Sinks `yaml:"sinks"`
+	// Kafka serves the streams to Kafka clients (kcat, librdkafka, Java, franz-go), read-only.
+	Kafka KafkaListener `yaml:"kafka"`
 
 	Logger *slog.Logger `yaml:"-"`
 	// Ready, when set, receives the bound address once serving.
 	Ready func(addr string) `yaml:"-"`
+	// KafkaReady, when set, receives the Kafka listener's bound address before Ready.
+	KafkaReady func(addr string) `yaml:"-"`
 }
 
 // Sinks are the optional exporters of central's log.
@@ -137,18 +141,26 @@ func Run(ctx context.Context, cfg Config) error {
 	srv := &http.Server{Handler: counted, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		BaseContext: func(net.Listener) context.Context { return requestsCtx },
 		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	var tcfg *tls.Config
 	if useTLS {
-		tcfg, err := serverTLS(cfg)
-		if err != nil {
+		if tcfg, err = serverTLS(cfg); err != nil {
 			ln.Close()
 			return err
 		}
 		srv.TLSConfig = tcfg
 		ln = tls.NewListener(ln, tcfg)
 	}
+	kafka, kln, err := listenKafka(cfg, log, tcfg, logger)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	admin, err := listenAdmin(cfg.DataDir, rcv)
 	if err != nil {
 		ln.Close()
+		if kln != nil {
+			kln.Close()
+		}
 		return err
 	}
 	var sink *kafkasink.Sink
@@ -178,6 +190,14 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	go func() { errc <- srv.Serve(ln) }()
 	go func() { errc <- admin.Serve() }()
+	if kafka != nil {
+		running++
+		go func() { errc <- serveKafka(ctx, kafka, kln) }()
+		logger.Info("central serving Kafka clients", "addr", kln.Addr().String(), "sasl", cfg.APIToken != "", "tls", tcfg != nil)
+		if cfg.KafkaReady != nil {
+			cfg.KafkaReady(kln.Addr().String())
+		}
+	}
 	logger.Info("central serving", "addr", ln.Addr().String(), "tls", useTLS, "mtls", cfg.ClientCA != "", "data_dir", cfg.DataDir)
 	if cfg.Ready != nil {
 		cfg.Ready(ln.Addr().String())
