@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
@@ -400,6 +401,9 @@ func (c *clientAcks) encode(ready []pendingAck) error {
 			ProtocolVersion: c.cl.Properties.ProtocolVersion,
 			PacketID:        p.packetID,
 			ReasonCode:      packets.CodeSuccess.Code,
+			// Mochi's inflight sweep drops an entry without a creation time within a second,
+			// and a PUBREL arriving later found no PUBREC.
+			Created: time.Now().Unix(),
 		}
 		var err error
 		if p.qos == 2 {

@@ -171,7 +171,12 @@ func (a *Agent) newBroker() error {
 		// Mochi logs every connection at info; the hook logs what operators need.
 		Logger: slog.New(levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn}),
 	})
+	configureCapabilities(caps)
 	a.hook = &hook{agent: a, log: a.logger.With("component", "ingest"), sessions: map[*mqtt.Client]*session{}}
+	protocol := &protocolHook{agent: a, log: a.logger.With("component", "ingest"), wills: map[string]*session{}}
+	if err := a.server.AddHook(protocol, nil); err != nil {
+		return fmt.Errorf("add protocol hook: %w", err)
+	}
 	if err := a.server.AddHook(a.hook, nil); err != nil {
 		return fmt.Errorf("add ingest hook: %w", err)
 	}
