@@ -45,14 +45,18 @@ type Agent struct {
 	streamsMu  sync.RWMutex
 	streams    map[string]*streamEntry
 	deadLetter *storage.Stream
+	declared   map[string]bool // streams devices may publish to; nil: any (undeclared_streams: create)
+
+	undeclaredMu     sync.Mutex
+	undeclaredLogged map[string]struct{} // see firstUndeclared
 
 	httpLn        net.Listener
 	mqttListeners []*mqttListener // TCP and TLS; mochi serves WebSocket itself
-	tcpAddr string
-	tlsAddr string
-	ready   atomic.Bool
-	ran     atomic.Bool
-	closed  sync.Once
+	tcpAddr       string
+	tlsAddr       string
+	ready         atomic.Bool
+	ran           atomic.Bool
+	closed        sync.Once
 }
 
 // maxClientWritesPending caps each client's queue of outbound packets; see newBroker.
@@ -73,7 +77,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	if logger == nil {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	a := &Agent{cfg: cfg, logger: logger, metrics: newMetrics(), streams: map[string]*streamEntry{}}
+	a := &Agent{cfg: cfg, logger: logger, metrics: newMetrics(), streams: map[string]*streamEntry{}, declared: cfg.declaredStreams()}
 	a.dedupe = newDedupe(2 * cfg.MaxPendingPerClient)
 	ok := false
 	defer func() {

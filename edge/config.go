@@ -54,8 +54,14 @@ type Config struct {
 	// DefaultPartitions is the partition count of streams created on demand; default 2 (see
 	// DefaultPartitionCount). Streams already on disk keep theirs.
 	DefaultPartitions int `yaml:"default_partitions"`
-	// Streams declares per-stream settings; streams not listed are created on demand with defaults.
+	// Streams declares streams and their settings. Devices publish only to declared streams: the
+	// default stream, these, JSONStreams and the streams mapping rules name; a publish to any other
+	// is refused (see UndeclaredStreams), so a typo in a topic does not become a stream here and at
+	// central.
 	Streams map[string]StreamConfig `yaml:"streams"`
+	// UndeclaredStreams is what a publish to a stream nobody declared gets: "refuse" (default) or
+	// "create" (the stream is made on demand, up to MaxStreams).
+	UndeclaredStreams string `yaml:"undeclared_streams"`
 	// MaxStreams bounds how many streams devices can create through their topics; default 64.
 	MaxStreams int `yaml:"max_streams"`
 	// MaxPayloadBytes dead-letters larger payloads; default devices.DefaultMaxPayloadBytes.
@@ -300,6 +306,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("json_streams: %w", err)
 		}
 	}
+	if u := orDefault(c.UndeclaredStreams, "refuse"); u != "refuse" && u != "create" {
+		return fmt.Errorf("undeclared_streams %q: want refuse or create", c.UndeclaredStreams)
+	}
 	if c.AnonymousPublish != "own" && c.AnonymousPublish != "any" {
 		return fmt.Errorf("anonymous_publish %q: want own or any", c.AnonymousPublish)
 	}
@@ -338,6 +347,27 @@ func (c Config) policy(stream string) devices.Policy {
 		}
 	}
 	return p
+}
+
+// declaredStreams returns the streams devices may publish to when UndeclaredStreams is "refuse";
+// nil means any.
+func (c Config) declaredStreams() map[string]bool {
+	if c.UndeclaredStreams == "create" {
+		return nil
+	}
+	d := map[string]bool{c.DefaultStream: true}
+	for name := range c.Streams {
+		d[name] = true
+	}
+	for _, name := range c.JSONStreams {
+		d[name] = true
+	}
+	for _, r := range c.Mapping {
+		if r.Stream != "" {
+			d[r.Stream] = true
+		}
+	}
+	return d
 }
 
 // partitions returns the partition count a stream is created with.

@@ -173,10 +173,14 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return h.agent.cfg.AllowSubscribe && s.device != "" && strings.HasPrefix(topic, prefix)
 	}
 	if _, err := h.agent.authorize(s, topic); err != nil {
-		reason := devices.ReasonOf(err)
+		reason := refusalReason(err)
 		h.agent.metrics.rejected.WithLabelValues(string(reason)).Inc()
-		h.log.Info("publish refused", "client", cl.ID, "device", s.device, "topic", topic, "reason", reason)
-		return false
+		if reason != reasonUndeclaredStream || h.agent.firstUndeclared(s.device, topic) {
+			h.log.Info("publish refused", "client", cl.ID, "device", s.device, "topic", topic, "reason", reason)
+		}
+		// An MQTT 5 client is told which stream is not declared, in OnPublish: mochi's own
+		// refusal here could only say "not authorized".
+		return errors.Is(err, errUndeclaredStream) && cl.Properties.ProtocolVersion == 5
 	}
 	return true
 }
@@ -195,6 +199,14 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	qos := pk.FixedHeader.Qos
 	a.metrics.receivedQoS[min(qos, 2)].Inc()
 	route, err := a.authorize(s, pk.TopicName)
+	if errors.Is(err, errUndeclaredStream) && cl.Properties.ProtocolVersion == 5 {
+		if qos == 0 {
+			return pk, packets.ErrRejectPacket
+		}
+		// Topic Name invalid: "not malformed, but not accepted by this Server" (MQTT 5, 3.4.2.1).
+		return pk, packets.Code{Code: packets.ErrTopicNameInvalid.Code, Reason: fmt.Sprintf(
+			"stream %q is not declared at this edge: check the topic, or declare the stream in the edge config", route.Stream)}
+	}
 	if err != nil {
 		// OnACLCheck passed moments ago; the registry changed in between.
 		cl.Stop(fmt.Errorf("publish to %s: %w", pk.TopicName, err))

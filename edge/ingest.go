@@ -29,21 +29,59 @@ type inbound struct {
 
 // Edge-side refusal reasons, beside those of devices.
 const (
-	reasonStreamLimit devices.Reason = "stream_limit" // devices asked for more than max_streams streams
+	reasonStreamLimit      devices.Reason = "stream_limit"      // devices asked for more than max_streams streams
+	reasonUndeclaredStream devices.Reason = "undeclared_stream" // the topic names a stream the config does not declare
 )
 
-var errStreamLimit = errors.New("too many streams")
+var (
+	errStreamLimit      = errors.New("too many streams")
+	errUndeclaredStream = errors.New("stream is not declared in the edge config (streams:, or undeclared_streams: create)")
+)
 
-// authorize maps a topic for a session and checks it is the device's own.
+// maxUndeclaredLogged bounds the memory of (device, topic) pairs already logged as refused for an
+// undeclared stream; past it the memory starts over, so a pair may be logged again.
+const maxUndeclaredLogged = 1024
+
+// firstUndeclared reports whether a device's publish to a topic of an undeclared stream is the
+// first since the memory started: a device retrying a mistyped topic is logged once, counted always.
+func (a *Agent) firstUndeclared(device, topic string) bool {
+	a.undeclaredMu.Lock()
+	defer a.undeclaredMu.Unlock()
+	k := device + "\x00" + topic
+	if _, ok := a.undeclaredLogged[k]; ok {
+		return false
+	}
+	if a.undeclaredLogged == nil || len(a.undeclaredLogged) >= maxUndeclaredLogged {
+		a.undeclaredLogged = map[string]struct{}{}
+	}
+	a.undeclaredLogged[k] = struct{}{}
+	return true
+}
+
+// refusalReason is the metric label and log reason of a refused publish.
+func refusalReason(err error) devices.Reason {
+	if errors.Is(err, errUndeclaredStream) {
+		return reasonUndeclaredStream
+	}
+	return devices.ReasonOf(err)
+}
+
+// authorize maps a topic for a session and checks it is the device's own, into a declared stream.
 func (a *Agent) authorize(s *session, topic string) (devices.Route, error) {
+	var route devices.Route
+	var err error
 	switch {
 	case s.anonymous && a.cfg.AnonymousPublish == "any":
-		return a.mapper.Map(topic)
+		route, err = a.mapper.Map(topic)
 	case s.anonymous:
-		return a.mapper.Authorize(s.device, topic)
+		route, err = a.mapper.Authorize(s.device, topic)
 	default:
-		return a.cache.Authorize(s.device, topic)
+		route, err = a.cache.Authorize(s.device, topic)
 	}
+	if err == nil && a.declared != nil && !a.declared[route.Stream] {
+		err = fmt.Errorf("publish to %s: stream %q: %w", topic, route.Stream, errUndeclaredStream)
+	}
+	return route, err
 }
 
 // stream returns the stream named by a route, creating it with the configured partition count.
@@ -58,6 +96,9 @@ func (a *Agent) stream(name string) (*streamEntry, error) {
 	defer a.streamsMu.Unlock()
 	if e := a.streams[name]; e != nil {
 		return e, nil
+	}
+	if a.declared != nil && !a.declared[name] {
+		return nil, fmt.Errorf("stream %q: %w", name, errUndeclaredStream)
 	}
 	if len(a.streams) >= a.cfg.MaxStreams {
 		return nil, fmt.Errorf("create stream %q: %w (max_streams %d)", name, errStreamLimit, a.cfg.MaxStreams)
@@ -83,6 +124,8 @@ func (a *Agent) ingest(in *inbound, done func(error)) {
 	switch {
 	case errors.Is(err, errStreamLimit):
 		reason = reasonStreamLimit
+	case errors.Is(err, errUndeclaredStream):
+		reason = reasonUndeclaredStream // from the external source, which cannot be refused
 	case err != nil:
 		a.failed(in, done, err)
 		return

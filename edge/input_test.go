@@ -11,7 +11,7 @@ import (
 // stream it is a dead letter with its own reason; on other streams it is stored marked binary, so
 // consumers get it base64-encoded instead of as a broken JSON value.
 func TestInvalidUTF8JSON(t *testing.T) {
-	a, _ := startAgent(t, Config{JSONStreams: []string{"readings"}})
+	a, _ := startAgent(t, Config{JSONStreams: []string{"readings"}, Streams: map[string]StreamConfig{"raw": {}}})
 	c, _ := dialRaw(t, a.MQTTAddr(), "dev-u", 4, "", "")
 	bad := []byte("{\"name\":\"caf\xe9\",\"temp\":21.5}") // Latin-1 é, as some firmware sends it
 	c.publish("devices/dev-u/readings", bad, 1, 1, false)

@@ -102,6 +102,10 @@ func newMetrics() *metrics {
 	for _, r := range devices.TopicReasons {
 		m.rejected.WithLabelValues(string(r))
 	}
+	for _, r := range []devices.Reason{reasonUndeclaredStream, reasonStreamLimit} {
+		m.rejected.WithLabelValues(string(r))
+		m.deadLetters.WithLabelValues(string(r))
+	}
 	for _, r := range appendFailureReasons {
 		m.rejected.WithLabelValues(r)
 	}
