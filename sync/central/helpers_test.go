@@ -48,7 +48,7 @@ func runChild() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := central.Run(ctx, central.Config{DataDir: os.Getenv("CENTRAL_DIR"), Listen: os.Getenv("CENTRAL_LISTEN"),
-		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")),
+		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")), Kafka: central.KafkaListener{Listen: os.Getenv("CENTRAL_KAFKA")},
 		Ready:      func(addr string) { fmt.Printf("READY %s\n", addr) }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "central:", err)
@@ -70,6 +70,7 @@ type childCentral struct {
 	listen string
 	cmd    *exec.Cmd
 	quota  int64
+	kafka  string // Kafka listener address, when set
 }
 
 func freeAddr(t *testing.T) string {
@@ -85,7 +86,7 @@ func (c *childCentral) start() {
 	c.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "CENTRAL_DIR="+c.dir, "CENTRAL_LISTEN="+c.listen,
-		fmt.Sprintf("CENTRAL_QUOTA=%d", c.quota))
+		fmt.Sprintf("CENTRAL_QUOTA=%d", c.quota), "CENTRAL_KAFKA="+c.kafka)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
