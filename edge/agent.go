@@ -306,6 +306,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	if a.source != nil {
 		wg.Go(func() { srcErr <- a.source.run(bg) })
 	}
+	admin := a.serveAdmin()
 	a.ready.Store(true)
 	a.logger.Info("edge agent ready", "mqtt", a.tcpAddr, "tls", a.tlsAddr, "ws", a.cfg.MQTT.WSListen,
 		"http", a.HTTPAddr(), "data_dir", a.cfg.DataDir, "anonymous", a.anonymousAllowed)
@@ -328,6 +329,10 @@ func (a *Agent) Run(ctx context.Context) error {
 		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		_ = httpSrv.Shutdown(sctx)
 		cancel()
+	}
+	if admin != nil {
+		admin.Close()
+		os.Remove(AdminSocket(a.cfg.DataDir))
 	}
 	wg.Wait()
 	if err := a.closeResources(); err != nil && runErr == nil {

@@ -5,14 +5,16 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"net/http"
 	"path/filepath"
-	"sort"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/central"
 )
 
 func init() { register(newInspectCmd) }
@@ -25,9 +27,12 @@ func newInspectCmd() *cobra.Command {
 		Short: "Show the streams, partitions, segments, offsets, cursors and gaps of a log directory",
 		Long: `Inspect prints what a Tributary log directory (an edge's or central's --data-dir) holds.
 
-The agent using the directory must be stopped: the log's metadata file allows one process at a
-time. Opening recovers the log as the agent would (a torn tail of an active segment is cut back);
+When an edge or central is running on the directory, inspect reads its live view through the
+node's admin socket in the directory (only the directory's owner can reach it). Otherwise it opens
+the log itself, recovering it as the node would (a torn tail of an active segment is cut back);
 damaged sealed segments are reported, not moved.
+
+Cursors include every consumer group (group.<name>) with its LAG: the records it has not read.
 
 With --verify every stored byte is read and checked (frame and batch checksums, offsets); the
 command exits with status 2 when it finds damage.`,
@@ -36,11 +41,14 @@ command exits with status 2 when it finds damage.`,
   tributary inspect --format json ./data | jq .streams`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			report, err := inspectDir(args[0], verify)
+			report, live, err := inspectDir(args[0], verify)
 			if err != nil {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			if live != "" {
+				fmt.Fprintf(cmd.ErrOrStderr(), "the %s is running: this is its live view, read through its admin socket\n", live)
+			}
 			switch format {
 			case "json":
 				enc := json.NewEncoder(out)
@@ -73,78 +81,37 @@ type exitError struct {
 
 func (e exitError) Error() string { return e.msg }
 
-type inspectReport struct {
-	Dir      string                  `json:"dir"`
-	Streams  []inspectStream         `json:"streams"`
-	Cursors  []storage.CursorInfo    `json:"cursors"`
-	Problems []storage.VerifyProblem `json:"problems,omitempty"`
-	Verified bool                    `json:"verified"`
-}
-
-type inspectStream struct {
-	Name       string             `json:"name"`
-	Partitions []inspectPartition `json:"partitions"`
-}
-
-type inspectPartition struct {
-	Partition   int                   `json:"partition"`
-	StartOffset int64                 `json:"start_offset"`
-	EndOffset   int64                 `json:"end_offset"`
-	RawBytes    int64                 `json:"raw_bytes"`
-	StoredBytes int64                 `json:"stored_bytes"`
-	Segments    []storage.SegmentInfo `json:"segments"`
-	Gaps        []storage.Gap         `json:"gaps,omitempty"`
-}
-
-func inspectDir(dir string, verify bool) (*inspectReport, error) {
+// inspectDir reports a data directory: through the running node's admin socket when one serves
+// it (the log's metadata file admits one process), else by opening the log itself.
+func inspectDir(dir string, verify bool) (rep *storage.Report, live string, err error) {
 	if _, err := os.Stat(filepath.Join(dir, "meta.db")); err != nil {
-		return nil, fmt.Errorf("%s is not a Tributary data directory (no meta.db): pass the --data-dir of an edge or central", dir)
+		return nil, "", fmt.Errorf("%s is not a Tributary data directory (no meta.db): pass the --data-dir of an edge or central", dir)
+	}
+	for _, node := range []struct{ name, socket string }{{"central", central.AdminSocket(dir)}, {"edge", edge.AdminSocket(dir)}} {
+		c, ok := central.SocketClient(node.socket)
+		if !ok {
+			continue
+		}
+		path := "/inspect"
+		if verify {
+			path += "?verify=1"
+		}
+		rep = &storage.Report{}
+		if err := central.AdminDo(c, http.MethodGet, path, rep); err != nil {
+			return nil, "", fmt.Errorf("inspect the running %s through %s: %w", node.name, node.socket, err)
+		}
+		return rep, node.name, nil
 	}
 	l, err := storage.Open(dir, &storage.Options{SkipVerifyOnOpen: true, SegmentAge: -1})
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	defer l.Close()
-	rep := &inspectReport{Dir: dir, Cursors: l.Cursors(), Verified: verify}
-	sort.Slice(rep.Cursors, func(i, j int) bool {
-		a, b := rep.Cursors[i], rep.Cursors[j]
-		if a.Name != b.Name {
-			return a.Name < b.Name
-		}
-		if a.Stream != b.Stream {
-			return a.Stream < b.Stream
-		}
-		return a.Partition < b.Partition
-	})
-	for _, s := range l.Streams() {
-		is := inspectStream{Name: s.Name()}
-		for i := 0; i < s.Partitions(); i++ {
-			p := s.Partition(i)
-			ip := inspectPartition{Partition: i, StartOffset: p.StartOffset(), EndOffset: p.EndOffset(),
-				Segments: p.Segments(), Gaps: p.Gaps()}
-			for _, seg := range ip.Segments {
-				ip.RawBytes += seg.RawBytes
-				ip.StoredBytes += seg.StoredBytes
-			}
-			is.Partitions = append(is.Partitions, ip)
-		}
-		rep.Streams = append(rep.Streams, is)
-	}
-	if verify {
-		probs, err := l.Verify()
-		if err != nil {
-			return nil, err
-		}
-		rep.Problems = probs
-	}
-	for _, d := range l.Damage() {
-		rep.Problems = append(rep.Problems, storage.VerifyProblem{Stream: d.Stream, Partition: d.Partition,
-			Segment: d.Segment, Offset: d.Offset, Problem: d.Reason})
-	}
-	return rep, nil
+	rep, err = l.Report(verify)
+	return rep, "", err
 }
 
-func printInspect(w io.Writer, rep *inspectReport, segments bool) {
+func printInspect(w io.Writer, rep *storage.Report, segments bool) {
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "data dir %s\n\n", rep.Dir)
 	if len(rep.Streams) == 0 {
@@ -184,9 +151,10 @@ func printInspect(w io.Writer, rep *inspectReport, segments bool) {
 		fmt.Fprintln(tw)
 	}
 	if len(rep.Cursors) > 0 {
-		fmt.Fprintln(tw, "CURSOR\tSTREAM\tPARTITION\tOFFSET\tREQUIRED")
+		// Consumer groups are the cursors named group.<name>; LAG is what each has not read.
+		fmt.Fprintln(tw, "CURSOR\tSTREAM\tPARTITION\tOFFSET\tLAG\tREQUIRED")
 		for _, c := range rep.Cursors {
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%v\n", c.Name, c.Stream, c.Partition, c.Offset, c.Required)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%v\n", c.Name, c.Stream, c.Partition, c.Offset, c.Lag, c.Required)
 		}
 		fmt.Fprintln(tw)
 	}

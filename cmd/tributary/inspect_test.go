@@ -73,7 +73,7 @@ func TestInspectReportsLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var rep inspectReport
+	var rep storage.Report
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("json output: %v\n%s", err, out)
 	}

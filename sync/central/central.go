@@ -155,7 +155,7 @@ func Run(ctx context.Context, cfg Config) error {
 		ln.Close()
 		return err
 	}
-	admin, err := listenAdmin(cfg.DataDir, rcv)
+	admin, err := listenAdmin(cfg.DataDir, rcv, log)
 	if err != nil {
 		ln.Close()
 		if kln != nil {
@@ -298,7 +298,7 @@ type adminServer struct {
 	srv *http.Server
 }
 
-func listenAdmin(dataDir string, rcv *receive.Receiver) (*adminServer, error) {
+func listenAdmin(dataDir string, rcv *receive.Receiver, log *storage.Log) (*adminServer, error) {
 	path := AdminSocket(dataDir)
 	os.Remove(path) // a stale socket from a killed process; the log's lock proves we own the dir
 	ln, err := net.Listen("unix", path)
@@ -322,6 +322,14 @@ func listenAdmin(dataDir string, rcv *receive.Receiver) (*adminServer, error) {
 		}
 		protocol.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "revoked": "true"})
 	})
+	mux.HandleFunc("GET /inspect", func(w http.ResponseWriter, r *http.Request) {
+		rep, err := log.Report(r.URL.Query().Get("verify") == "1")
+		if err != nil {
+			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			return
+		}
+		protocol.WriteJSON(w, http.StatusOK, rep)
+	})
 	mux.HandleFunc("GET /edges", func(w http.ResponseWriter, r *http.Request) {
 		edges, err := rcv.Edges()
 		if err != nil {
@@ -338,8 +346,11 @@ func (a *adminServer) Serve() error { return a.srv.Serve(a.ln) }
 func (a *adminServer) Shutdown(ctx context.Context) { a.srv.Shutdown(ctx) }
 
 // AdminClient talks to a running central's admin socket; ok is false when none is running.
-func AdminClient(dataDir string) (*http.Client, bool) {
-	path := AdminSocket(dataDir)
+func AdminClient(dataDir string) (*http.Client, bool) { return SocketClient(AdminSocket(dataDir)) }
+
+// SocketClient is an HTTP client for a node's admin socket at path (central's, or the edge's);
+// ok is false when nothing listens there.
+func SocketClient(path string) (*http.Client, bool) {
 	conn, err := net.DialTimeout("unix", path, time.Second)
 	if err != nil {
 		return nil, false
@@ -348,7 +359,7 @@ func AdminClient(dataDir string) (*http.Client, bool) {
 	return &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", path)
-	}}, Timeout: 10 * time.Second}, true
+	}}, Timeout: 10 * time.Minute}, true // --verify of a large log reads every byte
 }
 
 // AdminDo calls the admin socket and decodes the JSON answer into out.
