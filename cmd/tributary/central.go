@@ -126,30 +126,47 @@ admin socket in the data directory, and changes apply at once.`,
 		defer log.Close()
 		return offline(log)
 	}
+	var rotate bool
 	add := &cobra.Command{
 		Use:   "add ID",
-		Short: "Register an edge (or issue it a new token) and print its token",
-		Args:  cobra.ExactArgs(1),
+		Short: "Register an edge and print its token (--rotate: issue a registered edge a new one)",
+		Long: `Register an edge and print its token, once. An id that is already registered is refused,
+because a new token locks out the edge that uses the current one. --rotate issues a registered
+edge a new token (and re-activates a revoked one): its old token is refused from then on, so put
+the new one in the edge's token file, which a running edge reads again within seconds.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var token string
+			path := "/edges/" + args[0]
+			issue := receive.AddEdge
+			if rotate {
+				path += "?rotate=1"
+				issue = receive.RotateEdge
+			}
 			err := withAdmin(func(c *http.Client) error {
 				var out map[string]string
-				err := central.AdminDo(c, http.MethodPost, "/edges/"+args[0], &out)
+				err := central.AdminDo(c, http.MethodPost, path, &out)
 				token = out["token"]
 				return err
 			}, func(log *storage.Log) error {
 				var err error
-				token, _, err = receive.AddEdge(log, args[0])
+				token, _, err = issue(log, args[0])
 				return err
 			})
 			if err != nil {
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), token)
+			if rotate {
+				fmt.Fprintf(cmd.ErrOrStderr(), "edge %s has a new token (above, shown once); its old token is refused from now on. Write it to the edge's\n"+
+					"token file (--central-token-file or forward.token_file): a running edge reads it again within seconds, no restart needed\n", args[0])
+				return nil
+			}
 			fmt.Fprintf(cmd.ErrOrStderr(), "edge %s registered; the token above is shown once: save it in a file on the gateway and run\n  tributary edge --edge-id %s --central URL --central-token-file FILE\n", args[0], args[0])
 			return nil
 		},
 	}
+	add.Flags().BoolVar(&rotate, "rotate", false, "issue a registered edge a new token; its current token stops working")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List registered edges",

@@ -37,13 +37,22 @@ func newEdgeNode(cfg edge.Config, logger *slog.Logger) (*edgeNode, error) {
 	n := &edgeNode{agent: agent}
 	if cfg.Central != "" {
 		n.fwd = forward.New(agent.Log(), forward.Config{
-			CentralURL: cfg.Central, EdgeID: cfg.EdgeID, Token: token,
+			CentralURL: cfg.Central, EdgeID: cfg.EdgeID, Token: token, TokenFile: tokenFile(cfg.Forward),
 			CAFile: cfg.Forward.CAFile, CertFile: cfg.Forward.CertFile, KeyFile: cfg.Forward.KeyFile,
 			InFlight: cfg.Forward.InFlight, BandwidthBytesPerSec: cfg.Forward.BandwidthBytesPerSec,
 			BackoffMax: cfg.Forward.BackoffMax, Logger: logger.With("component", "forwarder"), Registerer: agent.Registerer(),
 		})
 	}
 	return n, nil
+}
+
+// tokenFile is the file the forwarder watches for a rotated token: forward.token_file when
+// the token comes from it, none when a token is given inline.
+func tokenFile(f edge.ForwardConfig) string {
+	if f.Token != "" {
+		return ""
+	}
+	return f.TokenFile
 }
 
 func edgeToken(f edge.ForwardConfig) (string, error) {

@@ -27,7 +27,9 @@ func newEdgesCmd() *cobra.Command {
 		Long: `List the edges central knows, one line per edge partition (lane): the next offset central
 expects, the end offset the edge last reported, how many records central is behind, when the edge
 last called, and whether the lane is stalled (the edge keeps calling but nothing moves).
-Ranges the edge reported lost (quota drops, damaged segments) are listed under GAPS.`,
+Ranges the edge reported lost (quota drops, damaged segments) are listed under GAPS. An edge
+whose last call central refused (an old or revoked token) has STATE refused and is listed under
+REFUSED with what to do.`,
 		Example: `  tributary edges --central http://127.0.0.1:7443`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -85,6 +87,11 @@ func printEdges(w io.Writer, v central.EdgesView) error {
 			state[e.ID] = "revoked"
 		}
 	}
+	for _, r := range v.Refused {
+		if r.Refusing && state[r.Edge] == "active" {
+			state[r.Edge] = "refused"
+		}
+	}
 	shown := map[string]bool{}
 	now := time.Now()
 	for _, l := range v.Lanes {
@@ -107,6 +114,27 @@ func printEdges(w io.Writer, v central.EdgesView) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(v.Refused) > 0 {
+		fmt.Fprintln(w, "\nREFUSED (calls central answered 401 since it started)")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "EDGE\tCALLS\tREASON\tLAST-REFUSED\tLAST-ACCEPTED\tNOW")
+		for _, r := range v.Refused {
+			accepted, now := "never", "accepted again"
+			if !r.LastAccepted.IsZero() {
+				accepted = time.Since(r.LastAccepted).Round(time.Second).String() + " ago"
+			}
+			if r.Refusing {
+				now = "refused"
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s ago\t%s\t%s\n", r.Edge, r.Refused, r.Reason,
+				time.Since(r.LastRefused).Round(time.Second), accepted, now)
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintln(w, "An edge refused for wrong_token uses an old token: put its current token in the edge's token file (a running edge\n"+
+			"reads it again within seconds). If the token is lost: `tributary central edges add ID --rotate`, then the same.")
 	}
 	if len(v.Gaps) > 0 {
 		fmt.Fprintln(w, "\nGAPS")

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -39,12 +38,12 @@ func freePort(t *testing.T) string {
 }
 
 // startProc starts a long-running command and stops it with SIGTERM at the end of the test,
-// expecting a clean exit.
-func startProc(t *testing.T, name string, args ...string) {
+// expecting a clean exit. It returns the command's output so far, stdout and stderr together.
+func startProc(t *testing.T, name string, args ...string) *syncBuffer {
 	t.Helper()
 	cmd := exec.Command(name, args...)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +61,7 @@ func startProc(t *testing.T, name string, args ...string) {
 			t.Errorf("%s %s did not stop within 20s of SIGTERM\n%s", filepath.Base(name), args[0], out.String())
 		}
 	})
+	return out
 }
 
 func waitHTTP(t *testing.T, url string) {

@@ -262,6 +262,8 @@ type EdgesView struct {
 	Edges []EdgeView         `json:"edges"`
 	Lanes []receive.LaneInfo `json:"lanes"`
 	Gaps  []receive.GapInfo  `json:"gaps"`
+	// Refused lists registered edges whose calls central refused (401) since it started.
+	Refused []receive.RefusalInfo `json:"refused"`
 }
 
 // EdgeView is a registered edge without its token hash.
@@ -283,7 +285,7 @@ func edgesHandler(rcv *receive.Receiver) http.Handler {
 			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
 			return
 		}
-		v := EdgesView{Edges: []EdgeView{}, Lanes: rcv.Lanes(), Gaps: gaps}
+		v := EdgesView{Edges: []EdgeView{}, Lanes: rcv.Lanes(), Gaps: gaps, Refused: rcv.Refusals()}
 		for _, e := range edges {
 			v.Edges = append(v.Edges, EdgeView{e.ID, e.Created, e.Revoked})
 		}
@@ -308,9 +310,17 @@ func listenAdmin(dataDir string, rcv *receive.Receiver, log *storage.Log) (*admi
 	os.Chmod(path, 0o600)
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /edges/{id}", func(w http.ResponseWriter, r *http.Request) {
-		token, err := rcv.AddEdge(r.PathValue("id"))
+		issue := rcv.AddEdge
+		if r.URL.Query().Get("rotate") == "1" {
+			issue = rcv.RotateEdge
+		}
+		token, err := issue(r.PathValue("id"))
 		if err != nil {
-			protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+			code := http.StatusBadRequest
+			if errors.Is(err, receive.ErrEdgeExists) {
+				code = http.StatusConflict
+			}
+			protocol.WriteError(w, code, nil, "%v", err)
 			return
 		}
 		protocol.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "token": token})

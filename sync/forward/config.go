@@ -20,6 +20,10 @@ type Config struct {
 	CentralURL string // e.g. https://central.example:7443
 	EdgeID     string
 	Token      string // from `tributary central edges add ID`
+	// TokenFile, when set, holds the token instead of Token. The forwarder reads it again when it
+	// changes (it looks every second, and at once when central refuses the token), so a token
+	// rotated at central applies without a restart.
+	TokenFile string
 
 	// TLS, when set, is used as is. Otherwise CAFile (a PEM bundle to trust instead of the system
 	// roots) and CertFile/KeyFile (a client certificate for mTLS) build one.
@@ -115,7 +119,7 @@ func (c Config) check() error {
 	if c.CentralURL == "" || !(strings.HasPrefix(c.CentralURL, "http://") || strings.HasPrefix(c.CentralURL, "https://")) {
 		return fmt.Errorf("central URL %q: give http://HOST:PORT or https://HOST:PORT", c.CentralURL)
 	}
-	if c.EdgeID == "" || c.Token == "" {
+	if c.EdgeID == "" || (c.Token == "" && c.TokenFile == "") {
 		return errors.New("no edge id or token: register the edge on central with `tributary central edges add ID` and pass its id and token")
 	}
 	return nil

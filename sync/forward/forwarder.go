@@ -28,6 +28,12 @@ type Forwarder struct {
 	logger *slog.Logger
 	limit  *limiter
 	m      *metrics
+	token  *tokenSource
+
+	// tokenRefused is set while central answers 401 (the token is not the edge's current one)
+	// and cleared by any accepted call; refusedLogged rate-limits the line that says so.
+	tokenRefused  atomic.Bool
+	refusedLogged atomic.Int64
 
 	mu    sync.Mutex
 	lanes map[laneKey]*lane
@@ -61,7 +67,8 @@ type lane struct {
 // New returns a forwarder of log's streams to cfg.CentralURL. Nothing starts until Run.
 func New(log *storage.Log, cfg Config) *Forwarder {
 	cfg = cfg.withDefaults()
-	f := &Forwarder{log: log, cfg: cfg, logger: cfg.Logger, lanes: map[laneKey]*lane{}}
+	f := &Forwarder{log: log, cfg: cfg, logger: cfg.Logger, lanes: map[laneKey]*lane{},
+		token: newTokenSource(cfg.Token, cfg.TokenFile, cfg.Logger)}
 	if cfg.BandwidthBytesPerSec > 0 {
 		f.limit = newLimiter(cfg.BandwidthBytesPerSec)
 	}
@@ -82,6 +89,9 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	}
 	client, err := f.cfg.client()
 	if err != nil {
+		return fmt.Errorf("start forwarder: %w", err)
+	}
+	if err := f.token.load(); err != nil {
 		return fmt.Errorf("start forwarder: %w", err)
 	}
 	if err := f.log.RequireCursor(CursorName); err != nil {
@@ -231,6 +241,7 @@ type statusError struct {
 	code       int
 	reason     string
 	retryAfter time.Duration
+	token      string // the request's, so a 401 can tell whether the token file changed since
 }
 
 func (e *statusError) Error() string {
@@ -264,12 +275,17 @@ func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) 
 		if errors.As(err, &se) && se.retryAfter > delay {
 			delay = se.retryAfter
 		}
-		level := slog.LevelWarn
 		if errors.As(err, &se) && se.code == http.StatusUnauthorized {
-			level = slog.LevelError
+			used := se.token
+			if f.token.get(true) != used {
+				attempt = 0 // the token file has a new token: try it at once
+				continue
+			}
+			f.refusedToken(ctx, err, delay)
+		} else {
+			f.logger.Warn("forward partition; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
+				"err", err, "retry_in", delay.Round(time.Millisecond))
 		}
-		f.logger.Log(ctx, level, "forward partition; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
-			"err", err, "retry_in", delay.Round(time.Millisecond))
 		attempt++
 		select {
 		case <-ctx.Done():
@@ -277,6 +293,18 @@ func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) 
 		case <-time.After(delay):
 		}
 	}
+}
+
+// refusedToken records that central refuses the token and says what to do, once a minute for
+// all lanes together (they all fail alike).
+func (f *Forwarder) refusedToken(ctx context.Context, err error, delay time.Duration) {
+	f.tokenRefused.Store(true)
+	now := time.Now().UnixNano()
+	if last := f.refusedLogged.Load(); now-last < int64(time.Minute) || !f.refusedLogged.CompareAndSwap(last, now) {
+		return
+	}
+	f.logger.Log(ctx, slog.LevelError, "central refuses this edge's token (401): nothing is forwarded until the edge has its current token",
+		"edge", f.cfg.EdgeID, "what_to_do", f.token.refusedHint(f.cfg.EdgeID), "err", err, "retry_in", delay.Round(time.Millisecond))
 }
 
 // backoff is exponential with full jitter (AWS architecture blog, "Exponential Backoff And
@@ -425,7 +453,7 @@ func (f *Forwarder) newRequest(ctx context.Context, method string, ln *lane, bod
 	if err != nil {
 		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+f.cfg.Token)
+	req.Header.Set("Authorization", "Bearer "+f.token.get(false))
 	req.Header.Set(protocol.HeaderEdge, f.cfg.EdgeID)
 	req.Header.Set(protocol.HeaderEdgeEnd, strconv.FormatInt(ln.p.EndOffset(), 10))
 	return req, nil
@@ -436,7 +464,11 @@ func (f *Forwarder) position(ctx context.Context, client *http.Client, ln *lane)
 	if err != nil {
 		return protocol.Position{}, err
 	}
-	return do(client, req)
+	pos, err := do(client, req)
+	if err == nil {
+		f.tokenRefused.Store(false)
+	}
+	return pos, err
 }
 
 func (f *Forwarder) send(ctx context.Context, client *http.Client, ln *lane, ch storage.Chunk, live bool) (protocol.Position, error) {
@@ -466,6 +498,7 @@ func (f *Forwarder) send(ctx context.Context, client *http.Client, ln *lane, ch 
 	}
 	pos, err := do(client, req)
 	if err == nil {
+		f.tokenRefused.Store(false)
 		ln.wireBytes.Add(int64(len(ch.Data)))
 		ln.rawBytes.Add(int64(ch.RawBytes))
 		ln.records.Add(int64(ch.Records))
@@ -495,7 +528,7 @@ func do(client *http.Client, req *http.Request) (protocol.Position, error) {
 	if resp.StatusCode == http.StatusConflict && e.Position != nil {
 		return protocol.Position{}, &conflictError{*e.Position}
 	}
-	se := &statusError{code: resp.StatusCode, reason: e.Error}
+	se := &statusError{code: resp.StatusCode, reason: e.Error, token: protocol.BearerToken(req)}
 	if se.reason == "" {
 		se.reason = http.StatusText(resp.StatusCode)
 	}

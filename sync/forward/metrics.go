@@ -16,7 +16,7 @@ import (
 type metrics struct {
 	f                                                          *Forwarder
 	behind, age, wire, raw, ratio, records, retries, connected *prometheus.Desc
-	stalled                                                    *prometheus.Desc
+	stalled, tokenRefused                                      *prometheus.Desc
 }
 
 func newMetrics(f *Forwarder) *metrics {
@@ -38,16 +38,19 @@ func newMetrics(f *Forwarder) *metrics {
 		connected: d("connected", "1 when central answered the lane within the last 30 seconds."),
 		stalled: d("stalled", "1 when central answers and the lane is behind but has not advanced for the stall "+
 			"period: connected but not moving."),
+		tokenRefused: prometheus.NewDesc(ns+"token_refused", "1 while central refuses this edge's token (401): "+
+			"put the edge's current token in its token file (read again within seconds).", nil, constLabels),
 	}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{m.behind, m.age, m.wire, m.raw, m.ratio, m.records, m.retries, m.connected, m.stalled} {
+	for _, d := range []*prometheus.Desc{m.behind, m.age, m.wire, m.raw, m.ratio, m.records, m.retries, m.connected, m.stalled, m.tokenRefused} {
 		ch <- d
 	}
 }
 
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(m.tokenRefused, prometheus.GaugeValue, b2f(m.f.tokenRefused.Load()))
 	now := time.Now()
 	for _, ln := range m.f.snapshot() {
 		s := ln.status(now, m.f.cfg.StallAfter)

@@ -17,8 +17,11 @@ type metrics struct {
 	rawBytes   *prometheus.CounterVec
 	gapRecords *prometheus.CounterVec
 	rejected   *prometheus.CounterVec
+	// refusedEdges counts 401s by edge id (registered ids only) and reason.
+	refusedEdges *prometheus.CounterVec
 
 	next, edgeEnd, behind, stalled, sinceSeen, sinceAdvance *prometheus.Desc
+	tokenRefused                                            *prometheus.Desc
 }
 
 var laneLabels = []string{"edge", "stream", "partition"}
@@ -39,6 +42,12 @@ func newMetrics(r *Receiver) *metrics {
 			Help: "Records edges reported as lost (quota drops, damaged segments)."}, laneLabels),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rejected_requests_total",
 			Help: "Sync requests refused, by reason."}, []string{"reason"}),
+		refusedEdges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "edge_refused_requests_total",
+			Help: "Sync requests refused with 401, by edge id (\"(unknown)\" for ids not registered) and reason: unknown_edge, revoked, wrong_token."},
+			[]string{"edge", "reason"}),
+		tokenRefused: prometheus.NewDesc(ns+"edge_token_refused",
+			"1 while a registered edge's last call was refused (401): it cannot forward until it uses its current token.",
+			[]string{"edge"}, nil),
 		next: prometheus.NewDesc(ns+"lane_next_offset", "Next edge offset central expects on the lane.", laneLabels, nil),
 		edgeEnd: prometheus.NewDesc(ns+"lane_edge_end_offset", "End offset the edge last reported for the lane.",
 			laneLabels, nil),
@@ -54,15 +63,22 @@ func newMetrics(r *Receiver) *metrics {
 	}
 }
 
+// knownEdge exports a registered edge's refusal series at 0, so an alert on them has data
+// before the first refusal; the series for unknown ids exists from the start.
+func (m *metrics) knownEdge(id string) {
+	m.refusedEdges.WithLabelValues(id, refusedWrongToken)
+	m.refusedEdges.WithLabelValues(id, refusedRevoked)
+}
+
 func (m *metrics) vecs() []prometheus.Collector {
-	return []prometheus.Collector{m.applied, m.duplicates, m.wireBytes, m.rawBytes, m.gapRecords, m.rejected}
+	return []prometheus.Collector{m.applied, m.duplicates, m.wireBytes, m.rawBytes, m.gapRecords, m.rejected, m.refusedEdges}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 	for _, c := range m.vecs() {
 		c.Describe(ch)
 	}
-	for _, d := range []*prometheus.Desc{m.next, m.edgeEnd, m.behind, m.stalled, m.sinceSeen, m.sinceAdvance} {
+	for _, d := range []*prometheus.Desc{m.next, m.edgeEnd, m.behind, m.stalled, m.sinceSeen, m.sinceAdvance, m.tokenRefused} {
 		ch <- d
 	}
 }
@@ -70,6 +86,9 @@ func (m *metrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 	for _, c := range m.vecs() {
 		c.Collect(ch)
+	}
+	for id, refusing := range m.r.refusing() {
+		ch <- prometheus.MustNewConstMetric(m.tokenRefused, prometheus.GaugeValue, b2f(refusing), id)
 	}
 	now := time.Now()
 	for _, l := range m.r.Lanes() {
@@ -92,4 +111,11 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 			gauge(m.sinceAdvance, now.Sub(l.LastAdvance).Seconds())
 		}
 	}
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

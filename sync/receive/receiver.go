@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	// client_golang exposes central's per-edge, per-partition lag and apply counters in the
@@ -56,6 +57,11 @@ type Receiver struct {
 	mu      sync.Mutex
 	streams map[string]*centralStream
 	edges   map[string]EdgeInfo
+	calls   map[string]*edgeCalls // by registered edge id; see refusals.go
+
+	lastUnknown atomic.Int64 // unix nanos of the last call from an unknown edge id
+
+	adminMu sync.Mutex // add, rotate and revoke one at a time
 
 	checkpointMu sync.Mutex // one checkpoint at a time
 }
@@ -101,13 +107,20 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	r := &Receiver{cfg: cfg, log: cfg.Log, logger: cfg.Logger, streams: map[string]*centralStream{}, edges: map[string]EdgeInfo{}}
+	r := &Receiver{cfg: cfg, log: cfg.Log, logger: cfg.Logger, streams: map[string]*centralStream{}, edges: map[string]EdgeInfo{},
+		calls: map[string]*edgeCalls{}}
 	list, err := ListEdges(cfg.Log)
 	if err != nil {
 		return nil, fmt.Errorf("new receiver: %w", err)
 	}
 	for _, e := range list {
 		r.edges[e.ID] = e
+		r.calls[e.ID] = &edgeCalls{}
+	}
+	r.m = newMetrics(r)
+	r.m.refusedEdges.WithLabelValues(unknownEdgeLabel, refusedUnknownEdge)
+	for id := range r.edges {
+		r.m.knownEdge(id)
 	}
 	for _, st := range cfg.Log.Streams() {
 		cs := &centralStream{name: st.Name(), stream: st, sources: map[sourceKey]*source{}}
@@ -119,7 +132,6 @@ func New(cfg Config) (*Receiver, error) {
 		r.logger.Info("dedupe state rebuilt", "stream", st.Name(), "lanes", len(cs.sources), "scanned", scanned, "took", time.Since(start))
 		r.streams[st.Name()] = cs
 	}
-	r.m = newMetrics(r)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(r.m); err != nil {
 			return nil, fmt.Errorf("new receiver: register metrics: %w", err)
@@ -144,20 +156,38 @@ func (r *Receiver) Run(ctx context.Context) error {
 	}
 }
 
-// AddEdge registers an edge (or replaces its token) and returns the token; effective at once.
+// AddEdge registers a new edge and returns its token; effective at once. An id already
+// registered is refused with ErrEdgeExists: see RotateEdge.
 func (r *Receiver) AddEdge(id string) (string, error) {
-	token, info, err := AddEdge(r.log, id)
+	return r.issue(id, AddEdge)
+}
+
+// RotateEdge issues a registered edge a new token, refusing the old one from now on.
+func (r *Receiver) RotateEdge(id string) (string, error) {
+	return r.issue(id, RotateEdge)
+}
+
+func (r *Receiver) issue(id string, fn func(*storage.Log, string) (string, EdgeInfo, error)) (string, error) {
+	r.adminMu.Lock() // the check for an existing id and the write are one step
+	defer r.adminMu.Unlock()
+	token, info, err := fn(r.log, id)
 	if err != nil {
 		return "", err
 	}
 	r.mu.Lock()
 	r.edges[id] = info
+	if r.calls[id] == nil {
+		r.calls[id] = &edgeCalls{}
+		r.m.knownEdge(id)
+	}
 	r.mu.Unlock()
 	return token, nil
 }
 
 // RevokeEdge refuses an edge's token from now on.
 func (r *Receiver) RevokeEdge(id string) error {
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
 	info, err := RevokeEdge(r.log, id)
 	if err != nil {
 		return err
@@ -175,8 +205,14 @@ func (r *Receiver) authenticate(req *http.Request) (string, bool) {
 	id := req.Header.Get(protocol.HeaderEdge)
 	r.mu.Lock()
 	e, ok := r.edges[id]
+	c := r.calls[id]
 	r.mu.Unlock()
-	return id, ok && e.accepts(protocol.BearerToken(req))
+	if ok && e.accepts(protocol.BearerToken(req)) {
+		c.lastAccepted.Store(time.Now().UnixNano())
+		return id, true
+	}
+	r.refused(id, c, e.Revoked, req.RemoteAddr)
+	return id, false
 }
 
 var streamName = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]{0,63}$`)
@@ -187,7 +223,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		r.m.rejected.WithLabelValues("unauthenticated").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
-		protocol.WriteError(w, http.StatusUnauthorized, nil, "unknown or revoked edge, or wrong token: register the edge with `tributary central edges add ID` and give the edge that token")
+		protocol.WriteError(w, http.StatusUnauthorized, nil, "edge token refused: unknown or revoked edge id, or not the edge's "+
+			"current token (rotated); `tributary central edges list` at central shows the edge")
 		return
 	}
 	// Under mutual TLS the certificate names the edge too: a gateway's certificate must not carry
