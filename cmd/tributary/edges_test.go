@@ -178,13 +178,3 @@ func waitMetric(t *testing.T, url, line string, log *syncBuffer) {
 		}
 	}
 }
-
-func grepLines(s, substr string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, substr) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
-}
