@@ -4,6 +4,7 @@
 package central
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -42,6 +43,10 @@ type Config struct {
 
 	Partitions int    `yaml:"partitions"` // of central streams created on first sight; default 8
 	APIToken   string `yaml:"api_token"`  // required by the consume and edges API when set
+
+	// MaxStreams bounds the streams edges may create at central (each holds open files per
+	// partition); default 64.
+	MaxStreams int `yaml:"max_streams"`
 
 	Fsync      string `yaml:"fsync"`       // group (default), interval, none
 	QuotaBytes int64  `yaml:"quota_bytes"` // central's disk quota; full → 503 to edges
@@ -108,7 +113,7 @@ func Run(ctx context.Context, cfg Config) error {
 	defer log.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, Logger: logger, Registerer: reg})
+	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, MaxStreams: cfg.MaxStreams, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -166,6 +171,12 @@ func Run(ctx context.Context, cfg Config) error {
 	var sink *kafkasink.Sink
 	if cfg.Sinks.Kafka != nil {
 		kcfg := *cfg.Sinks.Kafka
+		// The operator named the sink's stream: create it now, so its lag shows from the start
+		// (edges create streams only with their first accepted data).
+		if err := ensureStream(log, cmp.Or(kcfg.Stream, kafkasink.DefaultStream), cfg.Partitions); err != nil {
+			ln.Close()
+			return fmt.Errorf("kafka sink: %w", err)
+		}
 		kcfg.Logger = logger.With("component", "kafka-sink")
 		if sink, err = kafkasink.New(log, kcfg); err != nil {
 			ln.Close()
@@ -229,6 +240,19 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	logger.Info("central stopped", "took", time.Since(stopping).Round(time.Millisecond))
 	return serveErr
+}
+
+func ensureStream(log *storage.Log, name string, partitions int) error {
+	if _, err := log.Stream(name); !errors.Is(err, storage.ErrNoStream) {
+		return err
+	}
+	if partitions <= 0 {
+		partitions = 8
+	}
+	if _, err := log.CreateStream(name, storage.StreamConfig{Partitions: partitions}); err != nil {
+		return fmt.Errorf("create stream %q: %w", name, err)
+	}
+	return nil
 }
 
 func serverTLS(cfg Config) (*tls.Config, error) {

@@ -70,8 +70,10 @@ func edgeChild(ctx context.Context) error {
 	fmt.Fprintf(out, "READY %d\n", end)
 	out.Flush()
 
+	bandwidth, _ := strconv.ParseInt(os.Getenv("EDGE_BANDWIDTH"), 10, 64)
 	fwd := forward.New(log, forward.Config{CentralURL: os.Getenv("CENTRAL_URL"), EdgeID: "gw-1", Token: os.Getenv("EDGE_TOKEN"),
-		MaxChunkBytes: 32 << 10, BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond, CursorInterval: 100 * time.Millisecond})
+		MaxChunkBytes: 32 << 10, BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond, CursorInterval: 100 * time.Millisecond,
+		BandwidthBytesPerSec: bandwidth})
 	fwdDone := make(chan error, 1)
 	go func() { fwdDone <- fwd.Run(ctx) }()
 
@@ -170,6 +172,7 @@ type childEdge struct {
 	reported          []durableReading
 	readers           sync.WaitGroup
 	lastEnd, restarts int64
+	bandwidth         int64 // forwarder cap in bytes/s; 0 none
 }
 
 func (e *childEdge) start(rate int) {
@@ -177,7 +180,7 @@ func (e *childEdge) start(rate int) {
 	e.restarts++
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), edgeChildEnv+"=1", "EDGE_DIR="+e.dir, "CENTRAL_URL="+e.url, "EDGE_TOKEN="+e.token,
-		fmt.Sprintf("EDGE_RATE=%d", rate), fmt.Sprintf("EDGE_SEED=%d", e.restarts))
+		fmt.Sprintf("EDGE_RATE=%d", rate), fmt.Sprintf("EDGE_SEED=%d", e.restarts), fmt.Sprintf("EDGE_BANDWIDTH=%d", e.bandwidth))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -49,6 +49,7 @@ func runChild() {
 	defer stop()
 	err := central.Run(ctx, central.Config{DataDir: os.Getenv("CENTRAL_DIR"), Listen: os.Getenv("CENTRAL_LISTEN"),
 		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")), Kafka: central.KafkaListener{Listen: os.Getenv("CENTRAL_KAFKA")},
+		MaxStreams: int(parseInt(os.Getenv("CENTRAL_MAX_STREAMS"))),
 		Ready:      func(addr string) { fmt.Printf("READY %s\n", addr) }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "central:", err)
@@ -71,6 +72,8 @@ type childCentral struct {
 	cmd    *exec.Cmd
 	quota  int64
 	kafka  string // Kafka listener address, when set
+	// maxStreams is central's max_streams; 0 the default.
+	maxStreams int
 }
 
 func freeAddr(t *testing.T) string {
@@ -86,7 +89,7 @@ func (c *childCentral) start() {
 	c.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "CENTRAL_DIR="+c.dir, "CENTRAL_LISTEN="+c.listen,
-		fmt.Sprintf("CENTRAL_QUOTA=%d", c.quota), "CENTRAL_KAFKA="+c.kafka)
+		fmt.Sprintf("CENTRAL_QUOTA=%d", c.quota), "CENTRAL_KAFKA="+c.kafka, fmt.Sprintf("CENTRAL_MAX_STREAMS=%d", c.maxStreams))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

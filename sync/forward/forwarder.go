@@ -37,6 +37,9 @@ type Forwarder struct {
 
 	mu    sync.Mutex
 	lanes map[laneKey]*lane
+
+	incarnation string                  // the edge log's; set by Run
+	laneIDs     map[string]laneIdentity // lanes with an incarnation of their own; set by Run
 }
 
 type laneKey struct {
@@ -62,6 +65,9 @@ type lane struct {
 	// downSince is when the lane's current run of failures began (unix nanos; 0 while it works),
 	// so its first answer from central after an outage is logged once with the outage's length.
 	downSince atomic.Int64
+
+	ident    atomic.Pointer[laneIdentity] // the incarnation sent with every request
+	verified atomic.Bool                  // central's position was checked against the log's end at open
 }
 
 // New returns a forwarder of log's streams to cfg.CentralURL. Nothing starts until Run.
@@ -97,6 +103,13 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	if err := f.log.RequireCursor(CursorName); err != nil {
 		return fmt.Errorf("start forwarder: %w", err)
 	}
+	if f.incarnation, err = logIncarnation(f.log); err != nil {
+		return fmt.Errorf("start forwarder: %w", err)
+	}
+	if f.laneIDs, err = laneIdentities(f.log); err != nil {
+		return fmt.Errorf("start forwarder: %w", err)
+	}
+	f.logger.Info("forwarding edge log", "incarnation", f.incarnation, "lanes_with_own_incarnation", len(f.laneIDs))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	discover := time.NewTicker(time.Second)
@@ -118,6 +131,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 				_, ok := f.lanes[k]
 				if !ok {
 					ln := &lane{key: k, p: st.Partition(i)}
+					id, ok := f.laneIDs[laneMetaKey(k)]
+					if !ok {
+						id = laneIdentity{Incarnation: f.incarnation}
+					}
+					ln.ident.Store(&id)
 					f.lanes[k] = ln
 					wg.Add(1)
 					go func() {
@@ -196,6 +214,7 @@ type LaneStatus struct {
 	Stalled     bool   `json:"stalled"`
 	LastError   string `json:"last_error,omitempty"`
 	KnownByPeer bool   `json:"known"`
+	Incarnation string `json:"incarnation,omitempty"` // the edge log identity central sees for the lane
 }
 
 // Status reports every lane, for the edge's local API.
@@ -222,6 +241,9 @@ func (ln *lane) status(now time.Time, stallAfter time.Duration) LaneStatus {
 		Acked: ln.acked.Load(), Committed: ln.committed.Load(), WireBytes: ln.wireBytes.Load(),
 		RawBytes: ln.rawBytes.Load(), Records: ln.records.Load(), Retries: ln.retries.Load(), KnownByPeer: ln.known.Load()}
 	s.Behind = max(s.End-s.Acked, 0)
+	if id := ln.ident.Load(); id != nil {
+		s.Incarnation = id.Incarnation
+	}
 	s.Connected = now.Sub(time.Unix(0, ln.lastOK.Load())) < 30*time.Second
 	s.Stalled = s.Connected && s.Behind > 0 && now.Sub(time.Unix(0, ln.lastAdvance.Load())) > stallAfter
 	if e := ln.lastErr.Load(); e != nil {
@@ -282,6 +304,9 @@ func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) 
 				continue
 			}
 			f.refusedToken(ctx, err, delay)
+		} else if errors.As(err, &se) && se.code == http.StatusGone {
+			f.logger.Error("forward partition; central refuses this edge log as replaced by a newer one; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
+				"err", err, "retry_in", delay.Round(time.Millisecond))
 		} else {
 			f.logger.Warn("forward partition; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
 				"err", err, "retry_in", delay.Round(time.Millisecond))
@@ -333,6 +358,11 @@ func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) err
 	pos, err := f.position(ctx, client, ln)
 	if err != nil {
 		return err
+	}
+	if !ln.verified.Load() {
+		if pos, err = f.verify(ctx, client, ln, pos); err != nil {
+			return err
+		}
 	}
 	ln.update(pos)
 	if down := ln.downSince.Swap(0); down != 0 {
@@ -418,6 +448,38 @@ func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) err
 	}
 }
 
+// verify checks central's first answer in this process against what the partition held when
+// the log was opened. Central can only hold offsets this log had, so a position past that end
+// means the log went back (an older copy of the data dir, a file cut while stopped) and the
+// offsets from there on are new readings central would take for repeats. The lane then moves
+// to an incarnation of its own that keeps the offsets below that end as they were.
+func (f *Forwarder) verify(ctx context.Context, client *http.Client, ln *lane, pos protocol.Position) (protocol.Position, error) {
+	opened := ln.p.OpenedEndOffset()
+	if pos.Next <= opened {
+		ln.verified.Store(true)
+		return pos, nil
+	}
+	old := ln.ident.Load()
+	id, err := f.fork(ln, opened)
+	if err != nil {
+		return pos, fmt.Errorf("start a new incarnation of partition %s/%d: %w", ln.key.stream, ln.key.partition, err)
+	}
+	f.logger.Error("edge log is behind central: it went back (an older copy of the data dir, or a segment cut while stopped); "+
+		"readings from its end on are forwarded as a new incarnation, and what central had past it but this log lost is recorded there as a gap",
+		"stream", ln.key.stream, "partition", ln.key.partition, "log_end_at_open", opened, "central_next", pos.Next,
+		"incarnation", id.Incarnation, "previous", old.Incarnation)
+	ln.ident.Store(&id)
+	pos, err = f.position(ctx, client, ln)
+	if err != nil {
+		return pos, err
+	}
+	if pos.Next > opened {
+		return pos, fmt.Errorf("central expects offset %d of the new incarnation %s, past the log's end %d at open", pos.Next, id.Incarnation, opened)
+	}
+	ln.verified.Store(true)
+	return pos, nil
+}
+
 func (ln *lane) update(pos protocol.Position) {
 	now := time.Now().UnixNano()
 	ln.lastOK.Store(now)
@@ -456,6 +518,12 @@ func (f *Forwarder) newRequest(ctx context.Context, method string, ln *lane, bod
 	req.Header.Set("Authorization", "Bearer "+f.token.get(false))
 	req.Header.Set(protocol.HeaderEdge, f.cfg.EdgeID)
 	req.Header.Set(protocol.HeaderEdgeEnd, strconv.FormatInt(ln.p.EndOffset(), 10))
+	if id := ln.ident.Load(); id != nil {
+		req.Header.Set(protocol.HeaderIncarnation, id.Incarnation)
+		if id.Base > 0 {
+			req.Header.Set(protocol.HeaderIncarnationBase, strconv.FormatInt(id.Base, 10))
+		}
+	}
 	return req, nil
 }
 

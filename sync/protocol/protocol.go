@@ -16,6 +16,14 @@
 // The chunk's facts travel in headers (see the Header constants); a gap chunk has an empty body
 // and the Gap headers instead. Every request carries the edge id and its bearer token.
 //
+// Every request also carries the lane's incarnation (HeaderIncarnation): the identity of the
+// edge log the lane's offsets belong to, created with the log and kept in its metadata. A wiped
+// or replaced data dir has a new one, so central knows offsets of the new log from the old
+// log's and starts a new lane epoch at the offset HeaderIncarnationBase gives (0 for a new log):
+// nothing acknowledged by the new log is mistaken for a repeat. An incarnation a lane has moved
+// on from is refused (410). Requests without the header (edges older than it) keep working on
+// lanes that never had one.
+//
 // Position has two offsets. Next is the offset central expects next: the forwarder pipelines
 // from it. Committed is the offset below which central's dedupe state is checkpointed durably:
 // after a crash central resumes no lower than Committed, so it is the only offset an edge may use
@@ -52,14 +60,35 @@ const (
 	HeaderGapTo     = "Tributary-Gap-To"     // gap chunk: offset after the last missing one
 	HeaderGapReason = "Tributary-Gap-Reason" // gap chunk: why the range is missing
 	HeaderGapTime   = "Tributary-Gap-Time"   // gap chunk: when the edge recorded it, unix ms
+	// HeaderIncarnation identifies the edge log the lane's offsets come from.
+	HeaderIncarnation = "Tributary-Incarnation"
+	// HeaderIncarnationBase is the offset from which this incarnation's records differ from the
+	// lane's previous incarnation (a log that went backwards keeps its prefix); absent means 0.
+	HeaderIncarnationBase = "Tributary-Incarnation-Base"
 )
+
+// ValidIncarnation reports whether s may be an incarnation id: 1-64 of A-Z a-z 0-9 . _ -.
+func ValidIncarnation(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Provenance headers central adds to every record it stores.
 const (
 	ProvEdge          = "edge"
 	ProvEdgePartition = "edge-partition"
 	ProvEdgeOffset    = "edge-offset"
-	ProvCentralTime   = "central-receive-time" // unix milliseconds, decimal
+	// ProvEdgeIncarnation is the lane's incarnation, on records from edges that send one; with
+	// edge, edge-partition and edge-offset it is central's dedupe key.
+	ProvEdgeIncarnation = "edge-incarnation"
+	ProvCentralTime     = "central-receive-time" // unix milliseconds, decimal
 )
 
 // Position is central's answer on a lane.

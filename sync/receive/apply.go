@@ -43,7 +43,8 @@ type source struct {
 
 	failed atomic.Bool // an apply failed: the queued state must be reset before the next one
 
-	committed   atomic.Int64 // expected as of the last durable checkpoint
+	rec         atomic.Pointer[laneRecord] // the lane's current epoch; nil for a lane no incarnation fed yet; set under mu
+	committed   atomic.Int64               // expected as of the last durable checkpoint
 	edgeEnd     atomic.Int64
 	lastSeen    atomic.Int64 // unix nanos of the last request
 	lastAdvance atomic.Int64 // unix nanos of the last advance of expected
@@ -102,9 +103,18 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 		r.reject(w, http.StatusBadRequest, "malformed", nil, "malformed chunk: %v", err)
 		return
 	}
-	s, err := r.source(edge, stream, partition)
+	inc, incBase, err := requestIncarnation(req.Header)
 	if err != nil {
-		r.reject(w, http.StatusServiceUnavailable, "storage", nil, "open stream: %v", err)
+		r.reject(w, http.StatusBadRequest, "malformed", nil, "%v", err)
+		return
+	}
+	// Only now, with a well-formed chunk in hand, may the stream and the lane be created.
+	s, rf := r.source(edge, stream, partition)
+	if rf == nil {
+		rf = r.admit(s, inc, incBase)
+	}
+	if rf != nil {
+		r.reject(w, rf.code, rf.reason, nil, "%s", rf.msg)
 		return
 	}
 	s.touch(req)
@@ -117,6 +127,12 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 	ctx := req.Context()
 	if !s.lockAt(ctx, c.base, r.cfg.ReorderWait) {
 		r.reject(w, http.StatusConflict, "out-of-order", ptr(s.position()), "chunk starts at %d but the lane expects %d: resend from there", c.base, s.next.Load())
+		return
+	}
+	if s.incarnation() != inc {
+		// The lane started a new epoch while this request waited: its offsets are the old log's.
+		s.mu.Unlock()
+		r.reject(w, http.StatusConflict, "epoch-changed", ptr(s.position()), "lane %s/%d started a new epoch for edge log %s while this chunk waited: resend from the position", stream, partition, s.incarnation())
 		return
 	}
 	var (
@@ -265,6 +281,10 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 	prov = strconv.AppendInt(prov[len(prov):], int64(s.key.partition), 10)
 	partHdr := prov[:len(prov):len(prov)]
 	edgeHdr := []byte(s.key.edge)
+	var incHdr []byte
+	if rec := s.rec.Load(); rec != nil {
+		incHdr = []byte(rec.Incarnation)
+	}
 	var offBuf [20]byte
 	var headers []storage.Header
 	trackers := make([]*partitionTracker, cs.stream.Partitions())
@@ -290,7 +310,7 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 		headers = headers[:0]
 		for _, h := range e.Headers {
 			switch h.Key {
-			case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset, protocol.ProvCentralTime:
+			case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset, protocol.ProvCentralTime, protocol.ProvEdgeIncarnation:
 				continue // provenance is central's to write; an edge cannot forge it
 			}
 			headers = append(headers, h)
@@ -300,6 +320,9 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 			storage.Header{Key: protocol.ProvEdgePartition, Value: partHdr},
 			storage.Header{Key: protocol.ProvEdgeOffset, Value: strconv.AppendInt(offBuf[:0], e.Offset, 10)},
 			storage.Header{Key: protocol.ProvCentralTime, Value: nowHdr})
+		if incHdr != nil {
+			headers = append(headers, storage.Header{Key: protocol.ProvEdgeIncarnation, Value: incHdr})
+		}
 		tr := trackers[p]
 		if tr == nil {
 			tr = &partitionTracker{s: s, pa: pa, p: p}
@@ -458,7 +481,7 @@ func (s *source) snapshot(timeout time.Duration) (sourceCheckpoint, bool, error)
 	}
 	dirty := s.dirty
 	s.dirty = false
-	return sourceCheckpoint{Edge: s.key.edge, Partition: s.key.partition, Expected: s.expected,
+	return sourceCheckpoint{Edge: s.key.edge, Partition: s.key.partition, Incarnation: s.incarnation(), Expected: s.expected,
 		Applied: append([]int64(nil), s.applied...)}, dirty, nil
 }
 

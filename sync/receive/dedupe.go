@@ -32,10 +32,11 @@ type checkpoint struct {
 }
 
 type sourceCheckpoint struct {
-	Edge      string  `json:"edge"`
-	Partition int     `json:"partition"`
-	Expected  int64   `json:"expected"`
-	Applied   []int64 `json:"applied"`
+	Edge        string  `json:"edge"`
+	Partition   int     `json:"partition"`
+	Incarnation string  `json:"incarnation,omitempty"`
+	Expected    int64   `json:"expected"`
+	Applied     []int64 `json:"applied"`
 }
 
 // rebuild restores the lanes of one central stream: the checkpoint, then a scan of every central
@@ -44,6 +45,18 @@ type sourceCheckpoint struct {
 func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 	n := cs.stream.Partitions()
 	positions := make([]int64, n)
+	// Lane records first: a lane's epoch decides which checkpointed state and which stored
+	// records are its own.
+	recs, err := r.loadLaneRecords(cs.name)
+	if err != nil {
+		return 0, err
+	}
+	for k, rec := range recs {
+		s := cs.source(k)
+		s.rec.Store(rec)
+		s.expected = rec.Start
+		s.committed.Store(rec.Start)
+	}
 	v, err := r.log.Meta(dedupeNamespace, cs.name)
 	if err != nil {
 		return 0, err
@@ -61,7 +74,11 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 			if len(sc.Applied) != n {
 				return 0, fmt.Errorf("checkpoint lane %s/%d has %d partitions, the stream %d", sc.Edge, sc.Partition, len(sc.Applied), n)
 			}
-			s := cs.source(sourceKey{sc.Edge, sc.Partition})
+			k := sourceKey{sc.Edge, sc.Partition}
+			if !recs[k].belongs(sc.Incarnation) {
+				continue // checkpointed in an earlier epoch: the lane starts at its record's Start
+			}
+			s := cs.source(k)
 			s.expected = sc.Expected
 			copy(s.applied, sc.Applied)
 			s.committed.Store(sc.Expected)
@@ -87,7 +104,11 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 			if !ok {
 				continue // not forwarded by an edge
 			}
-			s := cs.source(sourceKey{edge, ep})
+			k := sourceKey{edge, ep}
+			if !recs[k].belongs(string(e.Record.HeaderValue(protocol.ProvEdgeIncarnation))) {
+				continue // stored in an earlier epoch of the lane
+			}
+			s := cs.source(k)
 			if eo > s.applied[c] {
 				s.applied[c] = eo
 			}
@@ -179,27 +200,35 @@ func (r *Receiver) checkpointStream(cs *centralStream) error {
 
 // GapInfo is a range of edge offsets that will never arrive, with the edge's reason.
 type GapInfo struct {
-	Edge      string    `json:"edge"`
-	Stream    string    `json:"stream"`
-	Partition int       `json:"partition"`
-	From      int64     `json:"from"`
-	To        int64     `json:"to"`
-	Reason    string    `json:"reason"`
-	Time      time.Time `json:"time,omitzero"` // when the edge recorded it
-	Received  time.Time `json:"received"`
+	Edge        string    `json:"edge"`
+	Stream      string    `json:"stream"`
+	Partition   int       `json:"partition"`
+	Incarnation string    `json:"incarnation,omitempty"` // the edge log the offsets belong to
+	From        int64     `json:"from"`
+	To          int64     `json:"to"`
+	Reason      string    `json:"reason"`
+	Time        time.Time `json:"time,omitzero"` // when the edge recorded it
+	Received    time.Time `json:"received"`
 }
 
-func gapKey(edge, stream string, partition int, from int64) string {
-	return fmt.Sprintf("%s\x00%s\x00%010d\x00%020d", edge, stream, partition, from)
+func gapKey(g GapInfo) string {
+	k := fmt.Sprintf("%s\x00%s\x00%010d\x00%020d", g.Edge, g.Stream, g.Partition, g.From)
+	if g.Incarnation != "" {
+		k += "\x00" + g.Incarnation
+	}
+	return k
 }
 
 // storeGap stores a gap chunk's marker durably.
 func (r *Receiver) storeGap(s *source, c *chunk) error {
 	// Keyed by the edge's own From, so a gap resent after a central restart overwrites itself.
-	g := GapInfo{Edge: s.key.edge, Stream: s.stream, Partition: s.key.partition, From: c.gap.From, To: c.gap.To,
-		Reason: c.gap.Reason, Time: c.gap.Time, Received: time.Now().UTC()}
+	return r.putGap(GapInfo{Edge: s.key.edge, Stream: s.stream, Partition: s.key.partition, Incarnation: s.incarnation(),
+		From: c.gap.From, To: c.gap.To, Reason: c.gap.Reason, Time: c.gap.Time, Received: time.Now().UTC()})
+}
+
+func (r *Receiver) putGap(g GapInfo) error {
 	v, _ := json.Marshal(g)
-	if err := r.log.SetMeta(gapNamespace, gapKey(g.Edge, g.Stream, g.Partition, g.From), v); err != nil {
+	if err := r.log.SetMeta(gapNamespace, gapKey(g), v); err != nil {
 		return fmt.Errorf("store gap: %w", err)
 	}
 	r.logger.Warn("edge reports lost records", "edge", g.Edge, "stream", g.Stream, "partition", g.Partition,

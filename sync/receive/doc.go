@@ -67,6 +67,23 @@
 // durably in the Meta namespace "central.gaps" before expected advances past it; a resent gap
 // overwrites itself. Gaps are listed by Lanes, Gaps and `tributary edges`.
 //
+// Epochs: a lane's offsets only mean something within one edge log. Each log has an
+// incarnation id (created with it, in its metadata), sent on every request; central keeps the
+// lane's current one in a durable lane record (Meta namespace "central.lanes") written before
+// the first record of an epoch is accepted, stores it on every record as the provenance header
+// edge-incarnation, and the dedupe key is (edge, incarnation, stream, edge partition, edge
+// offset): the startup scan counts only records of the lane's current incarnation, and a
+// checkpointed lane state of an earlier incarnation is ignored. A request with another
+// incarnation starts a new epoch: the lane waits for its queued applies, records what the old
+// log reported past central's position as a gap (edge-log-replaced, or edge-log-went-back when
+// the new incarnation keeps a prefix), and restarts at min(incarnation base, expected) with
+// applied[] empty. Incarnations a lane moved on from are refused with 410 (an old copy of the
+// data dir still running). Compatibility: a lane fed by an edge that sends no incarnation works
+// as before; the first incarnation to call on it adopts it where it is (its stored records
+// without the header count as its own), after which requests without one get 400. The
+// forwarder makes adoption safe: central past the log's end at open means the log went back,
+// and the forwarder then moves the lane to an incarnation of its own.
+//
 // Storage's part of the bargain: a partition stops at its first failed write, roll or fsync
 // (later appends fail too until a reopen recovers), and a full quota fails an append before it is
 // queued. A storage that let a later group succeed after a failed one would break the prefix fact.
@@ -74,7 +91,9 @@
 // # Answers
 //
 // 401 unknown, revoked or wrong token; 400 malformed headers, bad checksum, undecodable or
-// inconsistent chunk (nothing applied); 413 over MaxBodyBytes; 409 out of order, with the
-// position; 503 with Retry-After when central's disk quota is full or storage failed: edges keep
+// inconsistent chunk, a declared size the body cannot hold, a gap past the edge's reported end,
+// a missing incarnation on a lane that has one (nothing applied); 410 an incarnation the lane
+// moved on from; 413 over MaxBodyBytes; 409 out of order, with the position; 507 a new stream
+// past MaxStreams; 503 with Retry-After when central's disk quota is full or storage failed: edges keep
 // buffering and retry.
 package receive

@@ -19,6 +19,7 @@ type metrics struct {
 	rejected   *prometheus.CounterVec
 	// refusedEdges counts 401s by edge id (registered ids only) and reason.
 	refusedEdges *prometheus.CounterVec
+	epochs       *prometheus.CounterVec
 
 	next, edgeEnd, behind, stalled, sinceSeen, sinceAdvance *prometheus.Desc
 	tokenRefused                                            *prometheus.Desc
@@ -40,6 +41,8 @@ func newMetrics(r *Receiver) *metrics {
 			Help: "Raw batch bytes inside applied chunks; raw/wire is the wire compression ratio."}, laneLabels),
 		gapRecords: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "gap_records_total",
 			Help: "Records edges reported as lost (quota drops, damaged segments)."}, laneLabels),
+		epochs: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "lane_epochs_total",
+			Help: "New lane epochs: the edge came back with a different log (wiped, replaced or older data dir)."}, laneLabels),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "rejected_requests_total",
 			Help: "Sync requests refused, by reason."}, []string{"reason"}),
 		refusedEdges: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ns + "edge_refused_requests_total",
@@ -71,7 +74,7 @@ func (m *metrics) knownEdge(id string) {
 }
 
 func (m *metrics) vecs() []prometheus.Collector {
-	return []prometheus.Collector{m.applied, m.duplicates, m.wireBytes, m.rawBytes, m.gapRecords, m.rejected, m.refusedEdges}
+	return []prometheus.Collector{m.applied, m.duplicates, m.wireBytes, m.rawBytes, m.gapRecords, m.rejected, m.refusedEdges, m.epochs}
 }
 
 func (m *metrics) Describe(ch chan<- *prometheus.Desc) {

@@ -40,6 +40,9 @@ type Config struct {
 	// StallAfter is how long a lane may be behind without progress, while its edge keeps
 	// talking, before the stalled gauge reports it; default 1m.
 	StallAfter time.Duration
+	// MaxStreams bounds the central streams edges may create (each holds open files per
+	// partition); default 64. A chunk for a new stream past it gets 507.
+	MaxStreams int
 	Logger     *slog.Logger
 	// Registerer receives the receiver's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
@@ -63,6 +66,10 @@ type Receiver struct {
 
 	adminMu sync.Mutex // add, rotate and revoke one at a time
 
+	// waiting are lanes an edge asked about that hold no data yet: shown (at 0) in Lanes and
+	// metrics without creating anything on disk, at most maxWaitingLanes of them.
+	waiting map[laneID]*waitingLane
+
 	checkpointMu sync.Mutex // one checkpoint at a time
 }
 
@@ -78,6 +85,20 @@ type sourceKey struct {
 	edge      string
 	partition int
 }
+
+type laneID struct {
+	edge, stream string
+	partition    int
+}
+
+// waitingLane is a lane known only from position requests.
+type waitingLane struct {
+	lastSeen time.Time
+	edgeEnd  int64
+}
+
+// maxWaitingLanes bounds the lanes remembered from position requests alone.
+const maxWaitingLanes = 4096
 
 // New loads the edge registry and rebuilds the dedupe state of every stream in cfg.Log: from the
 // last checkpoint, then by scanning the central partitions past it (doc.go explains why that is
@@ -104,11 +125,15 @@ func New(cfg Config) (*Receiver, error) {
 	if cfg.StallAfter <= 0 {
 		cfg.StallAfter = time.Minute
 	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = 64
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	r := &Receiver{cfg: cfg, log: cfg.Log, logger: cfg.Logger, streams: map[string]*centralStream{}, edges: map[string]EdgeInfo{},
-		calls: map[string]*edgeCalls{}}
+		calls:   map[string]*edgeCalls{},
+		waiting: map[laneID]*waitingLane{}}
 	list, err := ListEdges(cfg.Log)
 	if err != nil {
 		return nil, fmt.Errorf("new receiver: %w", err)
@@ -246,9 +271,20 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	}
 	switch req.Method {
 	case http.MethodGet:
-		s, err := r.source(edge, stream, partition)
+		inc, base, err := requestIncarnation(req.Header)
 		if err != nil {
-			r.reject(w, http.StatusServiceUnavailable, "storage", nil, "open stream: %v", err)
+			r.reject(w, http.StatusBadRequest, "malformed", nil, "%v", err)
+			return
+		}
+		// A position asks for nothing to be created: a lane without data starts at 0.
+		s := r.lookup(edge, stream, partition)
+		if s == nil {
+			r.wait(laneID{edge, stream, partition}, req)
+			protocol.WriteJSON(w, http.StatusOK, protocol.Position{})
+			return
+		}
+		if rf := r.admit(s, inc, base); rf != nil {
+			r.reject(w, rf.code, rf.reason, nil, "%s", rf.msg)
 			return
 		}
 		s.touch(req)
@@ -258,6 +294,20 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, POST")
 		r.reject(w, http.StatusMethodNotAllowed, "bad-method", nil, "method %s: use GET for the position or POST for a chunk", req.Method)
+	}
+}
+
+// wait remembers a lane without data from a position request (bounded).
+func (r *Receiver) wait(id laneID, req *http.Request) {
+	end, _ := strconv.ParseInt(req.Header.Get(protocol.HeaderEdgeEnd), 10, 64)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if wl := r.waiting[id]; wl != nil {
+		wl.lastSeen, wl.edgeEnd = time.Now(), max(end, 0)
+	} else if len(r.waiting) < maxWaitingLanes {
+		r.waiting[id] = &waitingLane{lastSeen: time.Now(), edgeEnd: max(end, 0)}
+		// As for a lane with data: the gap counter exists from the first request.
+		r.m.gapRecords.WithLabelValues(id.edge, id.stream, strconv.Itoa(id.partition))
 	}
 }
 
@@ -397,22 +447,40 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 	return c, nil
 }
 
-// source returns the lane state, creating the central stream and the lane on first sight.
-func (r *Receiver) source(edge, stream string, partition int) (*source, error) {
+// lookup returns the lane state, or nil when neither the stream nor the lane exists yet.
+func (r *Receiver) lookup(edge, stream string, partition int) *source {
+	cs := r.stream(stream)
+	if cs == nil {
+		return nil
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return cs.sources[sourceKey{edge, partition}]
+}
+
+// source returns the lane state, creating the central stream (up to MaxStreams) and the lane on
+// first sight. Only a request with data to apply calls it.
+func (r *Receiver) source(edge, stream string, partition int) (*source, *refusal) {
 	r.mu.Lock()
 	cs, ok := r.streams[stream]
 	if !ok {
 		st, err := r.log.Stream(stream)
 		if errors.Is(err, storage.ErrNoStream) {
+			if len(r.streams) >= r.cfg.MaxStreams {
+				r.mu.Unlock()
+				r.logger.Warn("refused to create a stream: max_streams reached", "edge", edge, "stream", stream, "max_streams", r.cfg.MaxStreams)
+				return nil, &refusal{http.StatusInsufficientStorage, "max-streams", fmt.Sprintf("central holds %d streams, its max_streams: stream %q is not created; raise max_streams at central or forward fewer streams", len(r.streams), stream)}
+			}
 			st, err = r.log.CreateStream(stream, storage.StreamConfig{Partitions: r.cfg.Partitions})
 		}
 		if err != nil {
 			r.mu.Unlock()
-			return nil, err
+			return nil, &refusal{http.StatusServiceUnavailable, "storage", fmt.Sprintf("open stream: %v", err)}
 		}
 		cs = &centralStream{name: stream, stream: st, sources: map[sourceKey]*source{}}
 		r.streams[stream] = cs
 	}
+	delete(r.waiting, laneID{edge, stream, partition})
 	r.mu.Unlock()
 	// The lane's gap counter exists from its first request, so an alert on it has data before the
 	// first gap.
@@ -426,14 +494,17 @@ func (r *Receiver) stream(name string) *centralStream {
 	return r.streams[name]
 }
 
+// LaneInfo is central's view of one lane.
 type LaneInfo struct {
 	Edge        string    `json:"edge"`
 	Stream      string    `json:"stream"`
 	Partition   int       `json:"partition"`
-	Next        int64     `json:"next"`      // next edge offset central expects
-	Committed   int64     `json:"committed"` // checkpointed resume point
-	EdgeEnd     int64     `json:"edge_end"`  // end offset the edge last reported
-	Behind      int64     `json:"behind"`    // EdgeEnd - Next, as far as central knows
+	Incarnation string    `json:"incarnation,omitempty"` // the edge log feeding it; empty for an older edge
+	Epoch       int       `json:"epoch,omitempty"`       // 1 for the first log, +1 each time the edge's log changed
+	Next        int64     `json:"next"`                  // next edge offset central expects
+	Committed   int64     `json:"committed"`             // checkpointed resume point
+	EdgeEnd     int64     `json:"edge_end"`              // end offset the edge last reported
+	Behind      int64     `json:"behind"`                // EdgeEnd - Next, as far as central knows
 	LastSeen    time.Time `json:"last_seen,omitzero"`
 	LastAdvance time.Time `json:"last_advance,omitzero"`
 	Stalled     bool      `json:"stalled"` // edge talking, lane behind, no progress for StallAfter
@@ -448,16 +519,23 @@ func (r *Receiver) Lanes() []LaneInfo {
 	for _, cs := range r.streams {
 		streams = append(streams, cs)
 	}
+	var out []LaneInfo
+	for id, wl := range r.waiting {
+		out = append(out, LaneInfo{Edge: id.edge, Stream: id.stream, Partition: id.partition, EdgeEnd: wl.edgeEnd,
+			Behind: wl.edgeEnd, LastSeen: wl.lastSeen.UTC()})
+	}
 	r.mu.Unlock()
 	gaps, _ := r.Gaps()
 	now := time.Now()
-	var out []LaneInfo
 	for _, cs := range streams {
 		cs.mu.Lock()
 		for _, s := range cs.sources {
 			li := LaneInfo{Edge: s.key.edge, Stream: cs.name, Partition: s.key.partition, Next: s.next.Load(),
 				Committed: s.committed.Load(), EdgeEnd: s.edgeEnd.Load()}
 			li.Behind = max(li.EdgeEnd-li.Next, 0)
+			if rec := s.rec.Load(); rec != nil {
+				li.Incarnation, li.Epoch = rec.Incarnation, rec.Epoch
+			}
 			if t := s.lastSeen.Load(); t > 0 {
 				li.LastSeen = time.Unix(0, t).UTC()
 			}
@@ -466,7 +544,7 @@ func (r *Receiver) Lanes() []LaneInfo {
 			}
 			li.Stalled = li.Behind > 0 && now.Sub(li.LastSeen) < r.cfg.StallAfter && now.Sub(li.LastAdvance) > r.cfg.StallAfter
 			for _, g := range gaps {
-				if g.Edge == li.Edge && g.Stream == li.Stream && g.Partition == li.Partition {
+				if g.Edge == li.Edge && g.Stream == li.Stream && g.Partition == li.Partition && g.Reason != GapLogReplaced && g.Reason != GapLogWentBack {
 					li.GapsCount++
 					li.GapsRecords += g.To - g.From
 				}
