@@ -52,6 +52,7 @@ type Agent struct {
 
 	httpLn        net.Listener
 	mqttListeners []*mqttListener // TCP and TLS; mochi serves WebSocket itself
+	sessions      *sessionTable
 	tcpAddr       string
 	tlsAddr       string
 	ready         atomic.Bool
@@ -161,9 +162,9 @@ func (a *Agent) newBroker() error {
 	caps := mqtt.NewDefaultServerCapabilities()
 	caps.ReceiveMaximum = uint16(cfg.MaxPendingPerClient)
 	caps.MaximumPacketSize = uint32(cfg.MQTT.MaxPacketBytes)
-	// Sessions of clean-session clients are kept a day, not forever, so a churning fleet does not
-	// fill memory with dead sessions.
-	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	// Persistent sessions are kept mqtt.session_expiry, not forever, and sessionTable caps
+	// them, so a churning fleet does not fill memory with dead sessions.
+	caps.MaximumSessionExpiryInterval = uint32(max(cfg.MQTT.SessionExpiry/time.Second, 1))
 	// Mochi gives every client an outbound queue of this many packet pointers up front (8,192 by
 	// default: 64 KiB per client, 64 MiB of a 1,000-device gateway's heap, and twice that in RSS
 	// once the GC's headroom is counted). The queue carries only fan-out to subscribers: QoS 1/2
@@ -177,6 +178,10 @@ func (a *Agent) newBroker() error {
 	})
 	configureCapabilities(caps)
 	a.hook = &hook{agent: a, log: a.logger.With("component", "ingest"), sessions: map[*mqtt.Client]*session{}}
+	a.sessions = newSessionTable(cfg.MQTT.MaxSessions, cfg.MQTT.MaxSessionsPerDevice)
+	if err := a.server.AddHook(&sessionHook{table: a.sessions}, nil); err != nil {
+		return fmt.Errorf("add session hook: %w", err)
+	}
 	protocol := &protocolHook{agent: a, log: a.logger.With("component", "ingest"), wills: map[string]*session{}}
 	if err := a.server.AddHook(protocol, nil); err != nil {
 		return fmt.Errorf("add protocol hook: %w", err)

@@ -150,6 +150,16 @@ type MQTTConfig struct {
 	// WriteTimeout closes a connection whose client has taken no data for this long while the
 	// agent writes to it (an ack, a CONNACK). Default 30s.
 	WriteTimeout time.Duration `yaml:"write_timeout"`
+	// SessionExpiry is the longest a disconnected persistent session is kept (MQTT 3.1.1 clean
+	// session 0, or an MQTT 5 session expiry interval, which is capped to it). Readings do not
+	// depend on it: the dedupe memory recognises resends without the session. Default 1h.
+	SessionExpiry time.Duration `yaml:"session_expiry"`
+	// MaxSessions caps the sessions, connected or kept, of all clients; past it a CONNECT for a
+	// new client id is refused (MQTT 5 0x97, MQTT 3.1.1 0x03). Default 10000.
+	MaxSessions int `yaml:"max_sessions"`
+	// MaxSessionsPerDevice caps the client ids one device's credentials may hold sessions
+	// under. Default 4.
+	MaxSessionsPerDevice int `yaml:"max_sessions_per_device"`
 }
 
 // StreamConfig declares one stream.
@@ -192,6 +202,11 @@ const (
 	DefaultDedupeWindow        = 4096
 	DefaultConnectTimeout      = 10 * time.Second
 	DefaultWriteTimeout        = 30 * time.Second
+	// DefaultSessionExpiry was a day; an edge's devices publish, so a session holds little more
+	// than QoS 2 PUBRECs awaiting their PUBREL, and an hour covers a device's reconnects.
+	DefaultSessionExpiry        = time.Hour
+	DefaultMaxSessions          = 10000
+	DefaultMaxSessionsPerDevice = 4
 )
 
 // LoadConfig reads a YAML config file. Unknown keys are an error.
@@ -238,6 +253,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MQTT.WriteTimeout <= 0 {
 		c.MQTT.WriteTimeout = DefaultWriteTimeout
+	}
+	if c.MQTT.SessionExpiry <= 0 {
+		c.MQTT.SessionExpiry = DefaultSessionExpiry
+	}
+	if c.MQTT.MaxSessions <= 0 {
+		c.MQTT.MaxSessions = DefaultMaxSessions
+	}
+	if c.MQTT.MaxSessionsPerDevice <= 0 {
+		c.MQTT.MaxSessionsPerDevice = DefaultMaxSessionsPerDevice
 	}
 	if c.MQTT.MaxPacketBytes <= 0 {
 		c.MQTT.MaxPacketBytes = c.MaxPayloadBytes + 64<<10

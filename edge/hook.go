@@ -73,6 +73,9 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 		h.agent.metrics.authFailed.WithLabelValues(reason).Inc()
 		h.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
 			"reason", reason, "err", err)
+		if reason == reasonSessionLimit {
+			h.agent.refuseSession(cl)
+		}
 		return false
 	}
 	h.mu.Lock()
@@ -100,6 +103,9 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, strin
 		}
 		s.anonymous = true
 		s.device = cl.ID
+	}
+	if err := a.sessions.admit(cl.ID, s.device); err != nil {
+		return nil, reasonSessionLimit, err
 	}
 	s.ring = a.dedupe.ring(cl.ID, true)
 	return s, "", nil

@@ -74,9 +74,9 @@ func newMQTTListener(id, addr string, tc *tls.Config, limit *connLimit, cfg MQTT
 
 var _ listeners.Listener = (*mqttListener)(nil)
 
-func (l *mqttListener) ID() string               { return l.id }
-func (l *mqttListener) Address() string          { return l.ln.Addr().String() }
-func (l *mqttListener) Protocol() string         { return "tcp" }
+func (l *mqttListener) ID() string              { return l.id }
+func (l *mqttListener) Address() string         { return l.ln.Addr().String() }
+func (l *mqttListener) Protocol() string        { return "tcp" }
 func (l *mqttListener) Init(*slog.Logger) error { return nil } // bound in newMQTTListener, so New reports a taken port
 
 // Serve accepts connections until Close, handing each to mochi's establish on its own goroutine.

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"slices"
 	"strconv"
 	"time"
 
@@ -16,7 +17,9 @@ import (
 // tributary_edge_connect_refused_total (see authReason), listed so they start at zero.
 var (
 	appendFailureReasons  = []string{"append_error", "log_full", "log_closed", "record_too_large"}
-	connectRefusedReasons = []string{"shutting_down", "anonymous", "unknown_device", "bad_password", "disabled", "wrong_credential_type", "other"}
+	connectRefusedReasons = []string{"shutting_down", "anonymous", "unknown_device", "bad_password", "disabled", "wrong_credential_type", "other", reasonSessionLimit}
+	// protocolReasons are refusals of protocolHook (conformance.go).
+	protocolReasons = []string{"reserved_topic", "retain_not_supported", "will_refused"}
 )
 
 type metrics struct {
@@ -106,7 +109,7 @@ func newMetrics() *metrics {
 		m.rejected.WithLabelValues(string(r))
 		m.deadLetters.WithLabelValues(string(r))
 	}
-	for _, r := range appendFailureReasons {
+	for _, r := range slices.Concat(appendFailureReasons, protocolReasons) {
 		m.rejected.WithLabelValues(r)
 	}
 	for _, r := range connectRefusedReasons {
