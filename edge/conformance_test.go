@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
@@ -386,5 +387,35 @@ func TestWillStoredAsReading(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := storedReadings(t, a); len(got) != 1 {
 		t.Errorf("stored %q, want only w1's will", got)
+	}
+}
+
+// Debian's mosquitto_pub, a client written elsewhere, reads the MQTT 5 CONNACK: told Retain
+// Available 0, it sends its -r publish without RETAIN, which is stored (a PUBLISH with RETAIN
+// would have been answered DISCONNECT 0x9A). Over MQTT 3.1.1 the retained publish is stored and
+// its RETAIN dropped. The broker keeps nothing retained either way.
+func TestMosquittoPubRetainAgainstRetainAvailable0(t *testing.T) {
+	pub := program(t, "mosquitto_pub", "/usr/bin")
+	a, _ := startAgent(t, Config{})
+	host, port, _ := net.SplitHostPort(a.MQTTAddr())
+	run := func(args ...string) {
+		t.Helper()
+		// QoS 0: mochi retained only those (QoS 1/2 readings never reach its retain step).
+		out, err := exec.Command(pub, append([]string{"-h", host, "-p", port, "-q", "0", "-r"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub %v: %v %s", args, err, out)
+		}
+	}
+	run("-V", "mqttv5", "-i", "mr5", "-t", "devices/mr5/readings", "-m", "v5")
+	run("-i", "mr3", "-t", "devices/mr3/readings", "-m", "v311")
+	deadline := time.Now().Add(5 * time.Second)
+	for got := storedReadings(t, a); len(got) != 2; got = storedReadings(t, a) {
+		if time.Now().After(deadline) {
+			t.Fatalf("stored %q, want both readings", got)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := a.server.Topics.Retained.Len() - sysRetained(a); n != 0 {
+		t.Errorf("broker keeps %d retained messages besides $SYS, want 0", n)
 	}
 }
