@@ -35,6 +35,8 @@ type Agent struct {
 	server  *mqtt.Server
 	hook    *hook
 	metrics *metrics
+	// logLimit bounds the log lines each MQTT client can cause (logfilter.go).
+	logLimit *lineLimiter
 	dedupe  *dedupe
 	source  *source
 	logins  *loginLimiter
@@ -79,6 +81,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	a := &Agent{cfg: cfg, logger: logger, metrics: newMetrics(), streams: map[string]*streamEntry{}, declared: cfg.declaredStreams()}
+	a.logLimit = newLineLimiter(a.metrics.logSuppressed)
 	a.dedupe = newDedupe(2 * cfg.MaxPendingPerClient)
 	ok := false
 	defer func() {
@@ -173,16 +176,19 @@ func (a *Agent) newBroker() error {
 	caps.MaximumClientWritesPending = maxClientWritesPending
 	a.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
-		// Mochi logs every connection at info; the hook logs what operators need.
-		Logger: slog.New(levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn}),
+		// Mochi logs every connection at info; the hook logs what operators need. Its warnings
+		// become one line per event within each client's log budget (logfilter.go).
+		Logger: slog.New(mochiLines{clientLimited{Handler: levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn},
+			lim: a.logLimit, device: a.deviceOf}}),
 	})
 	configureCapabilities(caps)
-	a.hook = &hook{agent: a, log: a.logger.With("component", "ingest"), sessions: map[*mqtt.Client]*session{}}
+	ingestLog := a.limitedLogger(a.logger.With("component", "ingest").Handler())
+	a.hook = &hook{agent: a, log: ingestLog, sessions: map[*mqtt.Client]*session{}}
 	a.sessions = newSessionTable(cfg.MQTT.MaxSessions, cfg.MQTT.MaxSessionsPerDevice)
 	if err := a.server.AddHook(&sessionHook{table: a.sessions}, nil); err != nil {
 		return fmt.Errorf("add session hook: %w", err)
 	}
-	protocol := &protocolHook{agent: a, log: a.logger.With("component", "ingest"), wills: map[string]*session{}}
+	protocol := &protocolHook{agent: a, log: ingestLog, wills: map[string]*session{}}
 	if err := a.server.AddHook(protocol, nil); err != nil {
 		return fmt.Errorf("add protocol hook: %w", err)
 	}

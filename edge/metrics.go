@@ -38,6 +38,8 @@ type metrics struct {
 	ackFailures prometheus.Counter
 	acksLate    prometheus.Counter
 	fsync       prometheus.Histogram
+	// logSuppressed counts log lines held back by a client's log budget (logfilter.go).
+	logSuppressed prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -94,6 +96,11 @@ func newMetrics() *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
 	}
+	m.logSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tributary_edge_log_lines_suppressed_total",
+		Help: "Log lines about one MQTT client beyond its budget (5 a minute), not written.",
+	})
+	r.MustRegister(m.logSuppressed)
 	for qos := range m.receivedQoS {
 		m.receivedQoS[qos] = m.readingsIn.WithLabelValues(strconv.Itoa(qos))
 	}
