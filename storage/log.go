@@ -25,6 +25,8 @@ type Log struct {
 	opts   Options
 	logger *slog.Logger
 	meta   *bolt.DB
+	// metaRepair is set when Open found meta.db damaged and replaced it.
+	metaRepair *MetaRepair
 
 	mu      sync.RWMutex
 	streams map[string]*Stream
@@ -95,12 +97,12 @@ func Open(dir string, opts *Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Join(dir, "streams"), 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	meta, err := openMeta(filepath.Join(dir, "meta.db"))
+	meta, repair, err := openMetaRepairing(dir, o.Logger)
 	if err != nil {
 		return nil, err
 	}
 	l := &Log{
-		dir: dir, opts: o, logger: o.Logger, meta: meta,
+		dir: dir, opts: o, logger: o.Logger, meta: meta, metaRepair: repair,
 		streams:   map[string]*Stream{},
 		cursors:   map[string]int64{},
 		required:  map[string]bool{},
@@ -116,6 +118,12 @@ func Open(dir string, opts *Options) (*Log, error) {
 		meta.Close()
 		return nil, err
 	}
+	if repair != nil {
+		if repair.Rebuilt, err = l.rebuildStreamConfigs(cfgs); err != nil {
+			meta.Close()
+			return nil, fmt.Errorf("rebuild stream configs after replacing damaged metadata: %w", err)
+		}
+	}
 	names := make([]string, 0, len(cfgs))
 	for n := range cfgs {
 		names = append(names, n)
@@ -129,6 +137,9 @@ func Open(dir string, opts *Options) (*Log, error) {
 			return nil, err
 		}
 		l.streams[name] = s
+	}
+	if repair != nil {
+		l.finishMetaRepair()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel

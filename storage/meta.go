@@ -27,8 +27,15 @@ func openMeta(path string) (*bolt.DB, error) {
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open metadata %s: the data directory is in use by another process; stop it or use another directory", path)
 	}
+	if err != nil && boltDamaged(err) {
+		return nil, &metaDamage{fmt.Errorf("open metadata %s: %w", path, err)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open metadata %s: %w", path, err)
+	}
+	if err := checkMeta(db); err != nil {
+		db.Close()
+		return nil, err
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketStreams, bucketCursors, bucketRequired, bucketGaps, bucketKV} {
