@@ -35,6 +35,9 @@ var (
 	ErrNoCredentials = errors.New("device needs a password or a certificate identity")
 )
 
+// errRecordVersion marks a record written by a build with a newer record format.
+var errRecordVersion = errors.New("unknown record version")
+
 // bucketDevices holds one JSON record per device, keyed by device id.
 var bucketDevices = []byte("devices")
 
@@ -90,7 +93,7 @@ func decodeDevice(b []byte) (Device, error) {
 		return Device{}, fmt.Errorf("decode device record: %w", err)
 	}
 	if r.Version != recordVersion {
-		return Device{}, fmt.Errorf("decode device record %q: version %d, this build reads version %d", r.ID, r.Version, recordVersion)
+		return Device{}, fmt.Errorf("decode device record %q: %w: version %d, this build reads version %d", r.ID, errRecordVersion, r.Version, recordVersion)
 	}
 	d := Device{
 		ID:           r.ID,
@@ -301,17 +304,23 @@ func openDB(path string, readOnly bool, timeout time.Duration) (*bolt.DB, error)
 	case errors.Is(err, berrors.ErrTimeout):
 		return nil, fmt.Errorf("open registry %s: %w (waited %v)", path, ErrRegistryLocked, timeout)
 	case err != nil:
-		return nil, fmt.Errorf("open registry %s: %w", path, err)
+		return nil, fmt.Errorf("open registry %s: %w", path, damaged(err))
 	}
 	return db, nil
 }
 
 // view reads every device from the file at path in one read-only transaction. An absent file is an
 // empty registry: the edge may start before the first device is added.
-func view(path string, timeout time.Duration, fn func(d Device)) error {
+func view(path string, timeout time.Duration, fn func(d Device)) (err error) {
 	if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	defer func() {
+		// bbolt panics on some damaged pages instead of returning an error.
+		if r := recover(); r != nil {
+			err = fmt.Errorf("read registry %s: %w: %v", path, ErrRegistryDamaged, r)
+		}
+	}()
 	db, err := openDB(path, true, timeout)
 	if err != nil {
 		return err
@@ -324,8 +333,12 @@ func view(path string, timeout time.Duration, fn func(d Device)) error {
 		}
 		return b.ForEach(func(_, v []byte) error {
 			d, err := decodeDevice(v)
-			if err != nil {
+			if errors.Is(err, errRecordVersion) {
+				// Written by a newer build: not damage, and not to be quarantined.
 				return fmt.Errorf("read registry %s: %w", path, err)
+			}
+			if err != nil {
+				return fmt.Errorf("read registry %s: %w: %w", path, ErrRegistryDamaged, err)
 			}
 			fn(d)
 			return nil

@@ -126,7 +126,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	if a.mapper, err = devices.NewMapper(cfg.Mapping); err != nil {
 		return nil, fmt.Errorf("mapping: %w", err)
 	}
-	if a.cache, err = devices.NewCache(cfg.Registry, &devices.CacheOptions{Mapper: a.mapper, Logger: logger.With("component", "devices"),
+	if a.cache, err = a.openRegistry(&devices.CacheOptions{Mapper: a.mapper, Logger: logger.With("component", "devices"),
 		MaxConcurrentChecks: cfg.Auth.MaxConcurrentChecks, CheckWait: cfg.Auth.CheckWait}); err != nil {
 		return nil, fmt.Errorf("load device registry: %w", err)
 	}
