@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"bytes"
+	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"sort"
@@ -9,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mochi-mqtt/server/v2/packets"
 	"golang.org/x/crypto/bcrypt"
 
 	"github.com/tributary-iot/tributary/devices"
@@ -28,16 +32,37 @@ func addDeviceAtCost(t testing.TB, dataDir, id, password string, cost int) {
 	}
 }
 
-// connackFrom sends one CONNECT from src and returns the CONNACK's reason code and how long it took.
+// connackFrom sends one CONNECT from src and returns the CONNACK's reason code and how long it
+// took. It reports errors instead of failing the test, so flood goroutines can call it.
 func connackFrom(t testing.TB, src, addr, user, pass string) (byte, time.Duration, error) {
 	conn, err := dialFrom(t, src, addr)
 	if err != nil {
 		return 0, 0, err
 	}
 	defer conn.Close()
+	pk := packets.Packet{
+		FixedHeader: packets.FixedHeader{Type: packets.Connect}, ProtocolVersion: 4,
+		Connect: packets.ConnectParams{ProtocolName: []byte("MQTT"), Clean: true, Keepalive: 30, ClientIdentifier: "probe",
+			UsernameFlag: true, Username: []byte(user), PasswordFlag: true, Password: []byte(pass)},
+	}
+	var buf bytes.Buffer
+	if err := pk.ConnectEncode(&buf); err != nil {
+		return 0, 0, err
+	}
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
 	start := time.Now()
-	_, ack := connectRaw(t, conn, "probe", 4, user, pass, true)
-	return ack.ReasonCode, time.Since(start), nil
+	if _, err := conn.Write(buf.Bytes()); err != nil {
+		return 0, 0, err
+	}
+	// CONNACK: fixed header 0x20, length 2, flags, return code.
+	ack := make([]byte, 4)
+	if _, err := io.ReadFull(conn, ack); err != nil {
+		return 0, 0, fmt.Errorf("read CONNACK: %w", err)
+	}
+	if ack[0] != packets.Connack<<4 {
+		return 0, 0, fmt.Errorf("got packet %#x, want CONNACK", ack[0])
+	}
+	return ack[3], time.Since(start), nil
 }
 
 // TestLoginFloodBacksOff: a source sending wrong passwords is refused without a bcrypt check after
@@ -74,7 +99,8 @@ func TestLoginFloodBacksOff(t *testing.T) {
 	baseline := latencies(nil, 100)
 
 	before := a.cache.PasswordChecks()
-	var attempts, refused atomic.Int64
+	var attempts, refused, failed atomic.Int64
+	var firstErr atomic.Pointer[error]
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(3 * time.Second)
@@ -82,7 +108,11 @@ func TestLoginFloodBacksOff(t *testing.T) {
 		wg.Go(func() {
 			for time.Now().Before(deadline) && attempts.Add(1) <= 400 {
 				code, _, err := connackFrom(t, "127.0.0.2", a.MQTTAddr(), "good", "wrong")
-				if err == nil && code != 0 {
+				switch {
+				case err != nil:
+					failed.Add(1)
+					firstErr.CompareAndSwap(nil, &err)
+				case code != 0:
 					refused.Add(1)
 				}
 			}
@@ -101,6 +131,9 @@ func TestLoginFloodBacksOff(t *testing.T) {
 	t.Logf("flood: %d CONNECTs from 127.0.0.2 refused, %d bcrypt checks, %.0f refused without one", refused.Load(), checks, throttled)
 	t.Logf("good device ack latency: before p50 %v p99 %v; during flood p50 %v p99 %v",
 		percentile(baseline, 50), percentile(baseline, 99), percentile(during, 50), percentile(during, 99))
+	if e := firstErr.Load(); e != nil {
+		t.Logf("%d flood CONNECTs got no CONNACK; first: %v", failed.Load(), *e)
+	}
 	if refused.Load() < 20 {
 		t.Fatalf("only %d flood CONNECTs answered in 3s", refused.Load())
 	}
