@@ -270,8 +270,15 @@ func (e *statusError) Error() string {
 	return fmt.Sprintf("central answered %d: %s", e.code, e.reason)
 }
 
+// retryLogEvery is how often a lane that keeps failing logs its retry line: the first failure
+// of an outage is logged at once, then one line a minute with the failures in between, since a
+// lane retries every 1.5 s on average during a long outage.
+const retryLogEvery = time.Minute
+
 func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) {
 	attempt := 0
+	var loggedAt time.Time
+	unlogged := 0 // failures since the last retry line
 	for ctx.Err() == nil {
 		advanced := ln.lastAdvance.Load()
 		err := f.pump(ctx, client, ln)
@@ -307,9 +314,10 @@ func (f *Forwarder) runLane(ctx context.Context, client *http.Client, ln *lane) 
 		} else if errors.As(err, &se) && se.code == http.StatusGone {
 			f.logger.Error("forward partition; central refuses this edge log as replaced by a newer one; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
 				"err", err, "retry_in", delay.Round(time.Millisecond))
-		} else {
+		} else if unlogged++; attempt == 0 || time.Since(loggedAt) >= retryLogEvery {
 			f.logger.Warn("forward partition; retrying", "stream", ln.key.stream, "partition", ln.key.partition,
-				"err", err, "retry_in", delay.Round(time.Millisecond))
+				"err", err, "retry_in", delay.Round(time.Millisecond), "failures", unlogged)
+			loggedAt, unlogged = time.Now(), 0
 		}
 		attempt++
 		select {
