@@ -221,7 +221,7 @@ func (h *protocolHook) OnSessionEstablished(cl *mqtt.Client, _ packets.Packet) {
 }
 
 // OnWillSent stores a published will as a reading of its topic: a device's "offline" is a
-// reading too. Mochi publishes wills without OnPublish, so they were never stored. The will's
+// reading too, unless the agent is stopping. Mochi publishes wills without OnPublish, so they were never stored. The will's
 // topic passes the same ACL as the device's publishes (mochi checks none at CONNECT). There is
 // nobody to acknowledge it to, so it is stored as a QoS 0 reading is.
 func (h *protocolHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
@@ -229,7 +229,9 @@ func (h *protocolHook) OnWillSent(cl *mqtt.Client, pk packets.Packet) {
 	s := h.wills[cl.ID]
 	delete(h.wills, cl.ID)
 	h.willsMu.Unlock()
-	if s == nil {
+	if s == nil || h.agent.hook.draining.Load() {
+		// Stopping, the agent closes every connection and mochi publishes every will: those
+		// say the edge went away, not the device.
 		return
 	}
 	a := h.agent

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tributary-iot/tributary/storage"
 )
 
 // These tests speak raw MQTT over TCP and check the bytes the agent sends against the MQTT 3.1.1
@@ -353,10 +355,11 @@ func TestQoS2ResendWhilePubrecOutstanding(t *testing.T) {
 }
 
 // A device's will is stored as a reading of its topic when the device drops without DISCONNECT;
-// a will on a topic the device may not publish to is not stored, and a clean DISCONNECT sends
-// no will.
+// a will on a topic the device may not publish to is not stored, a clean DISCONNECT sends no
+// will, and the wills mochi publishes when the agent itself stops are not stored.
 func TestWillStoredAsReading(t *testing.T) {
-	a, _ := startAgent(t, Config{})
+	dir := t.TempDir()
+	a, stop := startAgent(t, Config{DataDir: dir})
 	conn := func(id, topic string) *rawClient {
 		c, ack, _ := connectWith(t, a.MQTTAddr(), packets.Packet{ProtocolVersion: 4, Connect: packets.ConnectParams{
 			Clean: true, Keepalive: 30, ClientIdentifier: id, WillFlag: true, WillTopic: topic, WillPayload: []byte(id + " offline")}})
@@ -387,6 +390,17 @@ func TestWillStoredAsReading(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if got := storedReadings(t, a); len(got) != 1 {
 		t.Errorf("stored %q, want only w1's will", got)
+	}
+
+	conn("w4", "devices/w4/readings") // still connected when the agent stops
+	stop()
+	l, err := storage.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if n := countStream(t, l, "readings"); n != 1 {
+		t.Errorf("%d readings after the agent stopped, want still 1: the shutdown's wills are not the devices'", n)
 	}
 }
 
