@@ -70,9 +70,16 @@ func parseHash(s []byte) (uint64, bool) {
 	return h, true
 }
 
-// dedupe remembers, per MQTT client id, the last readings stored with a packet id. A client
+// dedupe remembers, per MQTT client id, the last readings stored with a packet id, to recognise a
+// resend of a reading the edge stored but whose ack may not have reached the client. A client
 // resends only PUBLISHes it has not seen acknowledged, and it has at most MaxPendingPerClient of
 // those stored-but-unacked at a time, so a ring of twice that per client covers every resend.
+//
+// What counts as a resend is decided per publish by [dedupeRing.resendOf]: the packet id and the
+// hash of topic and payload must match the newest reading stored under that packet id, and either
+// the DUP flag is set or that reading came in on an earlier connection (or before a restart) of the
+// client. Many clients (MQTT.js, paho-mqtt for Python in some reconnect paths) resend without DUP,
+// so the flag alone is not enough.
 type dedupe struct {
 	perClient int
 	maxIdle   int
@@ -81,26 +88,53 @@ type dedupe struct {
 	clients map[string]*dedupeRing
 }
 
+// dedupeRing is one client's memory: its last size readings with a packet id, oldest overwritten
+// first, and an index from packet id to the newest of them. Its memory is bounded by size (at most
+// 65,535: there are no more packet ids) and grows with use, so a client that sent a few readings
+// costs a few entries.
 type dedupeRing struct {
 	mu        sync.Mutex
 	entries   []dedupeEntry
-	next      int
+	next      int // once full: the slot the next add overwrites, the oldest
 	size      int
-	connected int // sessions holding the ring; idle rings are evicted first
+	index     packetIndex
+	sessions  uint32 // connections attached so far; each gets the next number as its generation
+	connected int    // sessions holding the ring; idle rings are evicted first
 }
 
 type dedupeEntry struct {
 	packetID uint16
-	hash     uint64
-	res      *result
+	// gen is the connection that last sent this reading: a session's generation, or
+	// restoredGen for readings found in the log at start.
+	gen  uint32
+	hash uint64
+	res  *result
 }
+
+// restoredGen marks readings rebuilt from the log tail: sent on a connection before this process
+// started, so any connection may resend them.
+const restoredGen = 0
+
+// maxRingSize is the most entries a ring holds: the index stores slots in 16 bits, and a client
+// has no more than 65,535 packet ids in use.
+const maxRingSize = 65535
 
 func newDedupe(perClient int) *dedupe {
-	return &dedupe{perClient: perClient, maxIdle: 100_000, clients: map[string]*dedupeRing{}}
+	return &dedupe{perClient: min(perClient, maxRingSize), maxIdle: 100_000, clients: map[string]*dedupeRing{}}
 }
 
-// ring returns the ring of a client id, creating it. attach counts a connected session.
-func (d *dedupe) ring(clientID string, attach bool) *dedupeRing {
+// ring returns the ring of a client id, creating it.
+func (d *dedupe) ring(clientID string) *dedupeRing {
+	r, _ := d.get(clientID, false)
+	return r
+}
+
+// attach returns the ring of a client id for a new connection, and that connection's generation.
+func (d *dedupe) attach(clientID string) (*dedupeRing, uint32) {
+	return d.get(clientID, true)
+}
+
+func (d *dedupe) get(clientID string, attach bool) (*dedupeRing, uint32) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	r := d.clients[clientID]
@@ -111,12 +145,17 @@ func (d *dedupe) ring(clientID string, attach bool) *dedupeRing {
 		r = &dedupeRing{size: d.perClient}
 		d.clients[clientID] = r
 	}
-	if attach {
-		r.mu.Lock()
-		r.connected++
-		r.mu.Unlock()
+	if !attach {
+		return r, restoredGen
 	}
-	return r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.connected++
+	r.sessions++
+	if r.sessions == restoredGen {
+		r.sessions++ // after 2^32 connections: never hand out the restored generation
+	}
+	return r, r.sessions
 }
 
 func (d *dedupe) detach(r *dedupeRing) {
@@ -142,17 +181,23 @@ func (d *dedupe) evictIdleLocked() {
 	}
 }
 
-func (r *dedupeRing) add(packetID uint16, hash uint64, res *result) {
+// add remembers a reading stored (or being stored) with packetID, received on connection gen.
+func (r *dedupeRing) add(packetID uint16, hash uint64, gen uint32, res *result) {
 	r.mu.Lock()
+	e := dedupeEntry{packetID: packetID, gen: gen, hash: hash, res: res}
 	var at int
 	if len(r.entries) < r.size {
 		at = len(r.entries)
-		r.entries = append(r.entries, dedupeEntry{packetID, hash, res})
+		r.entries = append(r.entries, e)
+		r.index.grow(r.entries)
 	} else {
 		at = r.next
-		r.entries[r.next] = dedupeEntry{packetID, hash, res}
+		old := r.entries[at]
+		r.index.remove(old.packetID, at)
+		r.entries[at] = e
 		r.next = (r.next + 1) % r.size
 	}
+	r.index.put(packetID, at)
 	// Let go of the result of an entry half a ring older once it succeeded: lookup only needs to
 	// know it was stored, and a thousand clients' rings of pending-result objects were most of
 	// the edge's memory in the soak run. One entry per add keeps this O(1).
@@ -167,39 +212,45 @@ func (r *dedupeRing) add(packetID uint16, hash uint64, res *result) {
 	r.mu.Unlock()
 }
 
-// lookup returns the result of the newest stored reading with packetID, if its hash matches and it
-// did not fail. A newer reading with the same packet id but another payload means the id was
-// reused after an ack, so the resend is a new reading.
-func (r *dedupeRing) lookup(packetID uint16, hash uint64) *result {
+// resendOf returns the result of the stored reading that a publish with packetID and hash, on
+// connection gen, resends; nil when the publish is a new reading. Only the newest reading stored
+// under packetID is considered: a client reuses a packet id only once the previous use was acked,
+// so an older one cannot be resent. It is a resend when the hashes match, that reading did not
+// fail to store, and
+//   - the publish has the DUP flag, or
+//   - the reading came in on another connection or before a restart: its ack may have been lost
+//     with that connection, and a client resends after reconnecting (MQTT.js without DUP), or
+//   - the reading came in on this connection and is not durable yet, so its ack cannot have been
+//     sent: the client cannot be reusing the id for a new reading.
+//
+// A publish on the same connection that reuses the id of a reading already durable is a new
+// reading: the client saw the ack (acks go out in order on one TCP connection) and reused the id,
+// possibly for an identical payload. A recognised resend moves the reading to this connection, so
+// a later reuse of its packet id here is new again.
+func (r *dedupeRing) resendOf(packetID uint16, hash uint64, gen uint32, dup bool) *result {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	n := len(r.entries)
-	for i := range n {
-		// Newest first: the slot before next, going back.
-		idx := r.next - 1 - i
-		if len(r.entries) < r.size {
-			idx = n - 1 - i
-		}
-		for idx < 0 {
-			idx += n
-		}
-		e := r.entries[idx]
-		if e.packetID != packetID {
-			continue
-		}
-		if e.hash != hash {
-			return nil
-		}
-		if done, err := e.res.outcome(); done && err != nil {
-			return nil
-		}
-		return e.res
+	at, ok := r.index.get(packetID)
+	if !ok {
+		return nil
 	}
-	return nil
+	e := &r.entries[at]
+	if e.hash != hash {
+		return nil
+	}
+	done, err := e.res.outcome()
+	if done && err != nil {
+		return nil
+	}
+	if !dup && e.gen == gen && done {
+		return nil
+	}
+	e.gen = gen
+	return e.res
 }
 
 // rebuild reads the last window records of every partition and remembers the readings stored with
-// a packet id, so a DUP resend after a crash or restart is acked without storing it twice.
+// a packet id, so a resend after a crash or restart is acked without storing it twice.
 //
 // One client's readings spread over partitions (a bridge publishes for many device keys), so each
 // client's readings are put back in the order they were received before they fill its ring: the
@@ -251,9 +302,9 @@ func (d *dedupe) rebuild(ctx context.Context, log *storage.Log, window int) (int
 	}
 	for cid, readings := range byClient {
 		slices.SortStableFunc(readings, func(a, b tailReading) int { return cmp.Compare(a.received, b.received) })
-		r := d.ring(cid, false)
+		r := d.ring(cid)
 		for _, s := range readings[max(len(readings)-r.size, 0):] {
-			r.add(s.packetID, s.hash, storedResult)
+			r.add(s.packetID, s.hash, restoredGen, storedResult)
 		}
 	}
 	return n, nil

@@ -63,7 +63,7 @@ func TestRingReleasesCompletedResults(t *testing.T) {
 		if i != 1 { // reading 1 is still pending when the ring moves on
 			results[i].complete(nil)
 		}
-		r.add(uint16(i+1), uint64(100+i), results[i])
+		r.add(uint16(i+1), uint64(100+i), 1, results[i])
 	}
 	released := 0
 	for _, e := range r.entries {
@@ -81,7 +81,7 @@ func TestRingReleasesCompletedResults(t *testing.T) {
 		if i == 1 {
 			continue
 		}
-		if got := r.lookup(uint16(i+1), uint64(100+i)); got == nil {
+		if got := r.resendOf(uint16(i+1), uint64(100+i), 1, true); got == nil {
 			t.Fatalf("lookup of stored reading %d after release: nil", i+1)
 		}
 	}

@@ -24,6 +24,7 @@ type session struct {
 	device    string // authenticated device id; the client id for anonymous clients in "own" mode
 	anonymous bool
 	ring      *dedupeRing
+	gen       uint32 // this connection's generation in ring
 
 	acksOnce sync.Once
 	acks     *clientAcks // created on the first QoS 1/2 publish
@@ -104,10 +105,27 @@ func (h *hook) authenticate(cl *mqtt.Client, pk packets.Packet) (*session, strin
 		s.anonymous = true
 		s.device = cl.ID
 	}
+	if !s.anonymous {
+		// The client id keys the MQTT session (a CONNECT with a connected or kept id takes that
+		// session over) and the resend memory, so an authenticated device gets its own namespace
+		// of client ids: "<device>/<client id>" unless it uses its device id (device ids have no
+		// '/'). No device can take over another's session or share its resend memory.
+		switch pk.Connect.ClientIdentifier {
+		case s.device:
+		case "":
+			cl.ID = s.device // mochi assigned a random one; MQTT 5 clients are told this one
+			if cl.Properties.ProtocolVersion == 5 {
+				cl.Properties.Props.AssignedClientID = s.device
+			}
+		default:
+			cl.ID = s.device + "/" + pk.Connect.ClientIdentifier
+		}
+	}
 	if err := a.sessions.admit(cl.ID, s.device); err != nil {
 		return nil, reasonSessionLimit, err
 	}
-	s.ring = a.dedupe.ring(cl.ID, true)
+	s.clientID = cl.ID
+	s.ring, s.gen = a.dedupe.attach(cl.ID)
 	return s, "", nil
 }
 
@@ -234,15 +252,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		cl.Stop(errDraining)
 		return pk, packets.ErrRejectPacket
 	}
-	if pk.FixedHeader.Dup {
-		if res := s.ring.lookup(pk.PacketID, in.hash); res != nil {
-			a.metrics.duplicates.Inc()
-			s.acks.push(pk.PacketID, qos, res)
-			return pk, packets.ErrRejectPacket
-		}
+	if res := s.ring.resendOf(pk.PacketID, in.hash, s.gen, pk.FixedHeader.Dup); res != nil {
+		a.metrics.resends(pk.FixedHeader.Dup).Inc()
+		s.acks.push(pk.PacketID, qos, res)
+		return pk, packets.ErrRejectPacket
 	}
 	res := &result{}
-	s.ring.add(pk.PacketID, in.hash, res)
+	s.ring.add(pk.PacketID, in.hash, s.gen, res)
 	if s.acks.push(pk.PacketID, qos, res) {
 		a.ingest(&in, res.complete)
 	} else {

@@ -30,7 +30,8 @@ type metrics struct {
 	acked       prometheus.Counter
 	rejected    *prometheus.CounterVec // by reason: refused publishes and failed appends
 	deadLetters *prometheus.CounterVec // by reason
-	duplicates  prometheus.Counter
+	duplicates  *prometheus.CounterVec // by dup: whether the resend carried the DUP flag
+	resendsDup  [2]prometheus.Counter  // duplicates without and with DUP, resolved once
 	authFailed  *prometheus.CounterVec // by reason
 	connected   prometheus.Gauge
 	pendingAcks prometheus.Gauge
@@ -62,10 +63,10 @@ func newMetrics() *metrics {
 			Name: "tributary_edge_dead_letters_total",
 			Help: "Readings stored in the deadletter stream instead of their own, by reason.",
 		}, []string{"reason"}),
-		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_edge_duplicates_total",
-			Help: "DUP resends of readings already stored, acknowledged without storing them again.",
-		}),
+			Help: "Resends of readings already stored, acknowledged without storing them again, by whether the client set the DUP flag.",
+		}, []string{"dup"}),
 		authFailed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tributary_edge_connect_refused_total",
 			Help: "CONNECTs refused, by reason.",
@@ -122,12 +123,23 @@ func newMetrics() *metrics {
 	for _, r := range connectRefusedReasons {
 		m.authFailed.WithLabelValues(r)
 	}
+	for i, dup := range []string{"false", "true"} {
+		m.resendsDup[i] = m.duplicates.WithLabelValues(dup)
+	}
 	r.MustRegister(m.readingsIn, m.acked, m.rejected, m.deadLetters, m.duplicates, m.authFailed,
 		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.acksLate, m.fsync)
 	return m
 }
 
 func (m *metrics) observeFsync(d time.Duration) { m.fsync.Observe(d.Seconds()) }
+
+// resends is the duplicates counter for a recognised resend with or without the DUP flag.
+func (m *metrics) resends(dup bool) prometheus.Counter {
+	if dup {
+		return m.resendsDup[1]
+	}
+	return m.resendsDup[0]
+}
 
 // registerLog exports storage's counters, read at scrape time.
 func (m *metrics) registerLog(l *storage.Log, quotaBytes int64) {

@@ -24,6 +24,7 @@ type source struct {
 	cfg   SourceConfig
 	log   *slog.Logger
 	ring  *dedupeRing
+	gen   uint32
 
 	queue    chan *sourceItem // ordered acks; its capacity caps messages waiting for their fsync
 	failures chan error
@@ -43,10 +44,10 @@ type sourceItem struct {
 }
 
 func newSource(a *Agent, cfg SourceConfig) *source {
-	id := "source:" + cfg.ClientID
+	ring, gen := a.dedupe.attach("source:" + cfg.ClientID)
 	return &source{
 		agent: a, cfg: cfg, log: a.logger.With("component", "source", "broker", cfg.Broker),
-		ring:     a.dedupe.ring(id, true),
+		ring: ring, gen: gen,
 		queue:    make(chan *sourceItem, a.cfg.MaxPendingPerClient),
 		failures: make(chan error, 1),
 		stopping: make(chan struct{}),
@@ -171,18 +172,19 @@ func (s *source) handle(_ paho.Client, m paho.Message) {
 	done := func(err error) { item.err = err; close(closed) }
 	if m.Qos() > 0 {
 		in.hash = payloadHash(in.topic, in.payload)
+		// Brokers set DUP on every redelivery (Mosquitto does), so only flagged ones are looked up.
 		if m.Duplicate() {
-			if res := s.ring.lookup(in.packetID, in.hash); res != nil {
+			if res := s.ring.resendOf(in.packetID, in.hash, s.gen, true); res != nil {
 				// Stored already, or still in its group commit: ack it when the original is
 				// durable, without storing it twice.
-				a.metrics.duplicates.Inc()
+				a.metrics.resends(true).Inc()
 				item.done, item.dupOf = res.doneChan(), res
 				s.queue <- item
 				return
 			}
 		}
 		res := &result{}
-		s.ring.add(in.packetID, in.hash, res)
+		s.ring.add(in.packetID, in.hash, s.gen, res)
 		inner := done
 		done = func(err error) { res.complete(err); inner(err) }
 	}

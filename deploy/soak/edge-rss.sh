@@ -128,9 +128,11 @@ if [[ -n "$http_addr" ]] && command -v curl >/dev/null; then
 	metrics=$(curl -fsS "http://$http_addr/metrics" || true)
 fi
 metric() { awk -v m="$1" '$1 == m {printf "%.0f", $2}' <<<"$metrics"; }
+# The sum of a labelled counter over its labels.
+metric_sum() { awk -v m="$1{" 'index($1, m) == 1 {s += $2; n++} END {if (n) printf "%.0f", s}' <<<"$metrics"; }
 edge_acked=$(metric tributary_edge_readings_acked_total)
 fsyncs=$(metric tributary_edge_log_fsyncs_total)
-duplicates=$(metric tributary_edge_duplicates_total)
+duplicates=$(metric_sum tributary_edge_duplicates_total)
 
 kill -TERM "$edge_pid"
 edge_status=""

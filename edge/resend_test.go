@@ -1,0 +1,271 @@
+package edge
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+	"time"
+
+	"github.com/mochi-mqtt/server/v2/packets"
+)
+
+// Resends are recognised by packet id and payload hash, not by the DUP flag: MQTT.js resends
+// unacknowledged publishes after a reconnect without it. Identical payloads under fresh packet
+// ids, and a packet id reused on the connection that saw its ack, are new readings.
+func TestResendWithoutDUPIsStoredOnce(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{DataDir: dir, AnonymousPublish: "any"}
+	a, stop := startAgent(t, cfg)
+	const topic = "devices/r1/readings"
+	same := []byte(`{"door":"open"}`)
+	count := func(want int, what string) {
+		t.Helper()
+		if got := countStream(t, a.Log(), "readings"); got != want {
+			t.Fatalf("%s: %d readings stored, want %d", what, got, want)
+		}
+	}
+
+	c, _ := dialRaw(t, a.MQTTAddr(), "r1", 4, "", "")
+	c.publish(topic, []byte(`{"seq":1}`), 7, 1, false)
+	c.expectAck(7) // the ack the client "loses" with its connection
+	c.conn.Close()
+
+	c, _ = dialRaw(t, a.MQTTAddr(), "r1", 4, "", "")
+	c.publish(topic, []byte(`{"seq":1}`), 7, 1, false) // resent without DUP
+	c.expectAck(7)
+	count(1, "resend without DUP on a new connection")
+	c.publish(topic, []byte(`{"seq":1}`), 7, 1, true) // and once more with DUP
+	c.expectAck(7)
+	count(1, "DUP resend")
+
+	// The client saw the ack on this connection, so reusing id 7 is a new reading, even with an
+	// identical payload; so are identical payloads under fresh ids.
+	c.publish(topic, same, 7, 1, false)
+	c.expectAck(7)
+	c.publish(topic, same, 7, 1, false)
+	c.expectAck(7)
+	count(3, "packet id reused on the connection that saw its ack")
+	for id := uint16(100); id < 120; id++ {
+		c.publish(topic, same, id, 1, false)
+		c.expectAck(id)
+	}
+	count(23, "identical payloads under fresh packet ids")
+	// Same packet id, another payload, on a new connection: a new reading.
+	c.conn.Close()
+	c, _ = dialRaw(t, a.MQTTAddr(), "r1", 4, "", "")
+	c.publish(topic, []byte(`{"seq":2}`), 119, 1, false)
+	c.expectAck(119)
+	count(24, "reused packet id with a new payload after a reconnect")
+
+	// After a restart the memory comes from the log tail: a resend without DUP is still known.
+	c.conn.Close()
+	stop()
+	a, _ = startAgent(t, cfg)
+	c, _ = dialRaw(t, a.MQTTAddr(), "r1", 5, "", "")
+	c.publish(topic, []byte(`{"seq":2}`), 119, 1, false)
+	c.expectAck(119)
+	c.publish(topic, same, 118, 1, false)
+	c.expectAck(118)
+	count(24, "resends without DUP after a restart")
+	got := metricValues(t, a, "tributary_edge_duplicates_total")
+	if got[`dup="false"`] != 2 || got[`dup="true"`] != 0 {
+		t.Fatalf("duplicates after the restart %v, want 2 without DUP", got)
+	}
+}
+
+// A resend that arrives while the original is still in its group commit waits for it: on the same
+// connection (the ack cannot have been sent, so the id cannot be reused yet) and on the connection
+// that took the session over.
+func TestResendWhileOriginalIsPending(t *testing.T) {
+	a, _ := startAgent(t, Config{AnonymousPublish: "any", GroupLinger: 300 * time.Millisecond})
+	const topic = "devices/p1/readings"
+	c, _ := dialRaw(t, a.MQTTAddr(), "p1", 4, "", "")
+	c.publish(topic, []byte(`{"seq":1}`), 3, 1, false)
+	c.publish(topic, []byte(`{"seq":1}`), 3, 1, false) // before its ack: a resend
+	c.expectAck(3)
+	c.expectAck(3)
+	if got := countStream(t, a.Log(), "readings"); got != 1 {
+		t.Fatalf("%d readings stored after a resend on the same connection before the ack, want 1", got)
+	}
+
+	c.publish(topic, []byte(`{"seq":2}`), 4, 1, false)
+	taken, _ := dialRaw(t, a.MQTTAddr(), "p1", 4, "", "") // takes the session over
+	taken.publish(topic, []byte(`{"seq":2}`), 4, 1, false)
+	taken.expectAck(4)
+	if got := countStream(t, a.Log(), "readings"); got != 2 {
+		t.Fatalf("%d readings stored after a resend on a taken-over session, want 2", got)
+	}
+}
+
+// An authenticated device must use its device id as client id: another device's id would take
+// that device's session over and share its resend memory. An empty id is given the device id.
+func TestClientIDMustBeTheDeviceID(t *testing.T) {
+	dir := t.TempDir()
+	addDevice(t, dir, "meter-1", "pw-1")
+	addDevice(t, dir, "meter-2", "pw-2")
+	a, _ := startAgent(t, Config{DataDir: dir})
+
+	victim, ack := dialRaw(t, a.MQTTAddr(), "meter-1", 4, "meter-1", "pw-1")
+	if ack.ReasonCode != 0 {
+		t.Fatalf("meter-1 with its own client id refused: code %d", ack.ReasonCode)
+	}
+	victim.publish("devices/meter-1/readings", []byte(`{"seq":1}`), 5, 1, false)
+	victim.expectAck(5)
+
+	_, ack = dialRaw(t, a.MQTTAddr(), "meter-1", 4, "meter-2", "pw-2")
+	if ack.ReasonCode == 0 {
+		t.Fatal("meter-2 connected with meter-1's client id")
+	}
+	if n := refusals(t, a)["client_id"]; n != 1 {
+		t.Fatalf("client_id refusals %v, want 1", n)
+	}
+	// meter-1 is still connected: its next reading is acked on the same socket.
+	victim.publish("devices/meter-1/readings", []byte(`{"seq":2}`), 6, 1, false)
+	victim.expectAck(6)
+
+	c5, ack := dialRaw(t, a.MQTTAddr(), "", 5, "meter-2", "pw-2")
+	if ack.ReasonCode != 0 || ack.Properties.AssignedClientID != "meter-2" {
+		t.Fatalf("meter-2 with an empty client id: code %d, assigned %q, want 0 and meter-2", ack.ReasonCode, ack.Properties.AssignedClientID)
+	}
+	c5.publish("devices/meter-2/readings", []byte(`{"seq":1}`), 1, 1, false)
+	if pk, err := c5.read(); err != nil || pk.FixedHeader.Type != packets.Puback {
+		t.Fatalf("publish after an assigned client id: %+v %v", pk.FixedHeader, err)
+	}
+	recs := readStream(t, a.Log(), "readings")
+	var ids []string
+	for _, p := range recs {
+		for _, r := range p {
+			ids = append(ids, string(r.HeaderValue(HeaderClientID)))
+		}
+	}
+	if len(ids) != 3 {
+		t.Fatalf("stored %d readings, want 3", len(ids))
+	}
+	for _, id := range ids {
+		if id != "meter-1" && id != "meter-2" {
+			t.Fatalf("reading stored with client id %q, want a device id", id)
+		}
+	}
+}
+
+// resendOf against a plain model of what it promises: the newest reading of a packet id among the
+// last size, by brute force over a log of every add.
+func TestRingResendOfMatchesModel(t *testing.T) {
+	type added struct {
+		id   uint16
+		hash uint64
+		gen  uint32
+		res  *result
+	}
+	for _, size := range []int{1, 3, 8, 64, 300} {
+		rng := rand.New(rand.NewPCG(uint64(size), 1))
+		r := &dedupeRing{size: size}
+		var model []added
+		for step := range 20_000 {
+			id := uint16(rng.IntN(2*size + 2))
+			hash := uint64(rng.IntN(3))
+			gen := uint32(rng.IntN(3))
+			dup := rng.IntN(4) == 0
+			// The model: the newest add of id among the last size adds.
+			var want *result
+			for i := len(model) - 1; i >= max(len(model)-size, 0); i-- {
+				m := &model[i]
+				if m.id != id {
+					continue
+				}
+				if m.hash == hash && m.res.err == nil && (dup || m.gen != gen || !m.res.done) {
+					want = m.res
+					m.gen = gen // a recognised resend moves to this connection
+				}
+				break
+			}
+			got := r.resendOf(id, hash, gen, dup)
+			// The ring may let go of a succeeded result, answering storedResult for it.
+			released := got == storedResult && want != nil && want.done && want.err == nil
+			if got != want && !released {
+				t.Fatalf("size %d step %d: resendOf(%d, %d, %d, %v) = %p, want %p", size, step, id, hash, gen, dup, got, want)
+			}
+			if got == nil {
+				res := &result{}
+				switch rng.IntN(10) {
+				case 0: // still in its group commit
+				case 1:
+					res.complete(errDraining) // failed: a resend must be stored
+				default:
+					res.complete(nil)
+				}
+				r.add(id, hash, gen, res)
+				model = append(model, added{id, hash, gen, res})
+			}
+			if len(r.entries) > size {
+				t.Fatalf("size %d: ring holds %d entries", size, len(r.entries))
+			}
+		}
+	}
+}
+
+// resendOf and add run on every QoS 1/2 publish: no allocation once the ring is full.
+func TestRingHotPathAllocatesNothing(t *testing.T) {
+	r := &dedupeRing{size: 512}
+	res := &result{}
+	res.complete(nil)
+	for i := range 512 {
+		r.add(uint16(i+1), uint64(i), 1, res)
+	}
+	id := uint16(600)
+	allocs := testing.AllocsPerRun(1000, func() {
+		id++
+		if r.resendOf(id, 42, 2, false) == nil {
+			r.add(id, 42, 2, res)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%.1f allocations per publish, want 0", allocs)
+	}
+}
+
+// BenchmarkRingPublish is the per-publish dedupe work of a client whose ring is full: a
+// resendOf that misses (packet ids increment, as MQTT.js and paho do) and an add.
+func BenchmarkRingPublish(b *testing.B) {
+	for _, size := range []int{512, 8192} {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			r := &dedupeRing{size: size}
+			res := &result{}
+			res.complete(nil)
+			for i := range size {
+				r.add(uint16(i+1), uint64(i), 1, res)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for i := range b.N {
+				id := uint16(i%65535 + 1)
+				if r.resendOf(id, uint64(i)+1<<40, 2, false) == nil {
+					r.add(id, uint64(i)+1<<40, 2, res)
+				}
+			}
+		})
+	}
+}
+
+// metricValues returns the samples of a labelled metric family, keyed by their label pairs.
+func metricValues(t *testing.T, a *Agent, name string) map[string]float64 {
+	t.Helper()
+	mfs, err := a.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			key := ""
+			for _, l := range m.GetLabel() {
+				key += fmt.Sprintf("%s=%q", l.GetName(), l.GetValue())
+			}
+			out[key] = m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
