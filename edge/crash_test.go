@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 func runCrashChild(dir, addr string) {
-	a, err := New(Config{DataDir: dir, MQTT: MQTTConfig{Listen: addr}}, nil)
+	a, err := New(Config{DataDir: dir, MQTT: MQTTConfig{Listen: addr}, HTTPListen: "127.0.0.1:0"}, nil)
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)
@@ -50,7 +50,7 @@ func runCrashChild(dir, addr string) {
 		for !a.Ready() {
 			time.Sleep(time.Millisecond)
 		}
-		fmt.Println("READY", a.MQTTAddr())
+		fmt.Println("READY", a.MQTTAddr(), a.HTTPAddr())
 	}()
 	if err := a.Run(ctx); err != nil {
 		os.Exit(3)
@@ -58,7 +58,8 @@ func runCrashChild(dir, addr string) {
 }
 
 type crashChild struct {
-	cmd *exec.Cmd
+	cmd      *exec.Cmd
+	httpAddr string // its /metrics
 }
 
 func startCrashChild(t *testing.T, dir, addr string) *crashChild {
@@ -85,17 +86,19 @@ func startCrashChild(t *testing.T, dir, addr string) *crashChild {
 	}()
 	select {
 	case l := <-line:
-		if !strings.HasPrefix(l, "READY") {
+		f := strings.Fields(l)
+		if len(f) != 3 || f[0] != "READY" {
 			cmd.Process.Kill()
 			cmd.Wait()
 			t.Fatalf("agent child: %s", l)
 		}
+		return &crashChild{cmd: cmd, httpAddr: f[2]}
 	case <-time.After(10 * time.Second):
 		cmd.Process.Kill()
 		cmd.Wait()
 		t.Fatal("agent child not ready after 10s")
 	}
-	return &crashChild{cmd: cmd}
+	return nil // not reached: Fatal ends the test
 }
 
 func (c *crashChild) kill(t *testing.T) {
