@@ -6,6 +6,7 @@
 // only packet ids tell the readings apart. Prints "ACK seq packet_id" for every publish the edge
 // acknowledged (MQTT.js keeps unacknowledged ones in its outgoing store and resends them after each
 // reconnect, without the DUP flag), then "DONE" once all COUNT are acked. Exits 1 after 90 s.
+// A publish that MQTT.js fails with an error is published again under a new packet id.
 'use strict';
 const mqtt = require('mqtt');
 
@@ -20,15 +21,20 @@ const client = mqtt.connect(url, {
 client.on('error', (err) => process.stderr.write(`mqttjs ${clientId}: ${err.message}\n`));
 
 let next = 0, inFlight = 0, acked = 0;
+// Publishes MQTT.js failed with an error before sending them: it queues publishes made while it
+// resends its store after a reconnect, and fails that queue with "Connection closed" if the
+// connection drops again meanwhile. The application publishes them again, as it must.
+const retry = [];
 function publishOne() {
-  if (next < count && inFlight < windowSize) {
-    const seq = next++;
+  if ((retry.length > 0 || next < count) && inFlight < windowSize) {
+    const seq = retry.length > 0 ? retry.shift() : next++;
     inFlight++;
     const payload = payloadMode === 'same' ? '{"door":"open"}' : JSON.stringify({ device: clientId, seq });
     client.publish(topic, payload, { qos }, (err, packet) => {
       inFlight--;
       if (err) {
-        process.stderr.write(`mqttjs ${clientId}: publish ${seq}: ${err.message}\n`);
+        process.stderr.write(`mqttjs ${clientId}: publish ${seq} failed, publishing it again: ${err.message}\n`);
+        retry.push(seq);
         return;
       }
       acked++;
