@@ -104,7 +104,7 @@ func TestAuthAndACLRefusals(t *testing.T) {
 	if ack, _ := connect("x", "boiler-1", "wrong"); ack.ReasonCode == 0 {
 		t.Error("wrong password accepted")
 	}
-	ack, c := connect("boiler-1", "boiler-1", "s3cret")
+	ack, c := connect("b1", "boiler-1", "s3cret")
 	if ack.ReasonCode != 0 {
 		t.Fatalf("registered device refused: code %d", ack.ReasonCode)
 	}
@@ -116,7 +116,7 @@ func TestAuthAndACLRefusals(t *testing.T) {
 		t.Fatalf("publish under another device's topic answered with packet %d, want disconnect", pk.FixedHeader.Type)
 	}
 	// MQTT 5: a PUBACK with reason "not authorized".
-	c5, ack := dialRaw(t, a.MQTTAddr(), "boiler-1", 5, "boiler-1", "s3cret")
+	c5, ack := dialRaw(t, a.MQTTAddr(), "b1v5", 5, "boiler-1", "s3cret")
 	if ack.ReasonCode != 0 {
 		t.Fatalf("v5 connect refused: %d", ack.ReasonCode)
 	}

@@ -97,54 +97,62 @@ func TestResendWhileOriginalIsPending(t *testing.T) {
 	}
 }
 
-// An authenticated device must use its device id as client id: another device's id would take
-// that device's session over and share its resend memory. An empty id is given the device id.
-func TestClientIDMustBeTheDeviceID(t *testing.T) {
+// An authenticated device's client ids are its own: another device that connects with one gets a
+// session of its own ("<device>/<client id>"), so it can neither disconnect the device nor share its
+// resend memory. An empty client id is given the device id.
+func TestClientIDsAreNamespacedByDevice(t *testing.T) {
 	dir := t.TempDir()
 	addDevice(t, dir, "meter-1", "pw-1")
 	addDevice(t, dir, "meter-2", "pw-2")
 	a, _ := startAgent(t, Config{DataDir: dir})
+	count := func(want int, what string) {
+		t.Helper()
+		if got := countStream(t, a.Log(), "readings"); got != want {
+			t.Fatalf("%s: %d readings stored, want %d", what, got, want)
+		}
+	}
 
 	victim, ack := dialRaw(t, a.MQTTAddr(), "meter-1", 4, "meter-1", "pw-1")
 	if ack.ReasonCode != 0 {
-		t.Fatalf("meter-1 with its own client id refused: code %d", ack.ReasonCode)
+		t.Fatalf("meter-1 refused: code %d", ack.ReasonCode)
 	}
 	victim.publish("devices/meter-1/readings", []byte(`{"seq":1}`), 5, 1, false)
 	victim.expectAck(5)
 
-	_, ack = dialRaw(t, a.MQTTAddr(), "meter-1", 4, "meter-2", "pw-2")
-	if ack.ReasonCode == 0 {
-		t.Fatal("meter-2 connected with meter-1's client id")
+	intruder, ack := dialRaw(t, a.MQTTAddr(), "meter-1", 4, "meter-2", "pw-2")
+	if ack.ReasonCode != 0 {
+		t.Fatalf("meter-2 with the client id meter-1: code %d", ack.ReasonCode)
 	}
-	if n := refusals(t, a)["client_id"]; n != 1 {
-		t.Fatalf("client_id refusals %v, want 1", n)
-	}
+	intruder.publish("devices/meter-2/readings", []byte(`{"seq":1}`), 5, 1, false)
+	intruder.expectAck(5)
+	count(2, "two devices' readings")
 	// meter-1 is still connected: its next reading is acked on the same socket.
 	victim.publish("devices/meter-1/readings", []byte(`{"seq":2}`), 6, 1, false)
 	victim.expectAck(6)
+	// meter-2's packet id 5 did not enter meter-1's memory: meter-1's resend of its reading 5
+	// after a reconnect is still recognised.
+	victim.conn.Close()
+	victim, _ = dialRaw(t, a.MQTTAddr(), "meter-1", 4, "meter-1", "pw-1")
+	victim.publish("devices/meter-1/readings", []byte(`{"seq":1}`), 5, 1, true)
+	victim.expectAck(5)
+	count(3, "meter-1's DUP resend after meter-2 used its client id")
 
 	c5, ack := dialRaw(t, a.MQTTAddr(), "", 5, "meter-2", "pw-2")
 	if ack.ReasonCode != 0 || ack.Properties.AssignedClientID != "meter-2" {
 		t.Fatalf("meter-2 with an empty client id: code %d, assigned %q, want 0 and meter-2", ack.ReasonCode, ack.Properties.AssignedClientID)
 	}
-	c5.publish("devices/meter-2/readings", []byte(`{"seq":1}`), 1, 1, false)
+	c5.publish("devices/meter-2/readings", []byte(`{"seq":2}`), 1, 1, false)
 	if pk, err := c5.read(); err != nil || pk.FixedHeader.Type != packets.Puback {
 		t.Fatalf("publish after an assigned client id: %+v %v", pk.FixedHeader, err)
 	}
-	recs := readStream(t, a.Log(), "readings")
-	var ids []string
-	for _, p := range recs {
+	ids := map[string]int{}
+	for _, p := range readStream(t, a.Log(), "readings") {
 		for _, r := range p {
-			ids = append(ids, string(r.HeaderValue(HeaderClientID)))
+			ids[string(r.HeaderValue(HeaderClientID))]++
 		}
 	}
-	if len(ids) != 3 {
-		t.Fatalf("stored %d readings, want 3", len(ids))
-	}
-	for _, id := range ids {
-		if id != "meter-1" && id != "meter-2" {
-			t.Fatalf("reading stored with client id %q, want a device id", id)
-		}
+	if want := map[string]int{"meter-1": 2, "meter-2/meter-1": 1, "meter-2": 1}; fmt.Sprint(ids) != fmt.Sprint(want) {
+		t.Fatalf("readings by client id %v, want %v", ids, want)
 	}
 }
 

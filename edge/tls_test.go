@@ -111,7 +111,7 @@ func TestMQTTOverTLSWithPassword(t *testing.T) {
 	a := tlsAgent(t, dir, ca, "")
 	broker := "ssl://" + a.TLSAddr()
 
-	c, err := connectPaho(t, broker, "boiler-1", "boiler-1", "s3cret", &tls.Config{RootCAs: ca.pool})
+	c, err := connectPaho(t, broker, "b1", "boiler-1", "s3cret", &tls.Config{RootCAs: ca.pool})
 	if err != nil {
 		t.Fatalf("trusted client with credentials: %v", err)
 	}
@@ -160,7 +160,7 @@ func TestClientCertificateIdentity(t *testing.T) {
 	}
 
 	cam1 := deviceCA.clientCert(t, "cam-1")
-	c, err := connectPaho(t, broker, "cam-1", "", "", withCert(cam1))
+	c, err := connectPaho(t, broker, "cam-1-client", "", "", withCert(cam1))
 	if err != nil {
 		t.Fatalf("certificate-identified device refused: %v", err)
 	}
@@ -174,7 +174,7 @@ func TestClientCertificateIdentity(t *testing.T) {
 		t.Fatal("certificate with an unknown device id as CN accepted")
 	}
 	// A registered device without certificate identity may not use a certificate, even a valid one.
-	if _, err := connectPaho(t, broker, "boiler-1", "", "", withCert(deviceCA.clientCert(t, "boiler-1"))); err == nil {
+	if _, err := connectPaho(t, broker, "b1", "", "", withCert(deviceCA.clientCert(t, "boiler-1"))); err == nil {
 		t.Fatal("certificate accepted for a password-only device")
 	}
 	want := map[string]float64{"unknown_device": 1, "wrong_credential_type": 1}
@@ -194,14 +194,14 @@ func TestClientCertificateIdentity(t *testing.T) {
 
 	// The certificate decides the identity: a username and password of another device change
 	// nothing, and publishing under another device's topic disconnects the MQTT 3 client.
-	rc, ack := dialRawTLS(t, a.TLSAddr(), withCert(cam1), "cam-1", 4, "boiler-1", "wrong")
+	rc, ack := dialRawTLS(t, a.TLSAddr(), withCert(cam1), "cam-1-raw", 4, "boiler-1", "wrong")
 	if ack.ReasonCode != 0 {
 		t.Fatalf("cam-1 with a stray username refused: code %d", ack.ReasonCode)
 	}
 	rc.publish("devices/cam-1/readings", []byte(`{"frame":2}`), 1, 1, false)
 	rc.expectAck(1)
-	for _, topic := range []string{"devices/cam-2/readings", "devices/boiler-1/readings"} {
-		rc, _ := dialRawTLS(t, a.TLSAddr(), withCert(cam1), "cam-1", 4, "", "")
+	for i, topic := range []string{"devices/cam-2/readings", "devices/boiler-1/readings"} {
+		rc, _ := dialRawTLS(t, a.TLSAddr(), withCert(cam1), fmt.Sprintf("cam-1-raw-%d", i), 4, "", "")
 		rc.publish(topic, []byte(`{"frame":3}`), 2, 1, false)
 		if pk, err := rc.read(); err == nil && pk.FixedHeader.Type != packets.Disconnect {
 			t.Fatalf("cam-1 publishing to %s: answered with packet type %d, want a disconnect", topic, pk.FixedHeader.Type)
