@@ -16,7 +16,6 @@ import (
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
-	"github.com/mochi-mqtt/server/v2/listeners"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tributary-iot/tributary/devices"
@@ -57,6 +56,7 @@ type Agent struct {
 	sessions      *sessionTable
 	tcpAddr       string
 	tlsAddr       string
+	wsAddr        string
 	ready         atomic.Bool
 	ran           atomic.Bool
 	closed        sync.Once
@@ -225,17 +225,16 @@ func (a *Agent) newBroker() error {
 		a.tlsAddr = l.Address()
 	}
 	if cfg.MQTT.WSListen != "" {
-		// mochi's WebSocket listener binds only once serving and then merely logs a failure, so
-		// a taken port would leave the agent "ready" without it: try the address here first.
-		probe, err := net.Listen("tcp", cfg.MQTT.WSListen)
+		ws, err := newWSListener("ws", cfg.MQTT.WSListen, cfg.MQTT.WSAllowedOrigins,
+			func() { a.metrics.authFailed.WithLabelValues("ws_origin").Inc() })
 		if err != nil {
 			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)
 		}
-		probe.Close()
-		ws := listeners.NewWebsocket(listeners.Config{ID: "ws", Address: cfg.MQTT.WSListen})
 		if err := a.server.AddListener(ws); err != nil {
+			ws.ln.Close()
 			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)
 		}
+		a.wsAddr = ws.Address()
 	}
 	return nil
 }
@@ -276,6 +275,9 @@ func (a *Agent) MQTTAddr() string { return a.tcpAddr }
 
 // TLSAddr is the bound address of the TLS listener ("" when disabled).
 func (a *Agent) TLSAddr() string { return a.tlsAddr }
+
+// WSAddr is the bound address of the WebSocket listener ("" when disabled).
+func (a *Agent) WSAddr() string { return a.wsAddr }
 
 // HTTPAddr is the bound address of the metrics and health endpoint ("" when disabled).
 func (a *Agent) HTTPAddr() string {
@@ -319,7 +321,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	admin := a.serveAdmin()
 	a.ready.Store(true)
-	a.logger.Info("edge agent ready", "mqtt", a.tcpAddr, "tls", a.tlsAddr, "ws", a.cfg.MQTT.WSListen,
+	a.logger.Info("edge agent ready", "mqtt", a.tcpAddr, "tls", a.tlsAddr, "ws", a.wsAddr,
 		"http", a.HTTPAddr(), "data_dir", a.cfg.DataDir, "anonymous", a.anonymousAllowed)
 
 	var runErr error

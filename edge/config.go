@@ -137,6 +137,10 @@ type MQTTConfig struct {
 	TLSClientCA string `yaml:"tls_client_ca"`
 	// WSListen adds a WebSocket listener (MQTT over ws://ADDR/).
 	WSListen string `yaml:"ws_listen"`
+	// WSAllowedOrigins lists the web origins (scheme://host[:port]) whose pages may connect over
+	// WebSocket; "*" allows any. Empty allows only same-origin pages and clients that send no
+	// Origin (devices and libraries do not; browsers always do).
+	WSAllowedOrigins []string `yaml:"ws_allowed_origins"`
 	// MaxPacketBytes bounds an MQTT packet; larger ones drop the connection. Default is
 	// MaxPayloadBytes + 64 KiB, so oversized payloads up to that size are dead-lettered instead.
 	MaxPacketBytes int `yaml:"max_packet_bytes"`
