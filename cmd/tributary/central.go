@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -139,7 +140,7 @@ the new one in the edge's token file, which a running edge reads again within se
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var token string
-			path := "/edges/" + args[0]
+			path := "/edges/" + url.PathEscape(args[0])
 			issue := receive.AddEdge
 			if rotate {
 				path += "?rotate=1"
