@@ -2,29 +2,55 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
-// buildBinaries builds the real tributary and firmware-sim commands once per test run.
+// buildBinaries builds the real tributary and firmware-sim commands once per test run; every test
+// of the package shares them (TestMain removes them).
 func buildBinaries(t *testing.T) (tributary, sim string) {
 	t.Helper()
-	dir := t.TempDir()
-	tributary, sim = filepath.Join(dir, "tributary"), filepath.Join(dir, "firmware-sim")
-	for bin, pkg := range map[string]string{tributary: ".", sim: "../firmware-sim"} {
-		out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+	binOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "tributary-bin-")
 		if err != nil {
-			t.Fatalf("build %s: %v\n%s", pkg, err, out)
+			binErr = err
+			return
 		}
+		binDir = dir
+		for bin, pkg := range map[string]string{"tributary": ".", "firmware-sim": "../firmware-sim"} {
+			if out, err := exec.Command("go", "build", "-o", filepath.Join(dir, bin), pkg).CombinedOutput(); err != nil {
+				binErr = fmt.Errorf("build %s: %v\n%s", pkg, err, out)
+				return
+			}
+		}
+	})
+	if binErr != nil {
+		t.Fatal(binErr)
 	}
-	return tributary, sim
+	return filepath.Join(binDir, "tributary"), filepath.Join(binDir, "firmware-sim")
+}
+
+var (
+	binOnce sync.Once
+	binDir  string
+	binErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 func freePort(t *testing.T) string {

@@ -306,8 +306,10 @@ func (r *Receiver) wait(id laneID, req *http.Request) {
 		wl.lastSeen, wl.edgeEnd = time.Now(), max(end, 0)
 	} else if len(r.waiting) < maxWaitingLanes {
 		r.waiting[id] = &waitingLane{lastSeen: time.Now(), edgeEnd: max(end, 0)}
-		// As for a lane with data: the gap counter exists from the first request.
-		r.m.gapRecords.WithLabelValues(id.edge, id.stream, strconv.Itoa(id.partition))
+		// As for a lane with data: the gap and epoch counters exist from the first request.
+		part := strconv.Itoa(id.partition)
+		r.m.gapRecords.WithLabelValues(id.edge, id.stream, part)
+		r.m.epochs.WithLabelValues(id.edge, id.stream, part)
 	}
 }
 
@@ -482,9 +484,11 @@ func (r *Receiver) source(edge, stream string, partition int) (*source, *refusal
 	}
 	delete(r.waiting, laneID{edge, stream, partition})
 	r.mu.Unlock()
-	// The lane's gap counter exists from its first request, so an alert on it has data before the
-	// first gap.
-	r.m.gapRecords.WithLabelValues(edge, stream, strconv.Itoa(partition))
+	// The lane's gap and epoch counters exist from its first request, so an alert on them has
+	// data before the first event.
+	part := strconv.Itoa(partition)
+	r.m.gapRecords.WithLabelValues(edge, stream, part)
+	r.m.epochs.WithLabelValues(edge, stream, part)
 	return cs.source(sourceKey{edge, partition}), nil
 }
 
