@@ -72,8 +72,8 @@ func (h *hook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
 	s, reason, err := h.authenticate(cl, pk)
 	if err != nil {
 		h.agent.metrics.authFailed.WithLabelValues(reason).Inc()
-		h.log.Info("connect refused", "client", cl.ID, "remote", cl.Net.Remote, "listener", cl.Net.Listener,
-			"reason", reason, "err", err)
+		h.log.Info("connect refused", "client", cl.ID, "device", string(pk.Connect.Username), "remote", cl.Net.Remote,
+			"listener", cl.Net.Listener, "reason", reason, "err", err)
 		if reason == reasonSessionLimit {
 			h.agent.refuseSession(cl)
 		}

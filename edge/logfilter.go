@@ -13,12 +13,15 @@ import (
 
 // Log hygiene: what one MQTT client does must not decide how much the gateway logs. Every line
 // that names a client (attribute "client") passes a per-client budget of logLinesPerClient lines
-// per logWindow; the rest are counted in tributary_edge_log_lines_suppressed_total, and the next
-// line let through for that client says how many were held back (suppressed_before). Lines also
-// gain the client's device, so each event is one line with the reason and the device.
+// per logWindow, and all clients together share logLinesAllClients, so fresh client ids do not
+// buy fresh budgets without end; the rest are counted in tributary_edge_log_lines_suppressed_total,
+// and the next line let through for that client says how many were held back
+// (suppressed_before). Lines also gain the client's device, so each event is one line with the
+// reason and the device.
 const (
-	logLinesPerClient = 5
-	logWindow         = time.Minute
+	logLinesPerClient  = 5
+	logLinesAllClients = 300
+	logWindow          = time.Minute
 	// maxLogClients bounds the budget table; past it, clients not yet in it share one budget, so
 	// a flood of fresh client ids cannot grow memory or the log.
 	maxLogClients = 10000
@@ -31,6 +34,7 @@ type lineLimiter struct {
 
 	mu      sync.Mutex
 	budgets map[string]*lineBudget
+	all     lineBudget // every client's lines together; its held is unused
 }
 
 type lineBudget struct {
@@ -69,12 +73,16 @@ func (l *lineLimiter) allow(client string, now time.Time) (bool, int64) {
 	if now.Sub(b.start) >= logWindow {
 		b.start, b.lines = now, 0
 	}
-	if b.lines >= logLinesPerClient {
+	if now.Sub(l.all.start) >= logWindow {
+		l.all.start, l.all.lines = now, 0
+	}
+	if b.lines >= logLinesPerClient || l.all.lines >= logLinesAllClients {
 		b.held++
 		l.suppressed.Inc()
 		return false, 0
 	}
 	b.lines++
+	l.all.lines++
 	held := b.held
 	b.held = 0
 	return true, held

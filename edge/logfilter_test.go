@@ -105,7 +105,8 @@ func TestLogLinesPerClientAreBounded(t *testing.T) {
 }
 
 // The budget renews each window, and the first line after a suppressed stretch says how many
-// lines it replaces; fresh client ids beyond the table's bound share one budget.
+// lines it replaces; fresh client ids share a cap per window and, beyond the table's bound, one
+// budget.
 func TestLineLimiterWindowsAndOverflow(t *testing.T) {
 	m := newMetrics()
 	l := newLineLimiter(m.logSuppressed)
@@ -123,11 +124,17 @@ func TestLineLimiterWindowsAndOverflow(t *testing.T) {
 	if ok, held := l.allow("c", t0.Add(logWindow)); !ok || held != 7 {
 		t.Fatalf("next window: allowed %v, suppressed_before %d, want 7", ok, held)
 	}
+	allowed := 1 // c's line above, in this window
 	for i := range maxLogClients + 50 {
-		l.allow(fmt.Sprintf("fresh-%d", i), t0.Add(logWindow))
+		if ok, _ := l.allow(fmt.Sprintf("fresh-%d", i), t0.Add(logWindow)); ok {
+			allowed++
+		}
 	}
 	if n := len(l.budgets); n > maxLogClients+1 {
 		t.Fatalf("%d budgets for %d client ids, want at most %d", n, maxLogClients+50, maxLogClients+1)
+	}
+	if allowed != logLinesAllClients {
+		t.Fatalf("%d lines of %d fresh client ids in one window, want the shared cap %d", allowed, maxLogClients+50, logLinesAllClients)
 	}
 }
 

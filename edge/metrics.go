@@ -99,7 +99,7 @@ func newMetrics() *metrics {
 	}
 	m.logSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tributary_edge_log_lines_suppressed_total",
-		Help: "Log lines about one MQTT client beyond its budget (5 a minute), not written.",
+		Help: "Log lines about MQTT clients beyond their budget (5 a minute per client, 300 for all), not written.",
 	})
 	r.MustRegister(m.logSuppressed)
 	for qos := range m.receivedQoS {
