@@ -160,12 +160,18 @@ the new one in the edge's token file, which a running edge reads again within se
 				return err
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), token)
+			// Where the token went: on a terminal it is the line above; redirected, it is in
+			// the file or pipe standard output goes to.
+			where := "above"
+			if !isTerminal(cmd.OutOrStdout()) {
+				where = "written to standard output"
+			}
 			if rotate {
-				fmt.Fprintf(cmd.ErrOrStderr(), "edge %s has a new token (above, shown once); its old token is refused from now on. Write it to the edge's\n"+
-					"token file (--central-token-file or forward.token_file): a running edge reads it again within seconds, no restart needed\n", args[0])
+				fmt.Fprintf(cmd.ErrOrStderr(), "edge %s has a new token (%s, shown once); its old token is refused from now on. Write it to the edge's\n"+
+					"token file (--central-token-file or forward.token_file): a running edge reads it again within seconds, no restart needed\n", args[0], where)
 				return nil
 			}
-			fmt.Fprintf(cmd.ErrOrStderr(), "edge %s registered; the token above is shown once: save it in a file on the gateway and run\n  tributary edge --edge-id %s --central URL --central-token-file FILE\n", args[0], args[0])
+			fmt.Fprintf(cmd.ErrOrStderr(), "edge %s registered; its token (%s) is shown once: save it in a file on the gateway and run\n  tributary edge --edge-id %s --central URL --central-token-file FILE\n", args[0], where, args[0])
 			return nil
 		},
 	}
@@ -219,4 +225,14 @@ the new one in the edge's token file, which a running edge reads again within se
 	}
 	cmd.AddCommand(add, list, revoke)
 	return cmd
+}
+
+// isTerminal reports whether w is a character device such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
