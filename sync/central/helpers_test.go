@@ -48,7 +48,8 @@ func runChild() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := central.Run(ctx, central.Config{DataDir: os.Getenv("CENTRAL_DIR"), Listen: os.Getenv("CENTRAL_LISTEN"),
-		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")), Kafka: central.KafkaListener{Listen: os.Getenv("CENTRAL_KAFKA")},
+		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")),
+		Kafka:      central.KafkaListener{Listen: os.Getenv("CENTRAL_KAFKA")},
 		MaxStreams: int(parseInt(os.Getenv("CENTRAL_MAX_STREAMS"))),
 		Ready:      func(addr string) { fmt.Printf("READY %s\n", addr) }})
 	if err != nil {
