@@ -16,31 +16,33 @@ import (
 // partReader keeps a storage reader between fetches of one connection, so a consumer reading a
 // partition in order decodes each stored batch once, not once per fetch.
 type partReader struct {
-	r    *storage.Reader
-	held *storage.Entry // read but not yet served: it did not fit the last response
+	r       *storage.Reader
+	held    storage.Entry // read but not yet served: it did not fit the last response
+	holding bool
 }
 
 func (pr *partReader) offset() int64 {
-	if pr.held != nil {
+	if pr.holding {
 		return pr.held.Offset
 	}
 	return pr.r.Offset()
 }
 
-// next returns the next record (gaps are skipped: Kafka clients accept offsets that jump).
-func (pr *partReader) next() (*storage.Entry, error) {
-	if pr.held != nil {
-		e := pr.held
-		pr.held = nil
-		return e, nil
+func (pr *partReader) hold(e *storage.Entry) { pr.held, pr.holding = *e, true }
+
+// next reads the next record into e (gaps are skipped: Kafka clients accept offsets that jump).
+func (pr *partReader) next(e *storage.Entry) error {
+	if pr.holding {
+		*e, pr.held, pr.holding = pr.held, storage.Entry{}, false
+		return nil
 	}
 	for {
-		e, err := pr.r.Next(context.Background())
-		if err != nil {
-			return nil, err
+		var err error
+		if *e, err = pr.r.Next(context.Background()); err != nil {
+			return err
 		}
 		if e.Gap == nil {
-			return &e, nil
+			return nil
 		}
 	}
 }
@@ -152,9 +154,9 @@ func fill(fp *fetchPart, b *batchBuilder, room int, first bool) (int, error) {
 	before := len(fp.resp.RecordBatches)
 	out := fp.resp.RecordBatches
 	var err error
+	var e storage.Entry
 	for {
-		e, rerr := fp.reader.next()
-		if rerr != nil {
+		if rerr := fp.reader.next(&e); rerr != nil {
 			if !errors.Is(rerr, io.EOF) {
 				err = rerr
 			}
@@ -162,7 +164,7 @@ func fill(fp *fetchPart, b *batchBuilder, room int, first bool) (int, error) {
 		}
 		sz := recordSize(&e.Record)
 		if len(out)-before+b.size()+sz > room && !(first && len(out) == before && b.empty()) {
-			fp.reader.held = e
+			fp.reader.hold(&e)
 			fp.full = true
 			break
 		}

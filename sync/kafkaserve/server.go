@@ -14,6 +14,9 @@ import (
 	"time"
 
 	// kbin reads the request header; kmsg encodes and decodes every request and response body.
+	// kmsg must be v1.15.1 or later: v1.15.0 looped over a tag count as large as a request
+	// declared, so a 20-byte request held a connection's goroutine for tens of seconds
+	// (testdata/fuzz/FuzzRequest/393a07251d42ecaf is that request).
 	"github.com/twmb/franz-go/pkg/kbin"
 	"github.com/twmb/franz-go/pkg/kmsg"
 

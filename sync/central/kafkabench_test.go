@@ -1,0 +1,132 @@
+package central_test
+
+import (
+	"context"
+	"flag"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/central"
+	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+var consumeRecords = flag.Int("consume-records", 1_000_000, "readings BenchmarkConsumeKafka reads from each source")
+
+// BenchmarkConsumeKafka reads the same readings three ways in one run and reports records/s of
+// each: a franz-go consumer on central's Kafka listener, the HTTP consume API's client on
+// central, and a franz-go consumer on franz-go's in-process kfake cluster holding the same
+// records (the anchor: a Kafka broker that serves produced batches as stored). The ratios
+// kafka/kfake and kafka/http are the figures to compare across machines.
+//
+//	go test ./sync/central -run '^$' -bench ConsumeKafka -benchtime 1x
+func BenchmarkConsumeKafka(b *testing.B) {
+	n := *consumeRecords
+	dir := b.TempDir()
+	log, err := storage.Open(dir, &storage.Options{SegmentBytes: 16 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := log.CreateStream("readings", storage.StreamConfig{Partitions: 8})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFleet(300, 11)
+	now := time.Now()
+	recs := make([]storage.Record, 0, 50000)
+	var all []*kgo.Record
+	for i := 0; i < n; i++ {
+		r := f.next(now.Add(time.Duration(i) * time.Microsecond))
+		// What central stores: the edge's record plus provenance headers.
+		r.Headers = append(r.Headers, storage.Header{Key: protocol.ProvEdge, Value: []byte("gw-1")},
+			storage.Header{Key: protocol.ProvEdgePartition, Value: []byte("0")},
+			storage.Header{Key: protocol.ProvEdgeOffset, Value: []byte(strconv.Itoa(i))},
+			storage.Header{Key: protocol.ProvCentralTime, Value: []byte(strconv.FormatInt(now.UnixMilli(), 10))})
+		recs = append(recs, r)
+		kr := &kgo.Record{Topic: "readings", Key: r.Key, Value: r.Value, Timestamp: r.Timestamp}
+		for _, h := range r.Headers {
+			kr.Headers = append(kr.Headers, kgo.RecordHeader{Key: h.Key, Value: h.Value})
+		}
+		all = append(all, kr)
+		if len(recs) == cap(recs) {
+			appendRecords(b, st, recs)
+			recs = recs[:0]
+		}
+	}
+	appendRecords(b, st, recs)
+	waitSealed(b, log)
+	log.Close()
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "readings"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer cluster.Close()
+	ctx := context.Background()
+	prod, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ProducerLinger(5*time.Millisecond),
+		kgo.ProducerBatchMaxBytes(1<<20), kgo.RecordPartitioner(kgo.StickyKeyPartitioner(nil)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for i := 0; i < len(all); i += 50000 {
+		if err := prod.ProduceSync(ctx, all[i:min(i+50000, len(all))]...).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	prod.Close()
+	all = nil
+
+	cfg := central.Config{DataDir: dir}
+	url, kaddr, stop := runCentralKafka(b, cfg)
+	defer stop()
+
+	kafkaRead := func(brokers ...string) float64 {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("readings"),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer cl.Close()
+		start := time.Now()
+		got := 0
+		for got < n {
+			fs := cl.PollFetches(ctx)
+			if err := fs.Err0(); err != nil {
+				b.Fatal(err)
+			}
+			fs.EachRecord(func(*kgo.Record) { got++ })
+		}
+		return float64(got) / time.Since(start).Seconds()
+	}
+	httpRead := func() float64 {
+		cl := &consume.Client{BaseURL: url}
+		start := time.Now()
+		got := 0
+		err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true, Max: 10000}, func(consume.Message) error {
+			got++
+			return nil
+		})
+		if err != nil || got != n {
+			b.Fatalf("HTTP consume read %d of %d: %v", got, n, err)
+		}
+		return float64(got) / time.Since(start).Seconds()
+	}
+	b.ResetTimer()
+	var kafka, http, fake float64
+	for i := 0; i < b.N; i++ {
+		kafka += kafkaRead(kaddr)
+		http += httpRead()
+		fake += kafkaRead(cluster.ListenAddrs()...)
+	}
+	k, h, fk := kafka/float64(b.N), http/float64(b.N), fake/float64(b.N)
+	b.ReportMetric(k, "kafka-records/s")
+	b.ReportMetric(h, "http-records/s")
+	b.ReportMetric(fk, "kfake-records/s")
+	b.ReportMetric(k/fk, "kafka/kfake")
+	b.ReportMetric(k/h, "kafka/http")
+}
