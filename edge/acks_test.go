@@ -112,7 +112,7 @@ func TestAcksToSlowReaderDeferredInOrder(t *testing.T) {
 }
 
 // metricSum adds up every series of the named metric (counters and gauges).
-func metricSum(t *testing.T, reg *prometheus.Registry, name string) float64 {
+func metricSum(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {

@@ -2,6 +2,8 @@ package edge
 
 import (
 	"fmt"
+	"net"
+	"runtime"
 	"testing"
 	"time"
 
@@ -107,4 +109,40 @@ func TestSessionExpiry(t *testing.T) {
 	if n := b.sessions.len(); n != 1 {
 		t.Errorf("session table holds %d sessions, want the one reconnected", n)
 	}
+}
+
+// BenchmarkKeptSessionHeap measures what one kept session (a persistent client that left) costs
+// the agent's heap, the figure behind mqtt.max_sessions' default:
+//
+//	go test ./edge/ -run '^$' -bench KeptSessionHeap -benchtime 2000x
+func BenchmarkKeptSessionHeap(b *testing.B) {
+	a, _ := startAgent(b, Config{MQTT: MQTTConfig{MaxSessions: b.N + 1}})
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	b.ResetTimer()
+	for i := range b.N {
+		conn, err := net.DialTimeout("tcp", a.MQTTAddr(), 5*time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, ack := connectRaw(b, conn, fmt.Sprintf("kept-%d", i), 4, "", "", false); ack.ReasonCode != 0 {
+			b.Fatalf("session %d: CONNACK 0x%02x", i, ack.ReasonCode)
+		}
+		conn.Close()
+	}
+	b.StopTimer()
+	deadline := time.Now().Add(30 * time.Second)
+	for metricSum(b, a.metrics.registry, "tributary_edge_connected_devices") != 0 {
+		if time.Now().After(deadline) {
+			b.Fatal("clients still connected 30s after they closed")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if n := a.server.Clients.Len(); n != b.N {
+		b.Fatalf("broker keeps %d sessions, want %d", n, b.N)
+	}
+	b.ReportMetric(float64(int64(after.HeapAlloc)-int64(before.HeapAlloc))/float64(b.N), "heap-B/session")
 }
