@@ -193,13 +193,17 @@ the new one in the edge's token file, which a running edge reads again within se
 				return err
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tSTATE\tCREATED")
+			fmt.Fprintln(tw, "ID\tSTATE\tCREATED\tTOKEN-ROTATED")
 			for _, e := range edges {
 				state := "active"
 				if e.Revoked {
 					state = "revoked"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", e.ID, state, e.Created.Format("2006-01-02 15:04:05Z"))
+				rotated := "never"
+				if !e.Rotated.IsZero() {
+					rotated = e.Rotated.Format("2006-01-02 15:04:05Z")
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.ID, state, e.Created.Format("2006-01-02 15:04:05Z"), rotated)
 			}
 			return tw.Flush()
 		},

@@ -34,6 +34,10 @@ func TestCentralEdgesAddRefusesExistingID(t *testing.T) {
 	if err != nil || !strings.HasPrefix(second, "trb_") || second == first {
 		t.Fatalf("rotate: %q %v (first token %q)", second, err, first)
 	}
+	list, err := runCentralCLI(t, "central", "edges", "list", "--data-dir", dir)
+	if err != nil || !regexp.MustCompile(`(?m)^gw-1\s+active\s+\S+ \S+\s+\d{4}-`).MatchString(list) {
+		t.Fatalf("list after a rotation shows no rotation time: %q %v", list, err)
+	}
 	if _, err := runCentralCLI(t, "central", "edges", "add", "gw-2", "--rotate", "--data-dir", dir); err == nil ||
 		!strings.Contains(err.Error(), "unknown edge") {
 		t.Fatalf("rotating an unknown edge: %v", err)

@@ -25,6 +25,7 @@ type EdgeInfo struct {
 	ID        string    `json:"id"`
 	TokenHash string    `json:"token_hash"`
 	Created   time.Time `json:"created"`
+	Rotated   time.Time `json:"rotated,omitzero"` // when the current token was issued by RotateEdge
 	Revoked   bool      `json:"revoked"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 }
@@ -69,7 +70,7 @@ func AddEdge(log *storage.Log, id string) (string, EdgeInfo, error) {
 			"To issue a new token anyway, run `tributary central edges add %s --rotate` and put the printed token in that edge's token file "+
 			"(a running edge reads it again within seconds)", id, ErrEdgeExists, state, id)
 	}
-	return issueToken(log, id, "add")
+	return issueToken(log, EdgeInfo{ID: id, Created: time.Now().UTC()}, "add")
 }
 
 // RotateEdge issues a new token for a registered edge (a revoked one becomes active again); the
@@ -82,7 +83,7 @@ func RotateEdge(log *storage.Log, id string) (string, EdgeInfo, error) {
 	if old == nil {
 		return "", EdgeInfo{}, fmt.Errorf("rotate token of edge %q: %w; add it first with `tributary central edges add %s`", id, ErrUnknownEdge, id)
 	}
-	return issueToken(log, id, "rotate token of")
+	return issueToken(log, EdgeInfo{ID: id, Created: old.Created, Rotated: time.Now().UTC()}, "rotate token of")
 }
 
 func loadEdge(log *storage.Log, id string) (*EdgeInfo, error) {
@@ -97,16 +98,17 @@ func loadEdge(log *storage.Log, id string) (*EdgeInfo, error) {
 	return &info, nil
 }
 
-func issueToken(log *storage.Log, id, verb string) (string, EdgeInfo, error) {
+// issueToken stores info (active, with a new token's hash) and returns the token.
+func issueToken(log *storage.Log, info EdgeInfo, verb string) (string, EdgeInfo, error) {
 	var raw [32]byte
 	if _, err := rand.Read(raw[:]); err != nil {
-		return "", EdgeInfo{}, fmt.Errorf("%s edge %q: read random token: %w", verb, id, err)
+		return "", EdgeInfo{}, fmt.Errorf("%s edge %q: read random token: %w", verb, info.ID, err)
 	}
 	token := "trb_" + base64.RawURLEncoding.EncodeToString(raw[:])
-	info := EdgeInfo{ID: id, TokenHash: hashToken(token), Created: time.Now().UTC()}
+	info.TokenHash = hashToken(token)
 	v, _ := json.Marshal(info)
-	if err := log.SetMeta(edgeNamespace, id, v); err != nil {
-		return "", EdgeInfo{}, fmt.Errorf("%s edge %q: %w", verb, id, err)
+	if err := log.SetMeta(edgeNamespace, info.ID, v); err != nil {
+		return "", EdgeInfo{}, fmt.Errorf("%s edge %q: %w", verb, info.ID, err)
 	}
 	return token, info, nil
 }
