@@ -174,6 +174,7 @@ func (a *Agent) newBroker() error {
 	// readings are stored, not relayed, and their acks bypass it. A subscriber that falls this far
 	// behind loses QoS 0 messages, which is what QoS 0 allows.
 	caps.MaximumClientWritesPending = maxClientWritesPending
+	configureCapabilities(caps) // retain and topic aliases: see conformance.go
 	a.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
 		// Mochi logs every connection at info; the hook logs what operators need. Its warnings
@@ -181,7 +182,6 @@ func (a *Agent) newBroker() error {
 		Logger: slog.New(mochiLines{clientLimited{Handler: levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn},
 			lim: a.logLimit, device: a.deviceOf}}),
 	})
-	configureCapabilities(caps)
 	ingestLog := a.limitedLogger(a.logger.With("component", "ingest").Handler())
 	a.hook = &hook{agent: a, log: ingestLog, sessions: map[*mqtt.Client]*session{}}
 	a.sessions = newSessionTable(cfg.MQTT.MaxSessions, cfg.MQTT.MaxSessionsPerDevice)
