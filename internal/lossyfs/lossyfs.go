@@ -87,7 +87,8 @@ type FS struct {
 	cutMu                sync.Mutex   // one Cut at a time
 	mu                   sync.Mutex   // guards everything below
 	frozen               bool
-	thaw                 chan struct{}
+	thaw                 chan struct{} // closed to answer frozen operations
+	thawed               bool          // thaw is closed
 	nextID               uint64
 	byIno                map[uint64]uint64           // backing inode -> identity, for live inodes
 	pending              map[uint64]*pendingFile     // identity -> changes since its last sync
@@ -220,6 +221,11 @@ func (f *FS) unmount() error {
 		return nil
 	}
 	err := f.server.Unmount()
+	// The kernel may still be releasing the files of processes that just died.
+	for try := 0; err != nil && try < 20; try++ {
+		time.Sleep(100 * time.Millisecond)
+		err = f.server.Unmount()
+	}
 	if err != nil && f.closeOwnFiles() > 0 {
 		// This process itself held files on the mount (a test that failed before closing
 		// them). At exit their close would wait for a server that is gone, so close them now.
@@ -249,11 +255,7 @@ func (f *FS) unmount() error {
 func (f *FS) Close() error {
 	f.cutMu.Lock()
 	defer f.cutMu.Unlock()
-	f.mu.Lock()
-	if f.frozen {
-		close(f.thaw)
-	}
-	f.mu.Unlock()
+	f.release()
 	return f.unmount()
 }
 
@@ -294,6 +296,8 @@ func (f *FS) Cut(pids ...int) (CutReport, error) {
 	f.cutMu.Lock()
 	defer f.cutMu.Unlock()
 	var rep CutReport
+	// From here on no operation changes anything (the power is off); those already past enter
+	// finish, which a disk may or may not have done too, and none of them was answered yet.
 	f.mu.Lock()
 	f.frozen = true
 	f.mu.Unlock()
@@ -302,15 +306,15 @@ func (f *FS) Cut(pids ...int) (CutReport, error) {
 			rep.Killed++
 		}
 	}
+	// Answer the frozen operations (EIO, nothing more applied): a killed process cannot exit
+	// while the kernel waits for the answer to a request it already handed to this server.
+	// frozen stays set, so later requests fail at once.
+	f.release()
 	for _, pid := range pids {
 		if err := waitGone(pid, 20*time.Second); err != nil {
 			return rep, err
 		}
 	}
-	// Release the operations waiting on the freeze; their processes are dead.
-	f.mu.Lock()
-	close(f.thaw)
-	f.mu.Unlock()
 	f.gate.Lock()
 	defer f.gate.Unlock()
 	if err := f.unmount(); err != nil {
@@ -318,7 +322,7 @@ func (f *FS) Cut(pids ...int) (CutReport, error) {
 	}
 	f.mu.Lock()
 	err := f.rebuild(&rep)
-	f.frozen = false
+	f.frozen, f.thawed = false, false
 	f.thaw = make(chan struct{})
 	f.stats.Cuts++
 	f.mu.Unlock()
@@ -328,17 +332,32 @@ func (f *FS) Cut(pids ...int) (CutReport, error) {
 	return rep, f.mount()
 }
 
-// waitGone waits until pid has exited (a zombie counts: it holds no files any more).
+// release answers every frozen operation and every later one with EIO until the mount is
+// thawed by the end of a cut.
+func (f *FS) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.thawed {
+		close(f.thaw)
+		f.thawed = true
+	}
+}
+
+// waitGone waits until pid has exited: reaped, or a zombie with no thread left (a zombie leader
+// may still have threads exiting, and they hold the process's files).
 func waitGone(pid int, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
+	proc := "/proc/" + strconv.Itoa(pid)
 	for time.Now().Before(deadline) {
-		b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		b, err := os.ReadFile(proc + "/stat")
 		if err != nil {
 			return nil
 		}
 		// The state follows the parenthesised command name.
 		if i := strings.LastIndexByte(string(b), ')'); i > 0 && i+2 < len(b) && (b[i+2] == 'Z' || b[i+2] == 'X') {
-			return nil
+			if tasks, err := os.ReadDir(proc + "/task"); err != nil || len(tasks) <= 1 {
+				return nil
+			}
 		}
 		time.Sleep(2 * time.Millisecond)
 	}
@@ -377,3 +396,8 @@ func (f *FS) closeOwnFiles() int {
 	}
 	return n
 }
+
+// Backing is the backing folder. Right after a [FS.Cut] it holds exactly the durable state, so a
+// test may copy it to check what survived without going through the mount (a process must not
+// read the mount it serves through mmap, see the package doc).
+func (f *FS) Backing() string { return f.backing }
