@@ -123,6 +123,14 @@ type crashAck struct {
 // the start when beforeReady), and returns the acknowledgements it fully printed.
 func runCrashChild(t *testing.T, dir string, round int, killAfter time.Duration, beforeReady bool) map[[2]int64]crashAck {
 	t.Helper()
+	return runCrashChildCut(t, dir, round, killAfter, beforeReady, func(pid int) error {
+		return syscall.Kill(pid, syscall.SIGKILL)
+	})
+}
+
+// runCrashChildCut is runCrashChild with the kill left to kill (SIGKILL, or a power cut).
+func runCrashChildCut(t *testing.T, dir string, round int, killAfter time.Duration, beforeReady bool, kill func(pid int) error) map[[2]int64]crashAck {
+	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), crashChildEnv+"="+dir, crashRoundEnv+"="+strconv.Itoa(round))
 	var stderr strings.Builder
@@ -170,7 +178,7 @@ func runCrashChild(t *testing.T, dir string, round int, killAfter time.Duration,
 	}
 	time.Sleep(killAfter)
 	// SIGKILL our own child by PID: no chance to flush or close anything.
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := kill(cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
 	<-readDone

@@ -94,11 +94,17 @@ type sealJob struct {
 // quarantine/, reported in the log and as a Gap, while the log opens.
 func Open(dir string, opts *Options) (*Log, error) {
 	o := opts.withDefaults()
-	if err := os.MkdirAll(filepath.Join(dir, "streams"), 0o755); err != nil {
+	if err := fsutil.MkdirAll(filepath.Join(dir, "streams"), 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	meta, repair, err := openMetaRepairing(dir, o.Logger)
 	if err != nil {
+		return nil, err
+	}
+	// bbolt syncs its file but not the folder entry of a file it creates: without this a power
+	// cut can lose meta.db (cursors, gaps, stream configs) as a whole.
+	if err := fsutil.SyncDir(dir); err != nil {
+		meta.Close()
 		return nil, err
 	}
 	l := &Log{

@@ -20,7 +20,7 @@ import (
 // sealed segments and cuts a torn tail off the active segment.
 func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	dir := l.partitionDir(stream, id)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	p := &Partition{log: l, stream: stream, id: id, dir: dir,
@@ -278,7 +278,7 @@ func (l *Log) quarantineCopy(stream string, id int, path string, ce *CorruptionE
 // damaged twice (same base offset) keeps both copies.
 func (l *Log) quarantinePath(stream string, id int, name string) (string, error) {
 	qdir := filepath.Join(l.dir, "quarantine", stream, fmt.Sprint(id))
-	if err := os.MkdirAll(qdir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(qdir, 0o755); err != nil {
 		return "", err
 	}
 	dst := filepath.Join(qdir, name)

@@ -3,6 +3,7 @@
 package fsutil
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -30,4 +31,29 @@ func ReplaceFile(tmp, dst string) error {
 		return err
 	}
 	return SyncDir(filepath.Dir(dst))
+}
+
+// MkdirAll is os.MkdirAll that also fsyncs the parent of every folder it creates, so that a new
+// folder (and so everything later made durable inside it) survives power loss.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	if fi, err := os.Stat(dir); err == nil {
+		if !fi.IsDir() {
+			return fmt.Errorf("create dir %s: not a directory", dir)
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil
+		}
+		return err
+	}
+	return SyncDir(parent)
 }
