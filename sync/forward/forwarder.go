@@ -116,9 +116,11 @@ func (f *Forwarder) Run(ctx context.Context) error {
 	defer discover.Stop()
 	cursor := time.NewTicker(f.cfg.CursorInterval)
 	defer cursor.Stop()
-	progressTick := time.NewTicker(f.cfg.ProgressInterval)
+	// Progress samples every second (or its interval, if shorter) so a catch-up's start and end are
+	// timed to a second; it logs once per interval.
+	progressTick := time.NewTicker(min(f.cfg.ProgressInterval, time.Second))
 	defer progressTick.Stop()
-	prog := &progress{logger: f.logger}
+	prog := &progress{logger: f.logger, every: f.cfg.ProgressInterval}
 	saved := map[laneKey]int64{}
 	for {
 		for _, st := range f.log.Streams() {
