@@ -41,7 +41,7 @@ func (p *Partition) seal(ps *plainSegment) error {
 	size := ps.size.Load()
 	zstPath := filepath.Join(p.dir, segmentName(ps.base, sealedExt))
 	idxPath := filepath.Join(p.dir, segmentName(ps.base, indexExt))
-	tmp, err := os.Create(zstPath + tmpExt)
+	tmp, err := createFile(zstPath + tmpExt)
 	if err != nil {
 		return err
 	}

@@ -94,7 +94,8 @@ type sealJob struct {
 // quarantine/, reported in the log and as a Gap, while the log opens.
 func Open(dir string, opts *Options) (*Log, error) {
 	o := opts.withDefaults()
-	if err := fsutil.MkdirAll(filepath.Join(dir, "streams"), 0o755); err != nil {
+	// Readings and tokens' hashes live here: only the owner may read them (dirMode).
+	if err := fsutil.MkdirAll(filepath.Join(dir, "streams"), dirMode); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
 	meta, repair, err := openMetaRepairing(dir, o.Logger)

@@ -23,7 +23,7 @@ var (
 )
 
 func openMeta(path string) (*bolt.DB, error) {
-	db, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 2 * time.Second})
+	db, err := bolt.Open(path, fileMode, &bolt.Options{Timeout: 2 * time.Second})
 	if errors.Is(err, bolterrors.ErrTimeout) {
 		return nil, fmt.Errorf("open metadata %s: the data directory is in use by another process; stop it or use another directory", path)
 	}

@@ -418,7 +418,7 @@ func (p *Partition) roll(next int64) error {
 		return err
 	}
 	p.advanceEnd(next) // everything written so far is in old, now durable
-	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(next, plainExt)), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(next, plainExt)), os.O_CREATE|os.O_EXCL|os.O_RDWR, fileMode)
 	if err != nil {
 		return err
 	}

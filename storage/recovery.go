@@ -20,7 +20,7 @@ import (
 // sealed segments and cuts a torn tail off the active segment.
 func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	dir := l.partitionDir(stream, id)
-	if err := fsutil.MkdirAll(dir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(dir, dirMode); err != nil {
 		return nil, err
 	}
 	p := &Partition{log: l, stream: stream, id: id, dir: dir,
@@ -182,7 +182,7 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 		changed = true
 	}
 	if lastPlain == nil || segs[len(segs)-1] != segment(lastPlain) || lastPlain.nextOffset() < next {
-		f, err := os.OpenFile(filepath.Join(dir, segmentName(next, plainExt)), os.O_CREATE|os.O_RDWR, 0o644)
+		f, err := os.OpenFile(filepath.Join(dir, segmentName(next, plainExt)), os.O_CREATE|os.O_RDWR, fileMode)
 		if err != nil {
 			return nil, err
 		}
@@ -278,7 +278,7 @@ func (l *Log) quarantineCopy(stream string, id int, path string, ce *CorruptionE
 // damaged twice (same base offset) keeps both copies.
 func (l *Log) quarantinePath(stream string, id int, name string) (string, error) {
 	qdir := filepath.Join(l.dir, "quarantine", stream, fmt.Sprint(id))
-	if err := fsutil.MkdirAll(qdir, 0o755); err != nil {
+	if err := fsutil.MkdirAll(qdir, dirMode); err != nil {
 		return "", err
 	}
 	dst := filepath.Join(qdir, name)
@@ -296,7 +296,7 @@ func copyFile(src, dst string) error {
 		return err
 	}
 	defer in.Close()
-	out, err := os.Create(dst)
+	out, err := createFile(dst)
 	if err != nil {
 		return err
 	}
@@ -563,7 +563,7 @@ func (l *Log) salvageSealed(p *Partition, f *os.File, frames []frameInfo, ce *Co
 // writeFrames writes the frames picked (with their new positions) from src, whose index is
 // frames, to a new file at path with fresh descriptors, and fsyncs it.
 func writeFrames(path string, src *os.File, frames, picked []frameInfo) error {
-	out, err := os.Create(path)
+	out, err := createFile(path)
 	if err != nil {
 		return err
 	}
@@ -710,7 +710,7 @@ func (l *Log) Damage() []*CorruptionError {
 }
 
 func writeFileSync(path string, b []byte) error {
-	f, err := os.Create(path)
+	f, err := createFile(path)
 	if err != nil {
 		return err
 	}

@@ -21,6 +21,18 @@ const (
 	tmpExt    = ".tmp"
 )
 
+// Modes of what the log creates: readings are the owner's alone (the process's user). Existing
+// files and folders keep theirs; packaging creates the data dir itself.
+const (
+	dirMode  = 0o700
+	fileMode = 0o600
+)
+
+// createFile is os.Create with fileMode.
+func createFile(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, fileMode)
+}
+
 func segmentName(base int64, ext string) string { return fmt.Sprintf("%020d%s", base, ext) }
 
 func parseSegmentName(name string) (base int64, ext string, ok bool) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 
@@ -62,7 +63,9 @@ certificate (mTLS). Edges authenticate with a token from "tributary central edge
 	f.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA bundle: require edge client certificates signed by it (mTLS)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
 	f.IntVar(&cfg.Partitions, "partitions", 8, "partitions of central streams created from now on")
-	f.StringVar(&cfg.APIToken, "api-token", "", "require this bearer token on the consume and edges API")
+	f.StringVar(&cfg.APIToken, "api-token", "", "require this bearer token on the consume, groups and edges API (visible in ps: prefer --api-token-file or "+central.APITokenEnv+")")
+	f.StringVar(&cfg.APITokenFile, "api-token-file", "", "file holding the API token (required with a non-loopback --listen unless --client-ca is set)")
+	f.IntVar(&cfg.MaxConnections, "max-connections", central.DefaultMaxConnections, "open connections the listener accepts at most")
 	f.IntVar(&cfg.MaxStreams, "max-streams", 64, "streams edges may create at central; a chunk for one more is refused")
 	f.StringVar(&cfg.Fsync, "fsync", "group", "fsync policy of central's log: group, interval or none")
 	f.StringVar(&cfg.Kafka.Listen, "kafka-listen", "", "also serve the streams to Kafka clients (kcat, librdkafka, ...) on this address, read-only, e.g. 127.0.0.1:9092")
@@ -98,6 +101,11 @@ func loadCentralConfig(path string, cmd *cobra.Command, flags central.Config) (c
 	set("insecure", func() { cfg.Insecure = flags.Insecure })
 	set("partitions", func() { cfg.Partitions = flags.Partitions })
 	set("api-token", func() { cfg.APIToken = flags.APIToken })
+	set("api-token-file", func() { cfg.APITokenFile = flags.APITokenFile })
+	set("max-connections", func() { cfg.MaxConnections = flags.MaxConnections })
+	if cfg.APIToken == "" && cfg.APITokenFile == "" {
+		cfg.APIToken = strings.TrimSpace(os.Getenv(central.APITokenEnv))
+	}
 	set("max-streams", func() { cfg.MaxStreams = flags.MaxStreams })
 	set("fsync", func() { cfg.Fsync = flags.Fsync })
 	set("quota-bytes", func() { cfg.QuotaBytes = flags.QuotaBytes })

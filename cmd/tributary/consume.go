@@ -18,8 +18,9 @@ func init() { register(newConsumeCmd) }
 
 func newConsumeCmd() *cobra.Command {
 	var (
-		centralURL, token, group, format, since, offsets string
-		opts                                             consume.Options
+		centralURL, group, format, since, offsets string
+		tokens                                    apiTokenFlags
+		opts                                      consume.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "consume --central URL [--stream readings] [--from-beginning] [--group G] [--follow] [--format jsonl]",
@@ -63,6 +64,10 @@ With --group, offsets are committed after each printed batch, so the next run re
 			w := bufio.NewWriterSize(cmd.OutOrStdout(), 64<<10)
 			defer w.Flush()
 			enc := json.NewEncoder(w)
+			token, err := tokens.get()
+			if err != nil {
+				return err
+			}
 			cl := &consume.Client{BaseURL: centralURL, Token: token}
 			opts.AfterBatch = w.Flush
 			return cl.Consume(ctx, opts, func(m consume.Message) error { return enc.Encode(m) })
@@ -70,7 +75,7 @@ With --group, offsets are committed after each printed batch, so the next run re
 	}
 	f := cmd.Flags()
 	f.StringVar(&centralURL, "central", "", "central's URL, e.g. http://127.0.0.1:7443")
-	f.StringVar(&token, "token", "", "central's --api-token, when it has one")
+	tokens.register(cmd)
 	f.StringVar(&opts.Stream, "stream", "readings", "stream to read")
 	f.BoolVar(&opts.FromBeginning, "from-beginning", false, "start at the oldest record")
 	f.StringVar(&group, "group", "", "consumer group: resume from and commit offsets under this name")

@@ -19,7 +19,8 @@ import (
 func init() { register(newEdgesCmd) }
 
 func newEdgesCmd() *cobra.Command {
-	var centralURL, token string
+	var centralURL string
+	var tokens apiTokenFlags
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "edges --central URL",
@@ -39,6 +40,10 @@ REFUSED with what to do.`,
 			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
 			defer cancel()
 			req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(centralURL, "/")+"/v1/edges", nil)
+			if err != nil {
+				return err
+			}
+			token, err := tokens.get()
 			if err != nil {
 				return err
 			}
@@ -72,7 +77,7 @@ REFUSED with what to do.`,
 		},
 	}
 	cmd.Flags().StringVar(&centralURL, "central", "", "central's URL, e.g. http://127.0.0.1:7443")
-	cmd.Flags().StringVar(&token, "token", "", "central's --api-token, when it has one")
+	tokens.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print central's answer as JSON")
 	return cmd
 }

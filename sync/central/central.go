@@ -42,7 +42,15 @@ type Config struct {
 	Insecure bool   `yaml:"insecure"`  // allow plain HTTP on a non-loopback listener
 
 	Partitions int    `yaml:"partitions"` // of central streams created on first sight; default 8
-	APIToken   string `yaml:"api_token"`  // required by the consume and edges API when set
+	APIToken   string `yaml:"api_token"`  // required by the consume, groups and edges API when set
+	// APITokenFile holds the API token (read at start), so it is neither in the config nor in ps.
+	APITokenFile string `yaml:"api_token_file"`
+
+	// MaxConnections caps the listener's open connections; default 1024.
+	MaxConnections int `yaml:"max_connections"`
+	// BodyTimeout bounds how long a chunk's body may take to arrive (plus 1 s per 4 KiB of it);
+	// default 30s.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
 
 	// MaxStreams bounds the streams edges may create at central (each holds open files per
 	// partition); default 64.
@@ -102,6 +110,12 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.ClientCA != "" && !useTLS {
 		return errors.New("--client-ca needs --tls-cert and --tls-key: client certificates are checked in the TLS handshake")
 	}
+	if err := resolveAPIToken(&cfg); err != nil {
+		return err
+	}
+	if err := checkExposure(cfg); err != nil {
+		return err
+	}
 	fsync, err := storage.ParseFsyncPolicy(cfg.Fsync)
 	if err != nil {
 		return err
@@ -113,25 +127,33 @@ func Run(ctx context.Context, cfg Config) error {
 	defer log.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, MaxStreams: cfg.MaxStreams, Logger: logger, Registerer: reg})
+	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, MaxStreams: cfg.MaxStreams,
+		BodyTimeout: cfg.BodyTimeout, Logger: logger, Registerer: reg})
 	if err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
 	mux.Handle(protocol.SyncPrefix, rcv)
-	api := &consume.Server{Log: log, Token: cfg.APIToken}
+	// The API token guards everything but sync (edges have their own tokens) and /healthz; on a
+	// non-loopback listener /metrics too (lane names and offsets say who sends what).
+	api := requireToken(cfg.APIToken, &consume.Server{Log: log})
 	mux.Handle("/v1/streams", api)
 	mux.Handle("/v1/consume/", api)
 	mux.Handle("/v1/tail/", api)
 	mux.Handle("/v1/groups/", api)
-	mux.Handle("/v1/edges", tokenOnly(cfg.APIToken, edgesHandler(rcv)))
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/v1/edges", requireToken(cfg.APIToken, edgesHandler(rcv)))
+	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if !IsLoopback(cfg.Listen) {
+		metrics = requireToken(cfg.APIToken, metrics)
+	}
+	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Listen, err)
 	}
+	ln = limitConnections(ln, cfg.MaxConnections)
 	// Every request's context ends when shutdown begins, so long polls (a follower waiting at the
 	// end of a stream, an edge waiting for data) return at once instead of holding the stop for
 	// the shutdown's 5 s bound; inFlight says what the stop waits for.
@@ -269,16 +291,6 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 		t.ClientCAs, t.ClientAuth = pool, tls.RequireAndVerifyClientCert
 	}
 	return t, nil
-}
-
-func tokenOnly(token string, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if token != "" && protocol.BearerToken(r) != token {
-			protocol.WriteError(w, http.StatusUnauthorized, nil, "this API needs a token: pass --token (the central's --api-token)")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 // EdgesView is the answer of GET /v1/edges.

@@ -48,10 +48,10 @@ func runChild() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	err := central.Run(ctx, central.Config{DataDir: os.Getenv("CENTRAL_DIR"), Listen: os.Getenv("CENTRAL_LISTEN"),
-		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")),
-		Kafka:      central.KafkaListener{Listen: os.Getenv("CENTRAL_KAFKA")},
-		MaxStreams: int(parseInt(os.Getenv("CENTRAL_MAX_STREAMS"))),
-		Ready:      func(addr string) { fmt.Printf("READY %s\n", addr) }})
+		QuotaBytes: parseInt(os.Getenv("CENTRAL_QUOTA")), Kafka: central.KafkaListener{Listen: os.Getenv("CENTRAL_KAFKA")},
+		MaxStreams: int(parseInt(os.Getenv("CENTRAL_MAX_STREAMS"))), MaxConnections: int(parseInt(os.Getenv("CENTRAL_MAX_CONNS"))),
+		BodyTimeout: time.Duration(parseInt(os.Getenv("CENTRAL_BODY_TIMEOUT_MS"))) * time.Millisecond,
+		Ready:       func(addr string) { fmt.Printf("READY %s\n", addr) }})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "central:", err)
 		os.Exit(1)
@@ -75,6 +75,9 @@ type childCentral struct {
 	kafka  string // Kafka listener address, when set
 	// maxStreams is central's max_streams; 0 the default.
 	maxStreams int
+	// maxConns and bodyTimeout are central's max_connections and body_timeout; 0 the defaults.
+	maxConns    int
+	bodyTimeout time.Duration
 }
 
 func freeAddr(t *testing.T) string {
@@ -90,7 +93,8 @@ func (c *childCentral) start() {
 	c.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), childEnv+"=1", "CENTRAL_DIR="+c.dir, "CENTRAL_LISTEN="+c.listen,
-		fmt.Sprintf("CENTRAL_QUOTA=%d", c.quota), "CENTRAL_KAFKA="+c.kafka, fmt.Sprintf("CENTRAL_MAX_STREAMS=%d", c.maxStreams))
+		fmt.Sprintf("CENTRAL_QUOTA=%d", c.quota), "CENTRAL_KAFKA="+c.kafka, fmt.Sprintf("CENTRAL_MAX_STREAMS=%d", c.maxStreams),
+		fmt.Sprintf("CENTRAL_MAX_CONNS=%d", c.maxConns), fmt.Sprintf("CENTRAL_BODY_TIMEOUT_MS=%d", c.bodyTimeout.Milliseconds()))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

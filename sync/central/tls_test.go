@@ -257,7 +257,7 @@ func TestPlainHTTPRefusedOffLoopback(t *testing.T) {
 	// interface, so the bind fails instead of serving off loopback.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err = central.Run(ctx, central.Config{DataDir: t.TempDir(), Listen: "192.0.2.1:0", Insecure: true,
+	err = central.Run(ctx, central.Config{DataDir: t.TempDir(), Listen: "192.0.2.1:0", Insecure: true, APIToken: "t",
 		Ready: func(a string) { t.Errorf("central served on %s", a) }})
 	if err == nil || strings.Contains(err.Error(), "refusing") || !strings.Contains(err.Error(), "listen on 192.0.2.1:0") {
 		t.Fatalf("insecure on 192.0.2.1: %v, want the bind error past the TLS check", err)

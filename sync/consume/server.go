@@ -402,6 +402,11 @@ func (s *Server) groupOffsets(w http.ResponseWriter, r *http.Request, group stri
 				protocol.WriteError(w, http.StatusBadRequest, nil, "offset %d for partition %d is out of range", o, p)
 				return
 			}
+			// A group past the end would skip every record until the partition got there.
+			if end := st.Partition(p).EndOffset(); o > end {
+				protocol.WriteError(w, http.StatusBadRequest, nil, "offset %d for partition %d is past its end %d: commit at most the end (the offset after the last record read)", o, p, end)
+				return
+			}
 		}
 		if err := s.Log.SetCursors(GroupCursor(group), st.Name(), in.Offsets); err != nil {
 			protocol.WriteError(w, http.StatusServiceUnavailable, nil, "commit: %v", err)

@@ -39,6 +39,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Paths.
@@ -154,6 +155,14 @@ func WriteJSON(w http.ResponseWriter, code int, v any) {
 // WriteError writes an Error body.
 func WriteError(w http.ResponseWriter, code int, pos *Position, format string, args ...any) {
 	WriteJSON(w, code, Error{Error: fmt.Sprintf(format, args...), Position: pos})
+}
+
+// CloseUnread marks a refused request's connection for closing without reading its body:
+// net/http would otherwise drain up to 256 KiB of it after the answer, waiting for as long as a
+// peer that never sends it likes.
+func CloseUnread(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // BearerToken returns the token of an "Authorization: Bearer" header.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -88,11 +89,29 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 		r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body of %d bytes: the limit is %d; lower the forwarder's max chunk bytes", req.ContentLength, r.cfg.MaxBodyBytes)
 		return
 	}
+	size := req.ContentLength
+	if size < 0 {
+		size = r.cfg.MaxBodyBytes
+	}
+	deadline := r.cfg.BodyTimeout + time.Duration(size/r.cfg.MinBodyRate)*time.Second
+	// Not supported by every ResponseWriter (tests' recorders): then there is simply no deadline.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(deadline))
 	body, err := io.ReadAll(http.MaxBytesReader(w, req.Body, r.cfg.MaxBodyBytes))
+	if err == nil {
+		// The body is in: the wait for durability is not bounded by the read deadline (net/http's
+		// background read would cancel the request when it passed).
+		_ = rc.SetReadDeadline(time.Time{})
+	}
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			r.reject(w, http.StatusRequestEntityTooLarge, "too-large", nil, "body over the limit of %d bytes", r.cfg.MaxBodyBytes)
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			protocol.CloseUnread(w)
+			r.reject(w, http.StatusRequestTimeout, "body-timeout", nil, "the body did not arrive within %v", deadline)
 			return
 		}
 		r.reject(w, http.StatusBadRequest, "truncated", nil, "read body: %v", err)

@@ -40,6 +40,11 @@ type Config struct {
 	// StallAfter is how long a lane may be behind without progress, while its edge keeps
 	// talking, before the stalled gauge reports it; default 1m.
 	StallAfter time.Duration
+	// BodyTimeout is how long a chunk's body may take to arrive, plus one second per
+	// MinBodyRate bytes of it; defaults 30s and 4 KiB/s (a 1 MiB chunk at 64 kbit/s takes 2 min).
+	// A body that never comes no longer holds the connection for good.
+	BodyTimeout time.Duration
+	MinBodyRate int64
 	// MaxStreams bounds the central streams edges may create (each holds open files per
 	// partition); default 64. A chunk for a new stream past it gets 507.
 	MaxStreams int
@@ -127,6 +132,12 @@ func New(cfg Config) (*Receiver, error) {
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = 64
+	}
+	if cfg.BodyTimeout <= 0 {
+		cfg.BodyTimeout = 30 * time.Second
+	}
+	if cfg.MinBodyRate <= 0 {
+		cfg.MinBodyRate = 4 << 10
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -248,6 +259,8 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		r.m.rejected.WithLabelValues("unauthenticated").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
+		protocol.CloseUnread(w) // the body of a refused request may never come
+
 		protocol.WriteError(w, http.StatusUnauthorized, nil, "edge token refused: unknown or revoked edge id, or not the edge's "+
 			"current token (rotated); `tributary central edges list` at central shows the edge")
 		return
@@ -257,6 +270,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
 		if cn := req.TLS.PeerCertificates[0].Subject.CommonName; cn != edge {
 			r.m.rejected.WithLabelValues("certificate-mismatch").Inc()
+			protocol.CloseUnread(w)
 			protocol.WriteError(w, http.StatusForbidden, nil, "client certificate is for %q but the request is from edge %q: issue each edge a certificate with its edge id as CN", cn, edge)
 			return
 		}
