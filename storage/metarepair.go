@@ -98,7 +98,7 @@ func openMetaRepairing(dir string, logger *slog.Logger) (*bolt.DB, *MetaRepair, 
 		return db, nil, err
 	}
 	qdir := filepath.Join(dir, "quarantine")
-	if err := os.MkdirAll(qdir, 0o755); err != nil {
+	if err := os.MkdirAll(qdir, dirMode); err != nil {
 		return nil, nil, fmt.Errorf("quarantine damaged metadata (%v): %w", damage, err)
 	}
 	dst := filepath.Join(qdir, "meta.db."+time.Now().UTC().Format("20060102T150405.000Z"))
