@@ -6,6 +6,9 @@ import (
 	"os"
 	"time"
 
+	// x/term tells a terminal from a file or pipe on every platform the binaries build for.
+	"golang.org/x/term"
+
 	firmwaresim "github.com/tributary-iot/tributary/firmware-sim"
 )
 
@@ -55,12 +58,8 @@ func startProgress(fleet *firmwaresim.Fleet, mode string, duration time.Duration
 	return func() { close(done); <-finished }, nil
 }
 
-// isTerminal reports whether w is a character device such as a terminal.
+// isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }

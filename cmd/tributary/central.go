@@ -15,6 +15,8 @@ import (
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
+	// x/term tells a terminal from a file or pipe on every platform the binaries build for.
+	"golang.org/x/term"
 	// yaml.v3 reads --config files; flags given on the command line override them.
 	"gopkg.in/yaml.v3"
 
@@ -239,12 +241,8 @@ the new one in the edge's token file, which a running edge reads again within se
 	return cmd
 }
 
-// isTerminal reports whether w is a character device such as a terminal.
+// isTerminal reports whether w is a terminal.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
+	return ok && term.IsTerminal(int(f.Fd()))
 }
