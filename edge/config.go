@@ -87,8 +87,8 @@ type Config struct {
 	// client's read goroutine blocks above it, which paces the device; MQTT 5 clients are told it
 	// as Receive Maximum. Default 256.
 	MaxPendingPerClient int `yaml:"max_pending_per_client"`
-	// DedupeWindow is how many recently stored readings per client are remembered to recognise DUP
-	// resends, and how many records per partition are scanned at start to rebuild that memory.
+	// DedupeWindow is how many records per partition are scanned at start to rebuild the memory
+	// that recognises device resends (2 x MaxPendingPerClient readings per client).
 	// Default 4096.
 	DedupeWindow int `yaml:"dedupe_window"`
 	// DrainTimeout bounds how long shutdown waits for pending acks; default 5s.
