@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"os/exec"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tributary-iot/tributary/internal/testpki"
 	"github.com/tributary-iot/tributary/internal/testprog"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/kafkaserve"
@@ -107,5 +109,37 @@ func firstAtOrAfter(t *testing.T, p *storage.Partition, ts int64) int64 {
 		if e.Timestamp.UnixMilli() >= ts {
 			return e.Offset
 		}
+	}
+}
+
+// TestKcatSASLSSL: librdkafka logs in with SCRAM-SHA-256 and PLAIN over TLS, as deploy/README.md
+// shows; a wrong password makes kcat fail.
+func TestKcatSASLSSL(t *testing.T) {
+	log := openLog(t)
+	fillLog(t, log, 2, 10, 500, time.UnixMilli(1_700_000_000_000))
+	ca := testpki.New(t, "kafka")
+	certFile, keyFile := ca.ServerCert(t, "central")
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, kafkaserve.Config{Log: log, Users: users{"analytics": "tok-123"},
+		TLS: &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}})
+	args := func(mech, pass string) []string {
+		return []string{"-C", "-b", addr, "-t", "readings", "-e", "-J", "-q",
+			"-X", "security.protocol=SASL_SSL", "-X", "sasl.mechanisms=" + mech,
+			"-X", "sasl.username=analytics", "-X", "sasl.password=" + pass, "-X", "ssl.ca.location=" + ca.File}
+	}
+	for _, mech := range []string{"SCRAM-SHA-256", "PLAIN"} {
+		if lines := runKcat(t, args(mech, "tok-123")...); len(lines) != 500 {
+			t.Fatalf("%s: kcat printed %d records, want 500", mech, len(lines))
+		}
+	}
+	kcat := testprog.Find(t, "kcat", "kcat")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, append(args("SCRAM-SHA-256", "wrong"), "-m", "5")...).Output()
+	if err == nil || ctx.Err() != nil || len(out) > 0 {
+		t.Fatalf("kcat with a wrong password: %v (%v), printed %q", err, ctx.Err(), out)
 	}
 }

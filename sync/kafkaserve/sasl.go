@@ -175,7 +175,10 @@ func (ex *scramExchange) finish(msg string) (string, error) {
 			binding = v
 		}
 	}
-	if nonce != ex.nonce {
+	// RFC 5802 wants the nonce repeated exactly; librdkafka sends its client nonce again in
+	// front of it, and Kafka's broker accepts that by checking only the suffix. So do we: the
+	// server's random part still has to come back, which is what defeats replay.
+	if !strings.HasSuffix(nonce, ex.nonce) {
 		return "", fmt.Errorf("SCRAM nonce mismatch")
 	}
 	if binding != base64.StdEncoding.EncodeToString([]byte(ex.gs2)) {

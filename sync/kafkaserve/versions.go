@@ -34,14 +34,17 @@ var versions = map[int16]versionRange{
 	14: {0, 5},  // SyncGroup
 	15: {0, 5},  // DescribeGroups
 	16: {0, 4},  // ListGroups
-	17: {1, 1},  // SaslHandshake (v0's unframed tokens are not supported)
-	18: {0, 3},  // ApiVersions
-	19: {2, 7},  // CreateTopics: refused
-	20: {1, 6},  // DeleteTopics: refused
-	21: {0, 2},  // DeleteRecords: refused
-	22: {0, 4},  // InitProducerId: refused
-	36: {0, 2},  // SaslAuthenticate
-	37: {0, 3},  // CreatePartitions: refused
+	// SaslHandshake: librdkafka requires v0 in the range before it uses SASL at all; it and every
+	// current client then authenticate with v1 and SaslAuthenticate. A client that really
+	// continues with v0's unframed tokens is cut off by the framing check.
+	17: {0, 1},
+	18: {0, 3}, // ApiVersions
+	19: {2, 7}, // CreateTopics: refused
+	20: {1, 6}, // DeleteTopics: refused
+	21: {0, 2}, // DeleteRecords: refused
+	22: {0, 4}, // InitProducerId: refused
+	36: {0, 2}, // SaslAuthenticate
+	37: {0, 3}, // CreatePartitions: refused
 }
 
 func apiVersions(h header, r *kmsg.ApiVersionsRequest) *kmsg.ApiVersionsResponse {
