@@ -299,6 +299,7 @@ func (r *Registry) update(fn func(*bolt.Bucket) error) error {
 // openDB opens the registry, turning bbolt's lock timeout into ErrRegistryLocked so callers can
 // tell the operator to retry rather than suspect corruption.
 func openDB(path string, readOnly bool, timeout time.Duration) (*bolt.DB, error) {
+	_, statErr := os.Stat(path)
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: readOnly, Timeout: timeout})
 	switch {
 	case errors.Is(err, berrors.ErrTimeout):
@@ -306,7 +307,27 @@ func openDB(path string, readOnly bool, timeout time.Duration) (*bolt.DB, error)
 	case err != nil:
 		return nil, fmt.Errorf("open registry %s: %w", path, damaged(err))
 	}
+	// bbolt syncs the file it creates but not its folder entry: without this a power cut after
+	// "devices add" reported success can lose the whole registry.
+	if errors.Is(statErr, fs.ErrNotExist) {
+		if err := syncDir(filepath.Dir(path)); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("create registry %s: %w", path, err)
+		}
+	}
 	return db, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // view reads every device from the file at path in one read-only transaction. An absent file is an
