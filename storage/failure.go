@@ -51,6 +51,9 @@ func (p *Partition) Failure() error {
 // [ErrPartitionFailed]), so an empty list after a disk was cleared means every one resumed.
 func (l *Log) Failures() []PartitionFailure {
 	var out []PartitionFailure
+	if l.readOnly {
+		return nil // refusing appends is what a read-only log is for
+	}
 	for _, p := range l.allPartitions() {
 		p.mu.Lock()
 		if p.failed != nil {

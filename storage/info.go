@@ -130,6 +130,9 @@ func verifySegment(seg segment) []VerifyProblem {
 		}
 	case *plainSegment:
 		size := s.size.Load()
+		if size == 0 {
+			break // nothing to read (and a read-only log's stand-in for a missing file has none)
+		}
 		raw := make([]byte, size)
 		if _, err := s.f.ReadAt(raw, 0); err != nil {
 			bad(s.base, "read: %v", err)

@@ -27,6 +27,8 @@ type Log struct {
 	meta   *bolt.DB
 	// metaRepair is set when Open found meta.db damaged and replaced it.
 	metaRepair *MetaRepair
+	readOnly   bool   // OpenReadOnly: no meta writes, no committers, no background work
+	metaTemp   string // OpenReadOnly over a damaged meta.db: the empty stand-in's folder
 
 	mu      sync.RWMutex
 	streams map[string]*Stream
@@ -179,6 +181,9 @@ func (l *Log) CreateStream(name string, cfg StreamConfig) (*Stream, error) {
 	if l.closed {
 		return nil, ErrClosed
 	}
+	if l.readOnly {
+		return nil, ErrReadOnly
+	}
 	if s, ok := l.streams[name]; ok {
 		if s.cfg.Partitions != cfg.Partitions {
 			return nil, fmt.Errorf("create stream %q: exists with %d partitions, not %d (partition counts cannot change: keys would move)", name, s.cfg.Partitions, cfg.Partitions)
@@ -245,6 +250,9 @@ func (l *Log) Close() error {
 	err := l.closeStreams()
 	if merr := l.meta.Close(); err == nil {
 		err = merr
+	}
+	if l.metaTemp != "" {
+		os.RemoveAll(l.metaTemp)
 	}
 	return err
 }

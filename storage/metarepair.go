@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
 
@@ -243,15 +242,9 @@ func (l *Log) rebuildStreamConfigs(cfgs map[string]StreamConfig) ([]string, erro
 		if _, ok := cfgs[name]; ok {
 			continue
 		}
-		parts, err := os.ReadDir(filepath.Join(l.dir, "streams", name))
+		n, err := partitionFolders(filepath.Join(l.dir, "streams", name))
 		if err != nil {
 			return nil, err
-		}
-		n := 0
-		for _, p := range parts {
-			if id, err := strconv.Atoi(p.Name()); err == nil && p.IsDir() && id >= 0 && id < 4096 {
-				n = max(n, id+1)
-			}
 		}
 		if n == 0 {
 			continue

@@ -12,6 +12,8 @@ type Report struct {
 	Cursors  []CursorReport  `json:"cursors"`
 	Problems []VerifyProblem `json:"problems,omitempty"`
 	Verified bool            `json:"verified"`
+	// Meta is set when meta.db was found damaged (see [Log.MetaRepair]).
+	Meta *MetaRepair `json:"meta_repair,omitempty"`
 }
 
 // StreamReport is one stream of a [Report].
@@ -42,7 +44,7 @@ type CursorReport struct {
 // Report describes the log; with verify it also reads and checks every stored byte (see
 // [Log.Verify]). It is safe while the log is in use.
 func (l *Log) Report(verify bool) (*Report, error) {
-	rep := &Report{Dir: l.dir, Streams: []StreamReport{}, Cursors: []CursorReport{}, Verified: verify}
+	rep := &Report{Dir: l.dir, Streams: []StreamReport{}, Cursors: []CursorReport{}, Verified: verify, Meta: l.metaRepair}
 	ends := map[string][]int64{}
 	for _, s := range l.Streams() {
 		sr := StreamReport{Name: s.Name()}

@@ -28,9 +28,10 @@ func newInspectCmd() *cobra.Command {
 		Long: `Inspect prints what a Tributary log directory (an edge's or central's --data-dir) holds.
 
 When an edge or central is running on the directory, inspect reads its live view through the
-node's admin socket in the directory (only the directory's owner can reach it). Otherwise it opens
-the log itself, recovering it as the node would (a torn tail of an active segment is cut back);
-damaged sealed segments are reported, not moved.
+node's admin socket in the directory (only the directory's owner can reach it). Otherwise it reads
+the log itself without writing anything, so it works on a copy on read-only media and leaves
+evidence as it is: what the node would repair at its next start (a torn tail, a damaged sealed
+segment or index, a damaged meta.db) is reported, not changed.
 
 Cursors include every consumer group (group.<name>) with its LAG: the records it has not read.
 
@@ -61,7 +62,7 @@ command exits with status 2 when it finds damage.`,
 			default:
 				return fmt.Errorf("unknown --format %q: use text or json", format)
 			}
-			if verify && len(report.Problems) > 0 {
+			if verify && (len(report.Problems) > 0 || report.Meta != nil) {
 				return exitError{code: 2, msg: fmt.Sprintf("%d problems found; damaged sealed segments are moved to quarantine/ and reported as gaps when the agent next starts", len(report.Problems))}
 			}
 			return nil
@@ -102,7 +103,7 @@ func inspectDir(dir string, verify bool) (rep *storage.Report, live string, err 
 		}
 		return rep, node.name, nil
 	}
-	l, err := storage.Open(dir, &storage.Options{SkipVerifyOnOpen: true, SegmentAge: -1})
+	l, err := storage.OpenReadOnly(dir, &storage.Options{SkipVerifyOnOpen: true})
 	if err != nil {
 		return nil, "", err
 	}
@@ -158,8 +159,11 @@ func printInspect(w io.Writer, rep *storage.Report, segments bool) {
 		}
 		fmt.Fprintln(tw)
 	}
+	if m := rep.Meta; m != nil {
+		fmt.Fprintf(tw, "DAMAGE\tmeta.db: %s; %s\n", m.Cause, m.Lost)
+	}
 	if rep.Verified || len(rep.Problems) > 0 {
-		if len(rep.Problems) == 0 {
+		if len(rep.Problems) == 0 && rep.Meta == nil {
 			fmt.Fprintln(tw, "verify: every checksum and offset is intact")
 		}
 		for _, pr := range rep.Problems {
