@@ -65,6 +65,9 @@ type lane struct {
 	// downSince is when the lane's current run of failures began (unix nanos; 0 while it works),
 	// so its first answer from central after an outage is logged once with the outage's length.
 	downSince atomic.Int64
+	// resumedBehind is set when the lane came back from an outage with a backlog, for the
+	// progress report to start a catch-up.
+	resumedBehind atomic.Bool
 
 	ident    atomic.Pointer[laneIdentity] // the incarnation sent with every request
 	verified atomic.Bool                  // central's position was checked against the log's end at open
@@ -376,8 +379,12 @@ func (f *Forwarder) pump(ctx context.Context, client *http.Client, ln *lane) err
 	}
 	ln.update(pos)
 	if down := ln.downSince.Swap(0); down != 0 {
+		behind := max(ln.p.EndOffset()-pos.Next, 0)
 		f.logger.Info("forwarding resumed", "stream", ln.key.stream, "partition", ln.key.partition,
-			"after", time.Since(time.Unix(0, down)).Round(time.Millisecond), "records_behind", max(ln.p.EndOffset()-pos.Next, 0))
+			"after", time.Since(time.Unix(0, down)).Round(time.Millisecond), "records_behind", behind)
+		if behind >= catchUpMin {
+			ln.resumedBehind.Store(true)
+		}
 	}
 	sendCtx, cancel := context.WithCancel(ctx)
 	var window []flight

@@ -5,9 +5,14 @@ import (
 	"time"
 )
 
-// catchUpMin is the backlog, in records, above which the forwarder reports catch-up progress. Live
-// lanes hold a few chunks in flight; a backlog this size is an outage's, not live traffic's.
-const catchUpMin = 1000
+// A catch-up is reported when a lane comes back from an outage with at least catchUpMin records
+// behind, or when the backlog reaches catchUpStart records for any reason (an edge restarted with
+// a backlog, a slow link); it ends when fewer than catchUpMin are behind. Live lanes on a busy
+// gateway run a few thousand records behind, so the gap between the two keeps them quiet.
+const (
+	catchUpMin   = 1000
+	catchUpStart = 10 * catchUpMin
+)
 
 // progress turns the lanes' counters into the log lines an operator watches after an outage: one
 // when a catch-up starts, one per interval while it goes on (records behind, rate, time left),
@@ -30,7 +35,11 @@ func (p *progress) tick(lanes []*lane, now time.Time) {
 		p.prev = map[*lane]int64{}
 	}
 	var behind, sent int64
+	resumed := false
 	for _, ln := range lanes {
+		if ln.resumedBehind.Swap(false) {
+			resumed = true
+		}
 		if !ln.known.Load() {
 			continue
 		}
@@ -46,7 +55,7 @@ func (p *progress) tick(lanes []*lane, now time.Time) {
 		}
 	}
 	switch {
-	case !p.catching && behind >= catchUpMin:
+	case !p.catching && (behind >= catchUpStart || resumed && behind >= catchUpMin):
 		p.catching, p.since, p.sent, p.loggedAt, p.sentAtLog = true, now, 0, now, 0
 		p.logger.Info("catching up a backlog", "records_behind", behind)
 	case p.catching && behind < catchUpMin:
