@@ -52,7 +52,7 @@ type Agent struct {
 	undeclaredLogged map[string]struct{} // see firstUndeclared
 
 	httpLn        net.Listener
-	mqttListeners []*mqttListener // TCP and TLS; mochi serves WebSocket itself
+	mqttListeners []*mqttListener // TCP, TLS, and the bounds of the WebSocket listener
 	sessions      *sessionTable
 	tcpAddr       string
 	tlsAddr       string
@@ -230,6 +230,8 @@ func (a *Agent) newBroker() error {
 		if err != nil {
 			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)
 		}
+		ws.bounds = boundListener("ws", ws.ln, nil, limit, cfg.MQTT, listenerLog, lm)
+		a.mqttListeners = append(a.mqttListeners, ws.bounds)
 		if err := a.server.AddListener(ws); err != nil {
 			ws.ln.Close()
 			return fmt.Errorf("listen for MQTT over WebSocket on %s: %w", cfg.MQTT.WSListen, err)

@@ -144,9 +144,10 @@ type MQTTConfig struct {
 	// MaxPacketBytes bounds an MQTT packet; larger ones drop the connection. Default is
 	// MaxPayloadBytes + 64 KiB, so oversized payloads up to that size are dead-lettered instead.
 	MaxPacketBytes int `yaml:"max_packet_bytes"`
-	// MaxConnections caps the open connections of the TCP and TLS listeners together, before and
-	// after CONNECT. Past it new connections wait in the kernel's backlog. Default and ceiling:
-	// the file descriptor limit less a reserve for the agent's own files (an eighth, at least 64).
+	// MaxConnections caps the open connections of the TCP, TLS and WebSocket listeners together,
+	// before and after CONNECT. Past it new connections wait in the kernel's backlog. Default and
+	// ceiling: the file descriptor limit less a reserve for the agent's own files (an eighth, at
+	// least 64).
 	MaxConnections int `yaml:"max_connections"`
 	// ConnectTimeout closes a connection that has not sent its whole CONNECT this long after it
 	// was accepted, the TLS handshake included. Default 10s.

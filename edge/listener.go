@@ -64,12 +64,16 @@ func newMQTTListener(id, addr string, tc *tls.Config, limit *connLimit, cfg MQTT
 	if err != nil {
 		return nil, err
 	}
+	return boundListener(id, ln, tc, limit, cfg, log, m), nil
+}
+
+func boundListener(id string, ln net.Listener, tc *tls.Config, limit *connLimit, cfg MQTTConfig, log *slog.Logger, m *listenerMetrics) *mqttListener {
 	return &mqttListener{
 		id: id, ln: ln, tls: tc, limit: limit,
 		connectTimeout: cfg.ConnectTimeout, writeTimeout: cfg.WriteTimeout,
 		log: log.With("listener", id), metrics: m,
 		done: make(chan struct{}), conns: map[*trackedConn]struct{}{},
-	}, nil
+	}
 }
 
 var _ listeners.Listener = (*mqttListener)(nil)
@@ -190,6 +194,42 @@ func (l *mqttListener) Close(closeClients listeners.CloseFn) {
 			_ = c.Close()
 		}
 	})
+}
+
+// acceptor is an mqttListener as a net.Listener, for the WebSocket listener's HTTP server:
+// its connections get the same cap, deadlines and shutdown; net/http retries failed accepts
+// itself, and /readyz reports them meanwhile.
+type acceptor struct{ l *mqttListener }
+
+func (a acceptor) Accept() (net.Conn, error) {
+	if !a.l.limit.acquire(a.l.done, a.l.log) {
+		return nil, net.ErrClosed
+	}
+	conn, err := a.l.ln.Accept()
+	if err != nil {
+		a.l.limit.release()
+		select {
+		case <-a.l.done:
+		default:
+			a.l.metrics.acceptErrors.Inc()
+			perr := fmt.Errorf("MQTT listener %s is not accepting connections: %w", a.l.id, err)
+			a.l.problem.Store(&perr)
+		}
+		return nil, err
+	}
+	a.l.problem.Store(nil)
+	return a.l.track(conn), nil
+}
+
+func (a acceptor) Close() error   { return a.l.ln.Close() }
+func (a acceptor) Addr() net.Addr { return a.l.ln.Addr() }
+
+// connectDeadline gives conn, now carrying MQTT (a WebSocket after its upgrade), connectTimeout
+// for its CONNECT: net/http cleared its own read deadline once the request's header was read.
+func (l *mqttListener) connectDeadline(conn net.Conn) {
+	if l.connectTimeout > 0 {
+		_ = conn.SetReadDeadline(time.Now().Add(l.connectTimeout))
+	}
 }
 
 // notAccepting returns why the listener takes no connections now, or nil.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/mochi-mqtt/server/v2/packets"
 )
 
@@ -108,5 +109,41 @@ func TestShutdownNotHeldByClientThatStopsReading(t *testing.T) {
 		<-stopped
 		t.Fatalf("agent still stopping 10s after cancel; it stopped %s after the stuck client left",
 			time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// WebSocket connections get the TCP listener's bounds: one upgraded that never sends CONNECT is
+// closed connect_timeout later, and while open it does not hold shutdown, which waited for it
+// forever.
+func TestWebSocketConnectionWithoutCONNECT(t *testing.T) {
+	dial := func(addr string) *websocket.Conn {
+		d := websocket.Dialer{Subprotocols: []string{"mqtt"}, HandshakeTimeout: 5 * time.Second}
+		c, _, err := d.Dial("ws://"+addr+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, _ := startAgent(t, Config{MQTT: MQTTConfig{WSListen: "127.0.0.1:0", ConnectTimeout: 500 * time.Millisecond}})
+	c := dial(a.WSAddr())
+	start := time.Now()
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, _, err := c.ReadMessage(); isTimeout(err) {
+		t.Fatal("silent WebSocket connection still open after 5s")
+	}
+	t.Logf("silent WebSocket connection closed after %s", time.Since(start).Round(time.Millisecond))
+
+	b, stop := startAgent(t, Config{MQTT: MQTTConfig{WSListen: "127.0.0.1:0", ConnectTimeout: time.Hour}})
+	c = dial(b.WSAddr())
+	time.Sleep(100 * time.Millisecond)
+	stopped := make(chan struct{})
+	go func() { stop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(10 * time.Second):
+		c.Close()
+		<-stopped
+		t.Fatal("shutdown held 10s by a WebSocket connection that sent no CONNECT")
 	}
 }

@@ -32,6 +32,8 @@ type wsListener struct {
 	srv      *http.Server
 	upgrader websocket.Upgrader
 	once     sync.Once
+	// bounds gives the connections the TCP listener's cap, deadlines and shutdown (listener.go).
+	bounds *mqttListener
 }
 
 func newWSListener(id, addr string, allowed []string, refused func()) (*wsListener, error) {
@@ -74,11 +76,12 @@ func (l *wsListener) Serve(establish listeners.EstablishFn) {
 			return // the upgrader answered the client
 		}
 		defer c.Close()
+		l.bounds.connectDeadline(c.NetConn())
 		if err := establish(l.id, &wsConn{Conn: c.NetConn(), c: c}); err != nil && !errors.Is(err, io.EOF) {
 			l.log.Debug("WebSocket client ended", "err", err)
 		}
 	})
-	if err := l.srv.Serve(l.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := l.srv.Serve(acceptor{l.bounds}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		l.log.Error("WebSocket listener stopped", "err", err)
 	}
 }
@@ -90,7 +93,7 @@ func (l *wsListener) Close(closeClients listeners.CloseFn) {
 		}
 		l.ln.Close() // in case Serve never ran
 	})
-	closeClients(l.id)
+	l.bounds.Close(closeClients) // cuts writes to stuck clients, closes connections without CONNECT
 }
 
 // originAllowed: no Origin (not a browser), a configured origin, "*", or with none configured the
