@@ -145,9 +145,9 @@ func (h clientLimited) WithGroup(name string) slog.Handler {
 //   - "error processing packet" carries the whole packet struct (about 2 KB of mostly empty
 //     fields). A refused publish (not authorized) was logged by the ingest hook already, so it is
 //     dropped; any other error becomes one line with the client, the packet type and the reason.
-//   - mochi's listeners log the error that ended a connection with an empty message. The agent's
-//     own listener logs that at debug ("MQTT connection ended"); so does this, for mochi's
-//     WebSocket listener.
+//   - mochi's listeners log the error that ended a connection with an empty message. The agent
+//     serves its own listeners (listener.go, websocket.go), which log that at debug ("MQTT
+//     connection ended"); this does the same for any mochi listener, so none logs an empty WARN.
 type mochiLines struct{ slog.Handler }
 
 func (h mochiLines) Handle(ctx context.Context, r slog.Record) error {
