@@ -22,6 +22,7 @@ type progress struct {
 	every  time.Duration // how often a catch-up logs its progress
 
 	prev      map[*lane]int64 // each lane's acked offset at the last tick
+	lastTick  time.Time
 	catching  bool
 	since     time.Time // the catch-up's start
 	sent      int64     // records central took since the catch-up started
@@ -54,9 +55,14 @@ func (p *progress) tick(lanes []*lane, now time.Time) {
 			behind += max(ln.p.EndOffset()-a, 0)
 		}
 	}
+	defer func() { p.lastTick = now }()
 	switch {
 	case !p.catching && (behind >= catchUpStart || resumed && behind >= catchUpMin):
 		p.catching, p.since, p.sent, p.loggedAt, p.sentAtLog = true, now, 0, now, 0
+		if resumed && !p.lastTick.IsZero() {
+			// The lane came back since the last tick and has been draining: count that.
+			p.since, p.sent = p.lastTick, sent
+		}
 		p.logger.Info("catching up a backlog", "records_behind", behind)
 	case p.catching && behind < catchUpMin:
 		p.catching = false
