@@ -283,6 +283,8 @@ default_partitions: 2
 		fleetDone <- fleetResult{rep, err}
 	}()
 
+	const edgeMinUptime = 6 * time.Second
+	edgeUp := time.Now()
 	cuts := map[string]int{}
 	aimed := map[string]int{}
 	missed := 0
@@ -298,6 +300,11 @@ default_partitions: 2
 			victims = []*powerNode{edge, central}
 		}
 		time.Sleep(time.Duration(300+rng.IntN(1700)) * time.Millisecond)
+		if victims[0] == edge {
+			// A device backs off up to 5s between connection attempts and gives up after 10
+			// failures in a row: let the fleet back in before the edge goes down again.
+			time.Sleep(time.Until(edgeUp.Add(edgeMinUptime)))
+		}
 		what := "random moment"
 		if rng.IntN(3) > 0 { // two cuts in three aim at a risky moment
 			v := victims[rng.IntN(len(victims))]
@@ -342,6 +349,9 @@ default_partitions: 2
 				return
 			}
 			v.start(t)
+			if v == edge {
+				edgeUp = time.Now()
+			}
 		}
 	}
 
@@ -351,7 +361,7 @@ default_partitions: 2
 		t.Fatalf("fleet: %v", res.err)
 	}
 	if res.err != nil {
-		t.Logf("fleet ended with: %v", res.err)
+		t.Logf("devices that gave up reconnecting: %d (%v)", strings.Count(res.err.Error(), "give up"), strings.SplitN(res.err.Error(), "\n", 2)[0])
 	}
 	manifest := res.rep.Manifest
 	var acked uint64
@@ -365,7 +375,8 @@ default_partitions: 2
 	var v *firmwaresim.Verification
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		// Reading back a long run takes a while on a loaded machine: bound it generously.
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 		v, err = firmwaresim.VerifySource(ctx, firmwaresim.CentralSource{URL: centralURL}, &firmwaresim.VerifyOptions{Manifest: manifest})
 		cancel()
 		if err == nil && v.OK() || time.Now().After(deadline) {
