@@ -155,6 +155,9 @@ func checkBatch(b []byte) (batchHeader, error) {
 // decodeBatch calls fn for every record of a checked batch. Keys, values and header values alias b.
 func decodeBatch(b []byte, h batchHeader, fn func(offset int64, rec Record) error) error {
 	p := b[batchHeaderSize:h.Length]
+	// The records of a batch share one header array, carved per record: one allocation per
+	// batch rather than one per record.
+	var shared []Header
 	for i := int64(0); i < int64(h.Count); i++ {
 		var rec Record
 		var ok bool
@@ -178,7 +181,16 @@ func decodeBatch(b []byte, h batchHeader, fn func(offset int64, rec Record) erro
 		}
 		p = p[n:]
 		if nh > 0 {
-			rec.Headers = make([]Header, nh)
+			if uint64(len(shared)) < nh {
+				// Enough for the rest of the batch at this record's count, within bounds.
+				n := nh * uint64(int64(h.Count)-i)
+				if n > 1024 {
+					n = max(nh, 1024)
+				}
+				shared = make([]Header, n)
+			}
+			rec.Headers = shared[:nh:nh]
+			shared = shared[nh:]
 			for j := range rec.Headers {
 				var k []byte
 				if k, p, ok = readBytes(p); !ok {
@@ -209,19 +221,36 @@ func readBytes(p []byte) (v, rest []byte, ok bool) {
 	return p[:n:n], p[n:], true
 }
 
-// commonKeys avoids one string allocation per header for the names every reading carries.
-var commonKeys = map[string]string{}
-
-func init() {
-	for _, k := range []string{"topic", "content-type", "device-time", "receive-time", "client-id", "packet-id",
-		"payload-hash", "edge", "edge-partition", "edge-offset", "central-receive-time", "reason", "qos"} {
-		commonKeys[k] = k
-	}
-}
-
+// internKey avoids one string allocation per header for the names every reading carries; a
+// switch on constants costs less than a map lookup, which hashes the key.
 func internKey(b []byte) string {
-	if s, ok := commonKeys[string(b)]; ok {
-		return s
+	switch string(b) {
+	case "topic":
+		return "topic"
+	case "content-type":
+		return "content-type"
+	case "device-time":
+		return "device-time"
+	case "receive-time":
+		return "receive-time"
+	case "client-id":
+		return "client-id"
+	case "packet-id":
+		return "packet-id"
+	case "payload-hash":
+		return "payload-hash"
+	case "edge":
+		return "edge"
+	case "edge-partition":
+		return "edge-partition"
+	case "edge-offset":
+		return "edge-offset"
+	case "central-receive-time":
+		return "central-receive-time"
+	case "reason":
+		return "reason"
+	case "qos":
+		return "qos"
 	}
 	return string(b)
 }

@@ -202,7 +202,7 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	consDone := make(chan struct{})
 	go func() {
 		defer close(consDone)
-		err := client.Consume(consCtx, consume.Options{Stream: "readings", FromBeginning: true, Follow: true, Wait: 500 * time.Millisecond},
+		err := client.Consume(consCtx, consume.Options{Stream: "readings", FromBeginning: true, Follow: true},
 			func(m consume.Message) error { tally.add(m); return nil })
 		if err != nil && consCtx.Err() == nil {
 			errc <- fmt.Errorf("consumer: %w", err)

@@ -132,7 +132,7 @@ func BenchmarkLiveLatency(b *testing.B) {
 		}
 		go func() {
 			cl := &consume.Client{BaseURL: url}
-			consumed <- cl.Consume(ctx, consume.Options{Follow: true, Wait: time.Second, Max: 5000}, func(m consume.Message) error {
+			consumed <- cl.Consume(ctx, consume.Options{Follow: true}, func(m consume.Message) error {
 				now := time.Now()
 				var r reading
 				json.Unmarshal(m.Payload(), &r)

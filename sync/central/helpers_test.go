@@ -322,7 +322,7 @@ func drain(t *testing.T, url string) *checker {
 	cl := &consume.Client{BaseURL: url}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	if err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true, Max: 5000}, c.add); err != nil {
+	if err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true}, c.add); err != nil {
 		t.Fatal(err)
 	}
 	return c

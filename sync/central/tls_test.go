@@ -95,7 +95,7 @@ func verifyExactlyOnce(t *testing.T, cl *consume.Client, f *fleet) {
 	c := newChecker()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true, Max: 5000}, c.add); err != nil {
+	if err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true}, c.add); err != nil {
 		t.Fatal(err)
 	}
 	c.verify(t, f)

@@ -4,12 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
@@ -23,22 +21,32 @@ type Client struct {
 	Token   string       // central's --api-token, if it has one
 }
 
-// Options say where a Consume starts and whether it follows.
+// Options say where a Consume starts, what it reads and whether it follows.
 type Options struct {
 	Stream string // default "readings"
 	// FromBeginning starts at the oldest record. Without it, and without committed group offsets,
 	// a following consumer starts at the end (new records only) and a one-shot consumer at the
 	// beginning (print what is there).
 	FromBeginning bool
-	Since         time.Time     // skip older records at the start
-	Offsets       map[int]int64 // explicit start per partition
-	Group         string        // commit offsets under this consumer group and resume from them
-	Follow        bool          // keep going until ctx ends
-	Max           int           // per fetch; default 1000
-	Wait          time.Duration // long-poll per fetch when following; default 20s
-	// AfterBatch, when set, runs after each batch's messages and before its offsets are
-	// committed: flush output there, so a group never commits what was not written.
+	Since         time.Time // start each partition at its first record this new
+	// Offsets start the partitions they name there, and only those partitions are read.
+	Offsets   map[int]int64
+	Partition *int   // read only this partition
+	Key       string // only this key's (device's) records
+	Group     string // commit offsets under this consumer group and resume from them
+	Follow    bool   // keep going until ctx ends, reconnecting when central goes away
+	Count     int    // stop after this many records; 0 means no limit
+	// Headers picks the record headers of each line: "" (DefaultHeaders), "all", "none" or
+	// names separated by commas.
+	Headers string
+	// Compress is "auto" (default: zstd unless central is on loopback), "zstd", "gzip" or "none".
+	Compress string
+	// AfterBatch, when set, runs whenever the records received so far have all been handed to
+	// fn, before offsets are committed: flush output there, so a group never commits what was
+	// not written.
 	AfterBatch func() error
+	// OnReconnect, when set, hears why a following consumer lost central and when it retries.
+	OnReconnect func(err error, retryIn time.Duration)
 }
 
 func (c *Client) http() *http.Client {
@@ -67,14 +75,18 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		var e protocol.Error
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			e.Error = strings.TrimSpace(string(b))
-		}
-		return &StatusError{Code: resp.StatusCode, Status: resp.Status, Reason: e.Error}
+		return statusError(resp)
 	}
 	return json.NewDecoder(resp.Body).Decode(out)
+}
+
+func statusError(resp *http.Response) *StatusError {
+	var e protocol.Error
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if json.Unmarshal(b, &e) != nil || e.Error == "" {
+		e.Error = strings.TrimSpace(string(b))
+	}
+	return &StatusError{Code: resp.StatusCode, Status: resp.Status, Reason: e.Error}
 }
 
 // StatusError is a non-200 answer of central.
@@ -109,93 +121,14 @@ func (c *Client) Commit(ctx context.Context, group, stream string, offsets map[i
 		GroupOffsets{Offsets: offsets}, &out)
 }
 
-// Consume calls fn for every message in order per partition. Without Follow it stops once it
-// has read up to the end offsets seen by its first fetch. With Group it commits after each batch
-// that fn accepted, so a restarted consumer resumes after the last committed batch.
+// Consume calls fn for every message in order per partition; see [Client.Lines].
 func (c *Client) Consume(ctx context.Context, o Options, fn func(Message) error) error {
-	if o.Stream == "" {
-		o.Stream = "readings"
-	}
-	if o.Max <= 0 {
-		o.Max = 1000
-	}
-	if o.Wait <= 0 {
-		o.Wait = 20 * time.Second
-	}
-	q := url.Values{"max": {strconv.Itoa(o.Max)}}
-	switch {
-	case len(o.Offsets) > 0:
-		q.Set("offsets", FormatOffsets(o.Offsets))
-	case o.FromBeginning:
-		q.Set("from", "beginning")
-	case o.Follow:
-		q.Set("from", "end")
-	default:
-		q.Set("from", "beginning")
-	}
-	if o.Group != "" && len(o.Offsets) == 0 && !o.FromBeginning {
-		q.Set("group", o.Group)
-	}
-	if !o.Since.IsZero() {
-		q.Set("since", strconv.FormatInt(o.Since.UnixMilli(), 10))
-	}
-	var stopAt map[int]int64
-	for {
-		if o.Follow {
-			q.Set("wait", o.Wait.String())
+	_, err := c.Lines(ctx, o, func(line []byte, _ int, _ int64) error {
+		var m Message
+		if err := json.Unmarshal(line, &m); err != nil {
+			return fmt.Errorf("decode consume line: %w", err)
 		}
-		b, err := c.Fetch(ctx, o.Stream, q)
-		var se *StatusError
-		if errors.As(err, &se) && se.Code == http.StatusNotFound && stopAt == nil {
-			// The stream does not exist yet: nothing to print, or wait for it when following.
-			if !o.Follow {
-				return nil
-			}
-			select {
-			case <-ctx.Done():
-				return nil
-			case <-time.After(250 * time.Millisecond):
-				continue
-			}
-		}
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
-		}
-		if stopAt == nil {
-			stopAt = b.Ends
-		}
-		for _, m := range b.Messages {
-			if err := fn(m); err != nil {
-				return err
-			}
-		}
-		if o.AfterBatch != nil && len(b.Messages) > 0 {
-			if err := o.AfterBatch(); err != nil {
-				return err
-			}
-		}
-		if o.Group != "" && len(b.Messages) > 0 {
-			if err := c.Commit(ctx, o.Group, o.Stream, b.Offsets); err != nil {
-				return fmt.Errorf("commit group %q: %w", o.Group, err)
-			}
-		}
-		q = url.Values{"max": {strconv.Itoa(o.Max)}, "offsets": {FormatOffsets(b.Offsets)}}
-		if !o.Follow {
-			done := true
-			for p, end := range stopAt {
-				if b.Offsets[p] < end {
-					done = false
-				}
-			}
-			if done || len(b.Messages) == 0 {
-				return nil
-			}
-		}
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
+		return fn(m)
+	})
+	return err
 }

@@ -3,6 +3,7 @@ package consume
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -23,10 +24,19 @@ import (
 //	GET  /v1/groups/{group}/offsets?stream=S  a consumer group's committed offsets
 //	POST /v1/groups/{group}/offsets?stream=S  commit: body {"offsets":{"0":12,...}}
 //
-// Fetch parameters: offsets=P:O,P:O (explicit start), else the group's committed offsets when
-// group=G is given, else from=beginning (default) or from=end; since=RFC3339 or unix ms skips
-// records older than that at the start; partition=P limits to one partition; max=N (default 1000,
-// at most 10000); wait=DURATION long-polls until a record arrives (at most 60s).
+// Fetch parameters: offsets=P:O,P:O (explicit start; only the partitions named are read), else
+// the group's committed offsets when group=G is given, else from=beginning (default) or from=end;
+// since=RFC3339 or unix ms starts each partition at its first record that new (see
+// storage.Partition.OffsetForTime); partition=P limits to one partition.
+//
+// With format=jsonl (or Accept: application/x-ndjson) the answer is JSON lines written as the log
+// is read: headers=all|none|NAME,... picks the record headers (default DefaultHeaders), key=K keeps
+// one device's records, max=N stops after N records, follow=true keeps streaming new records. The
+// start offsets come in the Tributary-Start header and the offsets after the answer in the
+// Tributary-Next trailer, present only when the answer ended normally. See stream.go.
+//
+// Otherwise the answer is one JSON page (Batch) with every header: max=N (default 1000, at most
+// 10000); wait=DURATION long-polls until a record arrives (at most 60s).
 type Server struct {
 	Log *storage.Log
 	// Token, when set, is required as "Authorization: Bearer TOKEN".
@@ -46,7 +56,14 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/v1/streams" && r.Method == http.MethodGet:
 		s.streams(w)
 	case strings.HasPrefix(path, "/v1/consume/") && r.Method == http.MethodGet:
-		s.fetch(w, r, strings.TrimPrefix(path, "/v1/consume/"))
+		name := strings.TrimPrefix(path, "/v1/consume/")
+		if r.URL.Query().Get("format") == "jsonl" || strings.Contains(r.Header.Get("Accept"), ContentTypeLines) {
+			if st := s.stream(w, name); st != nil {
+				s.streamLines(w, r, st)
+			}
+			return
+		}
+		s.fetch(w, r, name)
 	case strings.HasPrefix(path, "/v1/tail/") && r.Method == http.MethodGet:
 		s.tail(w, r, strings.TrimPrefix(path, "/v1/tail/"))
 	case strings.HasPrefix(path, "/v1/groups/") && strings.HasSuffix(path, "/offsets"):
@@ -126,31 +143,57 @@ func parseSince(s string) (time.Time, error) {
 	return t, nil
 }
 
-// start resolves the starting offsets of the partitions a request reads.
-func (s *Server) start(st *storage.Stream, get func(string) string) (map[int]int64, error) {
+// paramError is a request parameter central cannot use: the client's mistake, answered with 400.
+type paramError struct{ error }
+
+func writeStartError(w http.ResponseWriter, err error) {
+	var pe paramError
+	if errors.As(err, &pe) {
+		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		return
+	}
+	protocol.WriteError(w, http.StatusInternalServerError, nil, "find the start offsets: %v", err)
+}
+
+// start resolves the starting offsets of the partitions a request reads. A since= seek stops
+// when ctx ends.
+func (s *Server) start(ctx context.Context, st *storage.Stream, get func(string) string) (map[int]int64, error) {
 	parts := []int{}
 	if ps := get("partition"); ps != "" {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p < 0 || p >= st.Partitions() {
-			return nil, fmt.Errorf("partition %q: the stream has partitions 0..%d", ps, st.Partitions()-1)
+			return nil, paramError{fmt.Errorf("partition %q: the stream has partitions 0..%d", ps, st.Partitions()-1)}
 		}
 		parts = append(parts, p)
-	} else {
-		for i := 0; i < st.Partitions(); i++ {
-			parts = append(parts, i)
-		}
 	}
 	explicit, err := ParseOffsets(get("offsets"))
 	if err != nil {
-		return nil, err
+		return nil, paramError{err}
+	}
+	for p := range explicit {
+		if p >= st.Partitions() {
+			return nil, paramError{fmt.Errorf("offsets: partition %d does not exist; the stream has partitions 0..%d", p, st.Partitions()-1)}
+		}
+	}
+	if len(parts) == 0 {
+		if len(explicit) > 0 {
+			// Explicit offsets name the partitions to read, as kcat's -o does with -p.
+			for p := range explicit {
+				parts = append(parts, p)
+			}
+		} else {
+			for i := 0; i < st.Partitions(); i++ {
+				parts = append(parts, i)
+			}
+		}
 	}
 	since, err := parseSince(get("since"))
 	if err != nil {
-		return nil, err
+		return nil, paramError{err}
 	}
 	from := get("from")
 	if from != "" && from != "beginning" && from != "end" {
-		return nil, fmt.Errorf("from %q: use beginning or end", from)
+		return nil, paramError{fmt.Errorf("from %q: use beginning or end", from)}
 	}
 	group := get("group")
 	out := map[int]int64{}
@@ -172,25 +215,12 @@ func (s *Server) start(st *storage.Stream, get func(string) string) (map[int]int
 		}
 		out[p] = part.StartOffset()
 		if !since.IsZero() {
-			out[p] = seekTime(part, since)
+			if out[p], err = part.OffsetForTime(ctx, since); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return out, nil
-}
-
-// seekTime finds the first offset whose timestamp is at or after t. Central timestamps are the
-// devices' and not sorted across edges, so this scans: it is for occasional replays.
-func seekTime(p *storage.Partition, t time.Time) int64 {
-	r := p.NewReader(p.StartOffset(), nil)
-	for {
-		e, err := r.Next(context.Background())
-		if err != nil {
-			return p.EndOffset()
-		}
-		if e.Gap == nil && !e.Timestamp.Before(t) {
-			return e.Offset
-		}
-	}
 }
 
 func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
@@ -199,9 +229,9 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 		return
 	}
 	q := r.URL.Query()
-	offsets, err := s.start(st, q.Get)
+	offsets, err := s.start(r.Context(), st, q.Get)
 	if err != nil {
-		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		writeStartError(w, err)
 		return
 	}
 	maxN := 1000
@@ -297,9 +327,9 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request, name string) {
 	if q.Get("from") == "" {
 		q.Set("from", "end")
 	}
-	offsets, err := s.start(st, q.Get)
+	offsets, err := s.start(r.Context(), st, q.Get)
 	if err != nil {
-		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		writeStartError(w, err)
 		return
 	}
 	flusher, ok := w.(http.Flusher)

@@ -1,0 +1,280 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tributary-iot/tributary/edge"
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/forward"
+)
+
+var (
+	consumeReadings = flag.Int("consume-readings", 1_000_000, "readings BenchmarkConsumeCLI puts at central")
+	consumeArgs     = flag.String("consume-args", "", "extra arguments for the consume command in BenchmarkConsumeCLI, space separated")
+)
+
+// BenchmarkConsumeCLI fills a real `tributary central` child process with readings forwarded from
+// an edge log (200 devices, the edge agent's headers, 2 edge partitions, central's 8), then runs
+// the real `tributary consume --central URL --from-beginning` with its output on /dev/null. It
+// reports end-to-end records/s and CPU per record in the consume command and in central, next to
+// storage's own scan of the same records on the same machine in the same run (the ceiling).
+func BenchmarkConsumeCLI(b *testing.B) {
+	n := *consumeReadings
+	bin := filepath.Join(b.TempDir(), "tributary")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		b.Fatalf("build tributary: %v\n%s", err, out)
+	}
+	dir := b.TempDir()
+	cdir := filepath.Join(dir, "central")
+	out, err := exec.Command(bin, "central", "edges", "add", "gw-1", "--data-dir", cdir).Output()
+	if err != nil {
+		b.Fatalf("edges add: %v", err)
+	}
+	token := strings.TrimSpace(string(out))
+	addr := freePort(b)
+	url := "http://" + addr
+	central := exec.Command(bin, "central", "--data-dir", cdir, "--listen", addr)
+	var centralOut bytes.Buffer
+	central.Stdout, central.Stderr = &centralOut, &centralOut
+	if err := central.Start(); err != nil {
+		b.Fatal(err)
+	}
+	stopped := false
+	stopCentral := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		central.Process.Signal(syscall.SIGTERM)
+		if err := central.Wait(); err != nil {
+			b.Errorf("central exited with %v\n%s", err, centralOut.String())
+		}
+	}
+	defer stopCentral()
+	waitHTTP(b, url+"/healthz")
+
+	fillCentral(b, dir, url, token, n)
+
+	b.ResetTimer()
+	var wall, cliCPU, centralCPU time.Duration
+	for i := 0; i < b.N; i++ {
+		args := []string{"consume", "--central", url, "--from-beginning"}
+		if *consumeArgs != "" {
+			args = append(args, strings.Fields(*consumeArgs)...)
+		}
+		cmd := exec.Command(bin, args...)
+		devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = devnull, &stderr
+		c0 := procCPU(b, central.Process.Pid)
+		start := time.Now()
+		err = cmd.Run()
+		wall += time.Since(start)
+		centralCPU += procCPU(b, central.Process.Pid) - c0
+		devnull.Close()
+		if err != nil {
+			b.Fatalf("consume: %v\n%s", err, stderr.String())
+		}
+		cliCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		if i == 0 {
+			b.Logf("consume's stderr: %s", strings.TrimSpace(stderr.String()))
+			if got, ok := summaryRecords(stderr.String()); ok && got != n {
+				b.Fatalf("consume printed %d records, want %d", got, n)
+			}
+		}
+	}
+	b.StopTimer()
+	stopCentral()
+	scanWall, scanCPU, scanned := scanCentral(b, cdir)
+	if scanned != n {
+		b.Fatalf("storage scan found %d records at central, want %d", scanned, n)
+	}
+	records := float64(n) * float64(b.N)
+	e2e := records / wall.Seconds()
+	scan := float64(n) / scanWall.Seconds()
+	b.ReportMetric(e2e, "records/s")
+	b.ReportMetric(float64(cliCPU.Microseconds())/records, "cli-CPU-µs/record")
+	b.ReportMetric(float64(centralCPU.Microseconds())/records, "central-CPU-µs/record")
+	b.ReportMetric(scan, "scan-records/s")
+	b.ReportMetric(float64(scanCPU.Microseconds())/float64(n), "scan-CPU-µs/record")
+	b.ReportMetric(e2e/scan, "e2e/scan")
+	b.ReportMetric(0, "ns/op")
+}
+
+// summaryRecords reads the record count from consume's closing summary line, when it prints one.
+func summaryRecords(stderr string) (int, bool) {
+	for _, line := range strings.Split(stderr, "\n") {
+		if f := strings.Fields(line); len(f) > 1 && f[0] == "consumed" {
+			n, err := strconv.Atoi(f[1])
+			return n, err == nil
+		}
+	}
+	return 0, false
+}
+
+// procCPU is the user plus system CPU time a running process has used so far.
+func procCPU(tb testing.TB, pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatalf("read central's CPU time: %v", err)
+	}
+	// Fields after the command name (which may hold spaces) start at field 3; utime and stime
+	// are fields 14 and 15, in clock ticks of 1/100 s on Linux.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
+}
+
+// scanCentral reads every record of central's readings stream with a storage Reader: the ceiling
+// the consume path is measured against.
+func scanCentral(tb testing.TB, dir string) (wall, cpu time.Duration, records int) {
+	log, err := storage.Open(dir, nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer log.Close()
+	st, err := log.Stream("readings")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	c0 := selfCPU()
+	start := time.Now()
+	for i := 0; i < st.Partitions(); i++ {
+		r := st.Partition(i).NewReader(0, nil)
+		for {
+			e, err := r.Next(context.Background())
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				tb.Fatal(err)
+			}
+			if e.Gap == nil {
+				records++
+			}
+		}
+	}
+	return time.Since(start), selfCPU() - c0, records
+}
+
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// fillCentral appends n readings with the headers the edge agent writes to an edge log and
+// forwards them to central until central holds them all.
+func fillCentral(tb testing.TB, dir, url, token string, n int) {
+	log, err := storage.Open(filepath.Join(dir, "edge"), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer log.Close()
+	st, err := log.CreateStream("readings", storage.StreamConfig{Partitions: 2})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	g := newReadingGen(200, 7)
+	for done := 0; done < n; done += 10000 {
+		var wg sync.WaitGroup
+		now := time.Now()
+		for j := 0; j < min(10000, n-done); j++ {
+			wg.Add(1)
+			st.AppendAsync(g.next(now), func(_ int, _ int64, err error) {
+				if err != nil {
+					tb.Error(err)
+				}
+				wg.Done()
+			})
+		}
+		wg.Wait()
+	}
+	fwd := forward.New(log, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
+		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- fwd.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			tb.Errorf("forwarder: %v", err)
+		}
+	}()
+	cl := &consume.Client{BaseURL: url}
+	deadline := time.Now().Add(10 * time.Minute)
+	for time.Now().Before(deadline) {
+		var got int64
+		if streams, err := cl.Streams(context.Background()); err == nil {
+			for _, s := range streams {
+				for _, p := range s.Partitions {
+					got += p.End
+				}
+			}
+		}
+		if got >= int64(n) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	tb.Fatalf("central did not receive %d readings in 10 minutes", n)
+}
+
+// readingGen makes the readings of a fleet: ~120-byte JSON with slowly varying values, and the
+// record headers the edge agent writes for a QoS 1 publish.
+type readingGen struct {
+	devices []string
+	seq     []int64
+	rng     *rand.Rand
+}
+
+func newReadingGen(devices int, seed uint64) *readingGen {
+	g := &readingGen{rng: rand.New(rand.NewPCG(seed, seed+1))}
+	for i := 0; i < devices; i++ {
+		g.devices = append(g.devices, fmt.Sprintf("sensor-%04d", i))
+		g.seq = append(g.seq, 0)
+	}
+	return g
+}
+
+func (g *readingGen) next(now time.Time) storage.Record {
+	i := g.rng.IntN(len(g.devices))
+	g.seq[i]++
+	t := float64(g.seq[i]) / 600
+	dev := g.devices[i]
+	v, _ := json.Marshal(map[string]any{"device": dev, "seq": g.seq[i], "ts": now.UnixMilli(),
+		"temp_c": math.Round((21+3*math.Sin(t+float64(i)))*10) / 10, "humidity": math.Round((45+5*math.Cos(t/2))*10) / 10,
+		"battery_v": math.Round((3.7-float64(g.seq[i])/1e6)*100) / 100})
+	ms := []byte(strconv.FormatInt(now.UnixMilli(), 10))
+	return storage.Record{Key: []byte(dev), Value: v, Timestamp: now, Headers: []storage.Header{
+		{Key: edge.HeaderTopic, Value: []byte("devices/" + dev + "/readings")},
+		{Key: edge.HeaderContentType, Value: []byte("application/json")},
+		{Key: edge.HeaderDeviceTime, Value: ms},
+		{Key: edge.HeaderReceiveTime, Value: ms},
+		{Key: edge.HeaderClientID, Value: []byte(dev)},
+		{Key: edge.HeaderPacketID, Value: []byte(strconv.Itoa(int(g.seq[i]%65535) + 1))},
+		{Key: edge.HeaderPayloadHash, Value: []byte(fmt.Sprintf("%016x", g.rng.Uint64()))},
+	}}
+}
