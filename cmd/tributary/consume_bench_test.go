@@ -188,45 +188,73 @@ func selfCPU() time.Duration {
 // fillCentral appends n readings with the headers the edge agent writes to an edge log and
 // forwards them to central until central holds them all.
 func fillCentral(tb testing.TB, dir, url, token string, n int) {
+	f := startFeeder(tb, dir, url, token)
+	defer f.stop()
+	f.add(n)
+	f.waitCentral(int64(n), 10*time.Minute)
+}
+
+// feeder is an edge log of 2 partitions whose readings a forwarder sends to central.
+type feeder struct {
+	tb     testing.TB
+	url    string
+	log    *storage.Log
+	st     *storage.Stream
+	gen    *readingGen
+	cancel context.CancelFunc
+	done   chan error
+}
+
+func startFeeder(tb testing.TB, dir, url, token string) *feeder {
 	log, err := storage.Open(filepath.Join(dir, "edge"), nil)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer log.Close()
 	st, err := log.CreateStream("readings", storage.StreamConfig{Partitions: 2})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	g := newReadingGen(200, 7)
+	fwd := forward.New(log, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
+		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &feeder{tb: tb, url: url, log: log, st: st, gen: newReadingGen(200, 7), cancel: cancel, done: make(chan error, 1)}
+	go func() { f.done <- fwd.Run(ctx) }()
+	return f
+}
+
+func (f *feeder) stop() {
+	f.cancel()
+	if err := <-f.done; err != nil {
+		f.tb.Errorf("forwarder: %v", err)
+	}
+	f.log.Close()
+}
+
+// add appends n readings durably to the edge log.
+func (f *feeder) add(n int) {
 	for done := 0; done < n; done += 10000 {
 		var wg sync.WaitGroup
 		now := time.Now()
 		for j := 0; j < min(10000, n-done); j++ {
 			wg.Add(1)
-			st.AppendAsync(g.next(now), func(_ int, _ int64, err error) {
+			f.st.AppendAsync(f.gen.next(now), func(_ int, _ int64, err error) {
 				if err != nil {
-					tb.Error(err)
+					f.tb.Error(err)
 				}
 				wg.Done()
 			})
 		}
 		wg.Wait()
 	}
-	fwd := forward.New(log, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- fwd.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			tb.Errorf("forwarder: %v", err)
-		}
-	}()
-	cl := &consume.Client{BaseURL: url}
-	deadline := time.Now().Add(10 * time.Minute)
+}
+
+// waitCentral waits until central's streams hold want records.
+func (f *feeder) waitCentral(want int64, timeout time.Duration) {
+	cl := &consume.Client{BaseURL: f.url}
+	deadline := time.Now().Add(timeout)
+	var got int64
 	for time.Now().Before(deadline) {
-		var got int64
+		got = 0
 		if streams, err := cl.Streams(context.Background()); err == nil {
 			for _, s := range streams {
 				for _, p := range s.Partitions {
@@ -234,12 +262,12 @@ func fillCentral(tb testing.TB, dir, url, token string, n int) {
 				}
 			}
 		}
-		if got >= int64(n) {
+		if got >= want {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
-	tb.Fatalf("central did not receive %d readings in 10 minutes", n)
+	f.tb.Fatalf("central holds %d readings after %v, want %d", got, timeout, want)
 }
 
 // readingGen makes the readings of a fleet: ~120-byte JSON with slowly varying values, and the

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -117,16 +119,18 @@ func ParseOffsets(s string) (map[int]int64, error) {
 	return out, nil
 }
 
-// FormatOffsets writes "P:O,P:O".
+// FormatOffsets writes "P:O,P:O" in partition order.
 func FormatOffsets(m map[int]int64) string {
-	var b strings.Builder
-	for p, o := range m {
-		if b.Len() > 0 {
-			b.WriteByte(',')
+	var b []byte
+	for _, p := range slices.Sorted(maps.Keys(m)) {
+		if len(b) > 0 {
+			b = append(b, ',')
 		}
-		fmt.Fprintf(&b, "%d:%d", p, o)
+		b = strconv.AppendInt(b, int64(p), 10)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, m[p], 10)
 	}
-	return b.String()
+	return string(b)
 }
 
 func parseSince(s string) (time.Time, error) {
