@@ -216,4 +216,3 @@ func summaryLine(sum consume.Summary, took time.Duration) string {
 	}
 	return s
 }
-

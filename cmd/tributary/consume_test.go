@@ -60,8 +60,10 @@ func TestConsumeFollowAcrossCentralKill(t *testing.T) {
 	addr := freePort(t)
 	url := "http://" + addr
 	var central *exec.Cmd
+	var centralErr bytes.Buffer
 	startCentral := func() {
 		central = exec.Command(tributary, "central", "--data-dir", cdir, "--listen", addr)
+		central.Stderr = &centralErr
 		if err := central.Start(); err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +151,7 @@ func TestConsumeFollowAcrossCentralKill(t *testing.T) {
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {
-			t.Fatalf("consume %v: %v\n%s", args, err, stderr.String())
+			t.Fatalf("consume %v: %v\n%s\ncentral's stderr:\n%s", args, err, stderr.String(), centralErr.String())
 		}
 		return out, stderr.String()
 	}

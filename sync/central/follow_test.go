@@ -43,7 +43,12 @@ func TestFollowSurvivesCentralKill(t *testing.T) {
 	cl := &consume.Client{BaseURL: url}
 	go func() {
 		sum, err := cl.Lines(ctx, consume.Options{FromBeginning: true, Follow: true, Group: "followers",
-			OnReconnect: func(error, time.Duration) { mu.Lock(); reconnects++; mu.Unlock() }},
+			OnReconnect: func(err error, d time.Duration) {
+				t.Logf("reconnect in %v: %v", d, err)
+				mu.Lock()
+				reconnects++
+				mu.Unlock()
+			}},
 			func(line []byte, p int, off int64) error {
 				var m consume.Message
 				if err := json.Unmarshal(line, &m); err != nil {
@@ -76,7 +81,12 @@ func TestFollowSurvivesCentralKill(t *testing.T) {
 	c.kill() // while records flow
 	appendAll(t, st, f, 2000)
 	c.start()
-	waitUntil(t, 30*time.Second, func() bool { return consumed() >= 7000 }, "follower read on after the second restart")
+	waitUntil(t, 30*time.Second, func() bool { return consumed() >= 7000 }, "follower read on after the second restart", func() {
+		streams, err := cl.Streams(context.Background())
+		mu.Lock()
+		t.Logf("central: %+v (%v); follower at %v", streams, err, next)
+		mu.Unlock()
+	})
 	time.Sleep(300 * time.Millisecond) // nothing more may arrive
 	cancel()
 	if err := <-done; err != nil {
@@ -117,11 +127,14 @@ func groupOffsets(t *testing.T, url, group string) map[int]int64 {
 	return g.Offsets
 }
 
-func waitUntil(t *testing.T, d time.Duration, cond func() bool, what string) {
+func waitUntil(t *testing.T, d time.Duration, cond func() bool, what string, explain ...func()) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
+			for _, f := range explain {
+				f()
+			}
 			t.Fatalf("timed out: %s", what)
 		}
 		time.Sleep(20 * time.Millisecond)

@@ -296,7 +296,8 @@ func (s *lineSession) commit(ctx context.Context, force bool) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := s.c.Commit(ctx, s.o.Group, s.o.Stream, s.next); err != nil {
-		return fnError{fmt.Errorf("commit group %q: %w", s.o.Group, err)}
+		// Central went away or refused: a follower reconnects and commits again later.
+		return fmt.Errorf("commit group %q: %w", s.o.Group, err)
 	}
 	s.committed = maps.Clone(s.next)
 	s.lastCommit = time.Now()

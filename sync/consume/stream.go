@@ -125,11 +125,13 @@ func (s *Server) streamLines(w http.ResponseWriter, r *http.Request, st *storage
 	defer wg.Wait()
 	defer cancel()
 	for _, p := range parts {
+		// The worker gets its own copy of what it needs: this goroutine goes on writing offsets.
+		pw := &partitionWorker{part: st.Partition(p), id: p, from: offsets[p], end: ends[p], follow: follow,
+			key: key, enc: newLineEncoder(st.Name(), headers)}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			(&partitionWorker{part: st.Partition(p), id: p, from: offsets[p], end: ends[p], follow: follow,
-				key: key, enc: newLineEncoder(st.Name(), headers)}).run(ctx, chunks, free)
+			pw.run(ctx, chunks, free)
 		}()
 	}
 	sent, active := 0, len(parts)
@@ -271,7 +273,8 @@ func (w *partitionWorker) run(ctx context.Context, chunks chan<- *lineChunk, fre
 			c.ends = append(c.ends, len(c.buf))
 			c.offs = append(c.offs, e.Offset)
 		}
-		if !send(c) || c.done {
+		done := c.done // c belongs to the writer once sent
+		if !send(c) || done {
 			return
 		}
 	}
