@@ -107,7 +107,7 @@ func BenchmarkConsumeKafka(b *testing.B) {
 		cl := &consume.Client{BaseURL: url}
 		start := time.Now()
 		got := 0
-		err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true, Max: 10000}, func(consume.Message) error {
+		err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true}, func(consume.Message) error {
 			got++
 			return nil
 		})
