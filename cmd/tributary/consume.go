@@ -22,10 +22,10 @@ func init() { register(newConsumeCmd) }
 func newConsumeCmd() *cobra.Command {
 	var (
 		centralURL, group, format, since, offsets, headers, compress string
-		tokens                                                      apiTokenFlags
-		partition                                                   int
-		quiet                                                       bool
-		opts                                                        consume.Options
+		tokens                                                       apiTokenFlags
+		partition                                                    int
+		quiet                                                        bool
+		opts                                                         consume.Options
 	)
 	cmd := &cobra.Command{
 		Use:   "consume --central URL [--stream readings] [--from-beginning] [--group G] [--follow] [--format jsonl|value|raw]",
