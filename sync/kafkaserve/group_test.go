@@ -147,3 +147,35 @@ func TestKgoGroupAndLag(t *testing.T) {
 		t.Fatalf("records came from %d partitions, members read %d and %d of them: want 6 shared by both", len(owners), perMember[a], perMember[b])
 	}
 }
+
+// TestStaticMemberRestart: a consumer with a group.instance.id that restarts replaces its old
+// membership instead of leaving a ghost holding partitions until its session expires.
+func TestStaticMemberRestart(t *testing.T) {
+	log := openLog(t)
+	fillLog(t, log, 4, 10, 400, time.UnixMilli(1_700_000_000_000))
+	addr := serve(t, kafkaserve.Config{Log: log})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := func() *kgo.Client {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(addr), kgo.ConsumerGroup("static"), kgo.ConsumeTopics("readings"),
+			kgo.InstanceID("reader-1"), kgo.SessionTimeout(30*time.Second), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fs := cl.PollRecords(ctx, 10); fs.NumRecords() == 0 {
+			t.Fatalf("no records: %v", fs.Err0())
+		}
+		return cl
+	}
+	first := start()
+	first.Close() // a static member does not leave on close
+	second := start()
+	defer second.Close()
+	described, err := kadm.NewClient(second).DescribeGroups(ctx, "static")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g := described["static"]; len(g.Members) != 1 {
+		t.Fatalf("group has %d members after the static member restarted, want 1", len(g.Members))
+	}
+}

@@ -190,6 +190,17 @@ func (c *coordinator) join(ctx context.Context, r *kmsg.JoinGroupRequest, host, 
 	}
 	if r.InstanceID != nil {
 		m.instanceID = *r.InstanceID
+		// A static member (KIP-345) that restarts comes back under a new member id: the old
+		// one is the same consumer, so it goes instead of holding partitions until it expires.
+		for _, o := range g.members {
+			if o != m && o.instanceID == m.instanceID {
+				c.answerWaiters(g, o, kerr.FencedInstanceID.Code)
+				delete(g.members, o.id)
+				if g.leader == o.id {
+					g.leader = m.id
+				}
+			}
+		}
 	}
 	m.host = host
 	changed := !sameProtocols(m.protocols, r.Protocols)
