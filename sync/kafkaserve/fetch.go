@@ -17,8 +17,16 @@ import (
 // partition in order decodes each stored batch once, not once per fetch.
 type partReader struct {
 	r       *storage.Reader
+	buf     []byte // the partition's record batches of the last response, reused once sent
 	held    storage.Entry // read but not yet served: it did not fit the last response
 	holding bool
+}
+
+func (pr *partReader) bufOrNil() []byte {
+	if pr == nil {
+		return nil
+	}
+	return pr.buf
 }
 
 func (pr *partReader) offset() int64 {
@@ -65,6 +73,7 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 	zstd := cc.s.cfg.Compression == "zstd" && r.Version >= 10
 	var parts []*fetchPart
 	var waitOn []*storage.Partition
+	used := map[partKey]bool{}
 	anyError := false
 	for _, rt := range r.Topics {
 		t := kmsg.NewFetchResponseTopic()
@@ -93,12 +102,22 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 			}
 			key := partKey{rt.Topic, rp.Partition}
 			pr := cc.readers[key]
-			if pr == nil || pr.offset() != rp.FetchOffset {
+			switch {
+			case used[key]:
+				// The same partition twice in one request: a reader of its own, not kept.
+				pr = &partReader{r: part.NewReader(rp.FetchOffset, &storage.ReaderOptions{ReadBytes: 256 << 10})}
+			case pr == nil || pr.offset() != rp.FetchOffset:
 				if len(cc.readers) > 4096 {
 					clear(cc.readers)
 				}
-				pr = &partReader{r: part.NewReader(rp.FetchOffset, &storage.ReaderOptions{ReadBytes: 256 << 10})}
+				pr = &partReader{r: part.NewReader(rp.FetchOffset, &storage.ReaderOptions{ReadBytes: 256 << 10}), buf: pr.bufOrNil()}
 				cc.readers[key] = pr
+			}
+			used[key] = true
+			// The response is encoded into the connection's buffer before the next request
+			// is read, so this partition's bytes can be reused by the next fetch.
+			if p.RecordBatches = pr.buf[:0]; p.RecordBatches == nil {
+				p.RecordBatches = []byte{}
 			}
 			parts = append(parts, &fetchPart{resp: p, part: part, reader: pr, limit: int(max(rp.PartitionMaxBytes, 1))})
 			waitOn = append(waitOn, part)
@@ -144,6 +163,9 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 	for _, fp := range parts {
 		end := fp.part.EndOffset()
 		fp.resp.HighWatermark, fp.resp.LastStableOffset = end, end
+		if cap(fp.resp.RecordBatches) <= 8<<20 {
+			fp.reader.buf = fp.resp.RecordBatches
+		}
 	}
 	return resp
 }
