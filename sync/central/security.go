@@ -36,6 +36,10 @@ func resolveAPIToken(cfg *Config) error {
 	if err != nil {
 		return fmt.Errorf("read api token file: %w", err)
 	}
+	if fi, err := os.Stat(cfg.APITokenFile); err == nil && fi.Mode().Perm()&0o004 != 0 && cfg.Logger != nil {
+		cfg.Logger.Warn("the API token file is readable by every user of this machine: chmod 0640 (or 0600) it",
+			"file", cfg.APITokenFile, "mode", fi.Mode().Perm().String())
+	}
 	cfg.APIToken = strings.TrimSpace(string(b))
 	if cfg.APIToken == "" {
 		return fmt.Errorf("api token file %s is empty: put a long random token in it (e.g. openssl rand -hex 32)", cfg.APITokenFile)

@@ -2,6 +2,7 @@ package consume
 
 import (
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,7 +50,7 @@ type Server struct {
 func GroupCursor(group string) string { return "group." + group }
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.Token != "" && protocol.BearerToken(r) != s.Token {
+	if s.Token != "" && subtle.ConstantTimeCompare([]byte(protocol.BearerToken(r)), []byte(s.Token)) != 1 {
 		protocol.WriteError(w, http.StatusUnauthorized, nil, "this API needs a token: pass --token (the central's --api-token)")
 		return
 	}

@@ -1,6 +1,7 @@
 package receive
 
 import (
+	"bytes"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -104,5 +105,35 @@ func TestIncarnationEpochs(t *testing.T) {
 	lanes = rcv.Lanes()
 	if lanes[0].Epoch != 3 || lanes[0].Incarnation != "went-back" {
 		t.Fatalf("lanes after restart %+v", lanes)
+	}
+}
+
+// TestEdgeWritesOnlyItsOwnLanes: an edge's token names its lanes; it cannot write (or read the
+// position of) another edge's, whatever edge id it puts in the header.
+func TestEdgeWritesOnlyItsOwnLanes(t *testing.T) {
+	h := newHarness(t)
+	other, err := h.rcv.AddEdge("gw-2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := edgeChunks(t, 10, 1<<20)[0]
+	for _, tc := range []struct{ header, token string }{{"gw-2", h.token}, {"gw-1", other}} {
+		req, _ := http.NewRequest(http.MethodPost, h.srv.URL+protocol.SyncPath("readings", 0), bytes.NewReader(c.Data))
+		for k, v := range chunkHeaders(c) {
+			req.Header[k] = v
+		}
+		req.Header.Set(protocol.HeaderEdge, tc.header)
+		req.Header.Set("Authorization", "Bearer "+tc.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !resp.Close {
+			t.Fatalf("edge header %s with another edge's token: %d close=%v, want 401 and a close", tc.header, resp.StatusCode, resp.Close)
+		}
+	}
+	if n := h.stored(); n != 0 || len(h.rcv.Lanes()) != 0 {
+		t.Fatalf("%d records stored, lanes %+v", n, h.rcv.Lanes())
 	}
 }
