@@ -1,12 +1,14 @@
 package consume
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -103,4 +105,84 @@ func BenchmarkStreamLines(b *testing.B) {
 	b.ReportMetric(float64(bytes)/float64(n*b.N), "bytes/line")
 	b.ReportMetric(scan, "scan-records/s")
 	b.ReportMetric(rate/scan, "served/scan")
+}
+
+// BenchmarkFollowLatency appends to central's log at 10k records/s for a few seconds while a
+// follower reads through the consume API, and reports append-to-follower latency: the consume
+// path's share of device-to-consumer latency (BenchmarkLiveLatency in sync/central adds the edge
+// and the forwarder).
+func BenchmarkFollowLatency(b *testing.B) {
+	const rate, seconds = 10000, 4
+	for i := 0; i < b.N; i++ {
+		l, err := storage.Open(b.TempDir(), nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		st := fillLog(b, l, 8, 1)
+		srv := httptest.NewServer(&Server{Log: l})
+		var mu sync.Mutex
+		sent := make([]time.Time, rate*seconds+rate) // by the edge-offset each record carries
+		var lat []time.Duration
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			_, err := (&Client{BaseURL: srv.URL}).Lines(ctx, Options{Follow: true}, func(line []byte, _ int, _ int64) error {
+				now := time.Now()
+				_, rest, _ := bytes.Cut(line, []byte(`"edge_offset":`))
+				n, _, _ := leadingInt(rest)
+				mu.Lock()
+				if n < int64(len(sent)) && !sent[n].IsZero() {
+					lat = append(lat, now.Sub(sent[n]))
+				}
+				mu.Unlock()
+				return nil
+			})
+			done <- err
+		}()
+		time.Sleep(200 * time.Millisecond) // the follower reaches the end
+		b.ResetTimer()
+		start := time.Now()
+		tick := time.NewTicker(time.Millisecond)
+		total := 0
+		for time.Since(start) < seconds*time.Second {
+			<-tick.C
+			due := int(time.Since(start).Seconds()*rate) - total
+			for k := 0; k < due; k++ {
+				if total >= len(sent) {
+					break
+				}
+				rec := centralRecord(total, time.Now())
+				rec.Headers[9].Value = strconv.AppendInt(nil, int64(total), 10) // edge-offset: the index
+				mu.Lock()
+				sent[total] = time.Now()
+				mu.Unlock()
+				st.AppendAsync(rec, func(int, int64, error) {})
+				total++
+			}
+		}
+		tick.Stop()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			mu.Lock()
+			n := len(lat)
+			mu.Unlock()
+			if n >= total || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.StopTimer()
+		cancel()
+		<-done
+		srv.Close()
+		l.Close()
+		slices.Sort(lat)
+		if len(lat) < total*99/100 {
+			b.Fatalf("follower saw %d of %d records", len(lat), total)
+		}
+		q := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+		b.ReportMetric(q(0.5), "p50-ms")
+		b.ReportMetric(q(0.99), "p99-ms")
+		b.ReportMetric(float64(total)/seconds, "records/s")
+	}
 }
