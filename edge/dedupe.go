@@ -111,9 +111,18 @@ type dedupeEntry struct {
 	res  *result
 }
 
-// restoredGen marks readings rebuilt from the log tail: sent on a connection before this process
-// started, so any connection may resend them.
-const restoredGen = 0
+// Generations that are not a connection: restoredGen marks readings rebuilt from the log tail,
+// sent on a connection before this process started, so any connection may resend them;
+// deliveredGen marks readings that were durable when the client ended their connection with
+// DISCONNECT: their acks had gone out or were due, and a client that disconnects on purpose waits
+// for its acks first (mosquitto_pub, MQTT.js end()) or resends later with DUP (paho), so reusing
+// their packet ids without DUP is new readings (mosquitto_pub run again with the same message).
+// Sessions count from firstSessionGen.
+const (
+	restoredGen     = 0
+	deliveredGen    = 1
+	firstSessionGen = 2
+)
 
 // maxRingSize is the most entries a ring holds: the index stores slots in 16 bits, and a client
 // has no more than 65,535 packet ids in use.
@@ -152,10 +161,29 @@ func (d *dedupe) get(clientID string, attach bool) (*dedupeRing, uint32) {
 	defer r.mu.Unlock()
 	r.connected++
 	r.sessions++
-	if r.sessions == restoredGen {
-		r.sessions++ // after 2^32 connections: never hand out the restored generation
+	if r.sessions < firstSessionGen {
+		r.sessions = firstSessionGen // the first connection, or after 2^32 of them
 	}
 	return r, r.sessions
+}
+
+// delivered marks the durable readings of connection gen as acknowledged to the client: it ended
+// the connection with DISCONNECT. A reading still in its group commit keeps its generation, since
+// its ack cannot have gone out.
+func (r *dedupeRing) delivered(gen uint32) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.entries {
+		e := &r.entries[i]
+		if e.gen != gen {
+			continue
+		}
+		if e.res == storedResult {
+			e.gen = deliveredGen
+		} else if done, err := e.res.outcome(); done && err == nil {
+			e.gen = deliveredGen
+		}
+	}
 }
 
 func (d *dedupe) detach(r *dedupeRing) {
@@ -219,7 +247,8 @@ func (r *dedupeRing) add(packetID uint16, hash uint64, gen uint32, res *result) 
 // fail to store, and
 //   - the publish has the DUP flag, or
 //   - the reading came in on another connection or before a restart: its ack may have been lost
-//     with that connection, and a client resends after reconnecting (MQTT.js without DUP), or
+//     with that connection, and a client resends after reconnecting (MQTT.js without DUP); not
+//     when the client ended that connection with DISCONNECT after the reading was durable, or
 //   - the reading came in on this connection and is not durable yet, so its ack cannot have been
 //     sent: the client cannot be reusing the id for a new reading.
 //
@@ -242,7 +271,7 @@ func (r *dedupeRing) resendOf(packetID uint16, hash uint64, gen uint32, dup bool
 	if done && err != nil {
 		return nil
 	}
-	if !dup && e.gen == gen && done {
+	if !dup && done && (e.gen == gen || e.gen == deliveredGen) {
 		return nil
 	}
 	e.gen = gen

@@ -178,6 +178,11 @@ func (h *hook) OnDisconnect(cl *mqtt.Client, err error, expire bool) {
 		return
 	}
 	h.agent.metrics.connected.Dec()
+	if cause, ok := cl.StopCause().(packets.Code); ok && cause == packets.CodeDisconnect {
+		// The client sent DISCONNECT (mochi stops it with this code only then): it saw the acks
+		// of what was durable, so reusing their packet ids later is new readings.
+		s.ring.delivered(s.gen)
+	}
 	h.agent.dedupe.detach(s.ring)
 	if s.acks != nil {
 		s.acks.close()

@@ -73,11 +73,44 @@ func TestResendWithoutDUPIsStoredOnce(t *testing.T) {
 	}
 }
 
+// A client that ended its connection with DISCONNECT saw its acks: mosquitto_pub run again with
+// the same message reuses packet id 1 for an identical payload, and each run is a new reading.
+// Without DISCONNECT the same publish is a resend.
+func TestDisconnectedClientReusesPacketIDs(t *testing.T) {
+	a, _ := startAgent(t, Config{AnonymousPublish: "any"})
+	const topic = "devices/cron-1/readings"
+	for run := range 3 {
+		c, _ := dialRaw(t, a.MQTTAddr(), "cron-1", 4, "", "")
+		c.publish(topic, []byte(`{"door":"open"}`), 1, 1, false)
+		c.expectAck(1)
+		c.write([]byte{packets.Disconnect << 4, 0})
+		c.conn.Close()
+		deadline := time.Now().Add(5 * time.Second)
+		for connectedClients(t, a) > 0 && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // OnDisconnect runs after the socket closes
+		}
+		if got := countStream(t, a.Log(), "readings"); got != run+1 {
+			t.Fatalf("run %d: %d readings stored, want %d", run, got, run+1)
+		}
+	}
+	c, _ := dialRaw(t, a.MQTTAddr(), "cron-1", 4, "", "")
+	c.publish(topic, []byte(`{"door":"closed"}`), 1, 1, false)
+	c.expectAck(1)
+	c.conn.Close() // dropped, no DISCONNECT: the ack may have been lost
+	c, _ = dialRaw(t, a.MQTTAddr(), "cron-1", 4, "", "")
+	c.publish(topic, []byte(`{"door":"closed"}`), 1, 1, false)
+	c.expectAck(1)
+	if got := countStream(t, a.Log(), "readings"); got != 4 {
+		t.Fatalf("%d readings stored after a resend on a dropped connection, want 4", got)
+	}
+}
+
 // A resend that arrives while the original is still in its group commit waits for it: on the same
 // connection (the ack cannot have been sent, so the id cannot be reused yet) and on the connection
 // that took the session over.
 func TestResendWhileOriginalIsPending(t *testing.T) {
-	a, _ := startAgent(t, Config{AnonymousPublish: "any", GroupLinger: 300 * time.Millisecond})
+	// A 1 s linger keeps the first reading in its group commit while the test sends the resend.
+	a, _ := startAgent(t, Config{AnonymousPublish: "any", GroupLinger: time.Second})
 	const topic = "devices/p1/readings"
 	c, _ := dialRaw(t, a.MQTTAddr(), "p1", 4, "", "")
 	c.publish(topic, []byte(`{"seq":1}`), 3, 1, false)
@@ -172,8 +205,17 @@ func TestRingResendOfMatchesModel(t *testing.T) {
 		for step := range 20_000 {
 			id := uint16(rng.IntN(2*size + 2))
 			hash := uint64(rng.IntN(3))
-			gen := uint32(rng.IntN(3))
+			gen := firstSessionGen + uint32(rng.IntN(3))
 			dup := rng.IntN(4) == 0
+			if rng.IntN(50) == 0 {
+				// The client of connection gen sends DISCONNECT.
+				r.delivered(gen)
+				for i := max(len(model)-size, 0); i < len(model); i++ {
+					if m := &model[i]; m.gen == gen && m.res.done && m.res.err == nil {
+						m.gen = deliveredGen
+					}
+				}
+			}
 			// The model: the newest add of id among the last size adds.
 			var want *result
 			for i := len(model) - 1; i >= max(len(model)-size, 0); i-- {
@@ -181,7 +223,7 @@ func TestRingResendOfMatchesModel(t *testing.T) {
 				if m.id != id {
 					continue
 				}
-				if m.hash == hash && m.res.err == nil && (dup || m.gen != gen || !m.res.done) {
+				if m.hash == hash && m.res.err == nil && (dup || (m.gen != gen && m.gen != deliveredGen) || !m.res.done) {
 					want = m.res
 					m.gen = gen // a recognised resend moves to this connection
 				}
@@ -201,6 +243,9 @@ func TestRingResendOfMatchesModel(t *testing.T) {
 					res.complete(errDraining) // failed: a resend must be stored
 				default:
 					res.complete(nil)
+				}
+				if rng.IntN(20) == 0 {
+					gen = restoredGen // as rebuild adds them
 				}
 				r.add(id, hash, gen, res)
 				model = append(model, added{id, hash, gen, res})
@@ -253,6 +298,22 @@ func BenchmarkRingPublish(b *testing.B) {
 			}
 		})
 	}
+}
+
+// connectedClients reads tributary_edge_connected_devices, which OnDisconnect lowers.
+func connectedClients(t *testing.T, a *Agent) float64 {
+	t.Helper()
+	mfs, err := a.metrics.registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "tributary_edge_connected_devices" {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatal("no tributary_edge_connected_devices metric")
+	return 0
 }
 
 // metricValues returns the samples of a labelled metric family, keyed by their label pairs.
