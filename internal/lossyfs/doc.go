@@ -20,7 +20,7 @@
 //     Syncing a file does not make its name durable, and syncing a folder does not sync the
 //     files in it. A folder created since its parent's last sync is lost with everything in it.
 //   - Metadata other than names and sizes (times, owners) is not modelled; a file's mode is kept
-//     as it was when its folder or the file was last synced.
+//     as it was when its folder was last synced.
 //
 // [FS.Cut] is a power cut: it kills the given processes with SIGKILL, unmounts, rebuilds the
 // backing folder from the durable state alone and mounts it again. What a process wrote but did
