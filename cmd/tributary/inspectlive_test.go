@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"net"
 	"os"
 	"os/exec"
@@ -39,7 +40,7 @@ func TestInspectRunningNodes(t *testing.T) {
 	waitTCP(t, mqttAddr)
 	host, port, _ := net.SplitHostPort(mqttAddr)
 	for i := 0; i < 5; i++ {
-		if out, err := exec.Command(pub, "-h", host, "-p", port, "-q", "1", "-i", "dev-1", "-t", "devices/dev-1/readings", "-m", `{"v":1}`).CombinedOutput(); err != nil {
+		if out, err := exec.Command(pub, "-h", host, "-p", port, "-q", "1", "-i", "dev-1", "-t", "devices/dev-1/readings", "-m", fmt.Sprintf(`{"v":1,"seq":%d}`, i)).CombinedOutput(); err != nil {
 			t.Fatalf("mosquitto_pub: %v %s", err, out)
 		}
 	}
@@ -74,7 +75,7 @@ func TestInspectRunningNodes(t *testing.T) {
 		t.Fatalf("consume --group: %v\n%s", err, out)
 	}
 	for i := 0; i < 2; i++ {
-		if out, err := exec.Command(pub, "-h", host, "-p", port, "-q", "1", "-i", "dev-1", "-t", "devices/dev-1/readings", "-m", `{"v":2}`).CombinedOutput(); err != nil {
+		if out, err := exec.Command(pub, "-h", host, "-p", port, "-q", "1", "-i", "dev-1", "-t", "devices/dev-1/readings", "-m", fmt.Sprintf(`{"v":2,"seq":%d}`, i)).CombinedOutput(); err != nil {
 			t.Fatalf("mosquitto_pub: %v %s", err, out)
 		}
 	}
