@@ -17,7 +17,7 @@ import (
 // partition in order decodes each stored batch once, not once per fetch.
 type partReader struct {
 	r       *storage.Reader
-	buf     []byte // the partition's record batches of the last response, reused once sent
+	buf     []byte        // the partition's record batches of the last response, reused once sent
 	held    storage.Entry // read but not yet served: it did not fit the last response
 	holding bool
 }

@@ -203,6 +203,14 @@ func TestSASLOverTLS(t *testing.T) {
 			t.Fatalf("%s with a wrong password: %v, want SASL_AUTHENTICATION_FAILED", name, err)
 		}
 	}
+	// Before logging in, a large request is refused before it is read.
+	big, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	big.Write(binary.BigEndian.AppendUint32(nil, 1<<20))
+	expectClosed(t, big, "a 1 MiB request before SASL")
 	// Without SASL, a Metadata request closes the connection.
 	c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"})
 	if err != nil {
@@ -211,4 +219,36 @@ func TestSASLOverTLS(t *testing.T) {
 	defer c.Close()
 	c.Write(requestBytes(3, 4, []byte{0, 0, 0, 0, 0}))
 	expectClosed(t, c, "Metadata before SASL")
+}
+
+// TestConnectionLimit: past MaxConnections a new connection is closed at once, and the ones
+// already open keep working.
+func TestConnectionLimit(t *testing.T) {
+	log := openLog(t)
+	fillLog(t, log, 1, 1, 10, time.UnixMilli(1_700_000_000_000))
+	addr := serve(t, kafkaserve.Config{Log: log, MaxConnections: 3})
+	var open []net.Conn
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		open = append(open, c)
+	}
+	// The server counts a connection once it accepted it: make sure all three are.
+	api := requestBytes(18, 0, nil)
+	for _, c := range open {
+		c.Write(api)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(c, make([]byte, 8)); err != nil {
+			t.Fatalf("open connection: %v", err)
+		}
+	}
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	expectClosed(t, extra, "a fourth connection")
 }

@@ -41,7 +41,9 @@ type Config struct {
 	MaxRequestBytes int
 	// IdleTimeout closes a connection that sends nothing for this long; default 10 minutes.
 	IdleTimeout time.Duration
-	Logger      *slog.Logger
+	// MaxConnections bounds open client connections; one more is closed at once. Default 1024.
+	MaxConnections int
+	Logger         *slog.Logger
 }
 
 // Users authenticates SASL logins. Password returns the user's password (for SCRAM the server
@@ -63,6 +65,9 @@ type Server struct {
 const (
 	brokerID  = 1
 	clusterID = "tributary-central"
+	// maxUnauthenticatedRequest bounds what a client may make us buffer before it logged in:
+	// ApiVersions and SASL messages are a few hundred bytes.
+	maxUnauthenticatedRequest = 64 << 10
 )
 
 // New checks cfg and returns a Server; Serve runs it.
@@ -80,6 +85,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.IdleTimeout <= 0 {
 		cfg.IdleTimeout = 10 * time.Minute
+	}
+	if cfg.MaxConnections <= 0 {
+		cfg.MaxConnections = 1024
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -127,8 +135,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			return fmt.Errorf("accept kafka connection: %w", err)
 		}
 		s.mu.Lock()
-		s.conns[c] = struct{}{}
+		full := len(s.conns) >= s.cfg.MaxConnections
+		if !full {
+			s.conns[c] = struct{}{}
+		}
 		s.mu.Unlock()
+		if full {
+			s.logger.Warn("kafka connection refused: too many open", "client", c.RemoteAddr().String(), "limit", s.cfg.MaxConnections)
+			c.Close()
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -179,8 +195,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		n := int64(int32(binary.BigEndian.Uint32(size[:])))
-		if n < 8 || n > int64(s.cfg.MaxRequestBytes) {
-			log.Warn("kafka request with an impossible size; closing the connection", "declared_bytes", n, "limit", s.cfg.MaxRequestBytes)
+		limit := int64(s.cfg.MaxRequestBytes)
+		if !cc.authed {
+			limit = min(limit, maxUnauthenticatedRequest)
+		}
+		if n < 8 || n > limit {
+			log.Warn("kafka request with an impossible size; closing the connection", "declared_bytes", n, "limit", limit)
 			return
 		}
 		body := make([]byte, n)
