@@ -95,7 +95,7 @@ func centralReadings(t *testing.T, url string) (map[string]reading, int) {
 	cl := &consume.Client{BaseURL: url}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true}, func(m consume.Message) error {
+	err := cl.Consume(ctx, consume.Options{Stream: "readings", FromBeginning: true, Headers: protocol.ProvEdgeIncarnation}, func(m consume.Message) error {
 		var r reading
 		if err := json.Unmarshal(m.Payload(), &r); err != nil {
 			return err
