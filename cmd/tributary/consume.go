@@ -33,7 +33,8 @@ func newConsumeCmd() *cobra.Command {
 		Long: `Print central's merged stream, one JSON object per line:
 {"stream","partition","offset","key","timestamp","edge","edge_partition","edge_offset","headers","value"}
 where "value" is the payload when it is JSON, else "value_base64" holds it. "headers" carries
-the topic and the device's time (device-time) by default; --headers all adds the edge's
+the topic, the device's time (device-time) and the edge log's incarnation (edge-incarnation,
+which with the edge fields names a reading uniquely) by default; --headers all adds the edge's
 bookkeeping (content type, client id, packet id, payload hash, receive times), --headers none
 or a list of names picks others. Central writes the lines; this command copies them as they come.
 
@@ -143,7 +144,7 @@ partitions and the last offset printed per partition.`,
 	f.IntVar(&partition, "partition", 0, "read only this partition")
 	f.StringVar(&opts.Key, "key", "", "print only this key's records (a device id)")
 	f.IntVar(&opts.Count, "count", 0, "stop after this many records (0: no limit)")
-	f.StringVar(&headers, "headers", "", `record headers in each line: all, none, or names separated by commas (default "topic,device-time")`)
+	f.StringVar(&headers, "headers", "", `record headers in each line: all, none, or names separated by commas (default "topic,device-time,edge-incarnation")`)
 	f.StringVar(&compress, "compress", "auto", "ask central to compress: auto (zstd unless central is on loopback), zstd, gzip or none")
 	f.BoolVar(&quiet, "quiet", false, "no summary on stderr at the end")
 	return cmd

@@ -16,11 +16,12 @@ import (
 )
 
 // DefaultHeaders are the record headers a consume line carries unless asked otherwise: the topic
-// the device published on and the device's own clock. With the provenance fields (edge,
-// edge_partition, edge_offset) and the record timestamp they are what a consumer of readings
-// needs; the edge's bookkeeping (client id, packet id, payload hash, content type, receive
-// times) is there with headers=all.
-var DefaultHeaders = []string{"topic", "device-time"}
+// the device published on, the device's own clock, and the edge log's incarnation (with the
+// provenance fields edge, edge_partition and edge_offset it names a reading uniquely, across an
+// edge whose log was wiped or restored). With the record timestamp they are what a consumer of
+// readings needs; the edge's bookkeeping (client id, packet id, payload hash, content type,
+// receive times) is there with headers=all.
+var DefaultHeaders = []string{"topic", "device-time", protocol.ProvEdgeIncarnation}
 
 // HeaderSet says which headers a line carries: all of them, or those named.
 type HeaderSet struct {
