@@ -65,7 +65,7 @@ func connackFrom(t testing.TB, src, addr, user, pass string) (byte, time.Duratio
 	return ack[3], time.Since(start), nil
 }
 
-// TestLoginFloodBacksOff: a source sending wrong passwords is refused without a bcrypt check after
+// TestLoginFloodBacksOff: a source sending 400 wrong passwords is refused without a bcrypt check after
 // failures_before_backoff of them, while a good device on another address keeps connecting and
 // publishing. The good device's ack latency is logged, not asserted (the machine is shared).
 func TestLoginFloodBacksOff(t *testing.T) {
@@ -103,7 +103,8 @@ func TestLoginFloodBacksOff(t *testing.T) {
 	var firstErr atomic.Pointer[error]
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	deadline := time.Now().Add(3 * time.Second)
+	// Bounded by count, and by time only generously: on a loaded machine the first checks are slow.
+	deadline := time.Now().Add(20 * time.Second)
 	for range 4 {
 		wg.Go(func() {
 			for time.Now().Before(deadline) && attempts.Add(1) <= 400 {
@@ -134,12 +135,12 @@ func TestLoginFloodBacksOff(t *testing.T) {
 	if e := firstErr.Load(); e != nil {
 		t.Logf("%d flood CONNECTs got no CONNACK; first: %v", failed.Load(), *e)
 	}
-	if refused.Load() < 20 {
-		t.Fatalf("only %d flood CONNECTs answered in 3s", refused.Load())
+	if refused.Load() < 200 {
+		t.Fatalf("only %d of 400 flood CONNECTs answered", refused.Load())
 	}
-	// 5 failures, then 1s, 2s of backoff: about 7 checks in 3 s, plus those already past the
-	// check when the fifth failure landed (4 clients).
-	if checks > 16 {
+	// 5 failures, then 1, 2, 4, 8 s of backoff: at most about 10 checks in 20 s, plus those
+	// already past the backoff check when a failure landed (up to 3 other clients each time).
+	if checks > 30 {
 		t.Errorf("%d bcrypt checks for %d wrong-password CONNECTs from one source: no backoff", checks, refused.Load())
 	}
 	// The backed-off source is the flooder's, not the device's: it still logs in from its own.
