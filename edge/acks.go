@@ -129,9 +129,7 @@ func newClientAcks(cl *mqtt.Client, server *mqtt.Server, m *metrics, pending *at
 		kick:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 	}
-	if sc, ok := cl.Net.Conn.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
-	}
+	c.raw = directConn(cl.Net.Conn)
 	go c.run()
 	return c
 }
@@ -303,16 +301,7 @@ func (c *clientAcks) tryWrite() (n int, held bool) {
 		return 0, false
 	}
 	b := c.out.Bytes()
-	err := c.raw.Write(func(fd uintptr) bool {
-		var err error
-		if n, err = syscall.Write(int(fd), b); err != nil {
-			n = 0 // EAGAIN, EINTR or a broken connection: the writer finds out which
-		}
-		return true // never wait for the socket to drain here
-	})
-	if err != nil {
-		n = 0
-	}
+	n = writeNow(c.raw, b)
 	if n > 0 && n < len(b) {
 		return n, true
 	}

@@ -36,9 +36,9 @@ type Agent struct {
 	metrics *metrics
 	// logLimit bounds the log lines each MQTT client can cause (logfilter.go).
 	logLimit *lineLimiter
-	dedupe  *dedupe
-	source  *source
-	logins  *loginLimiter
+	dedupe   *dedupe
+	source   *source
+	logins   *loginLimiter
 
 	anonymousAllowed bool
 	pending          atomic.Int64 // QoS 1/2 acks waiting for their append
@@ -177,6 +177,11 @@ func (a *Agent) newBroker() error {
 	configureCapabilities(caps) // retain and topic aliases: see conformance.go
 	a.server = mqtt.New(&mqtt.Options{
 		Capabilities: caps,
+		// 1 byte means mochi never holds a written packet back in its per-client buffer (0 would
+		// mean its 2 KiB default): the committer's direct PUBACK write (direct_unix.go) goes to
+		// the socket itself and must not overtake an ack mochi still buffers, since PUBACKs
+		// leave in the order their PUBLISHes came [MQTT-4.6.0-2].
+		ClientNetWriteBufferSize: 1,
 		// Mochi logs every connection at info; the hook logs what operators need. Its warnings
 		// become one line per event within each client's log budget (logfilter.go).
 		Logger: slog.New(mochiLines{clientLimited{Handler: levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn},

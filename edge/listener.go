@@ -356,18 +356,6 @@ func (cl *connLimit) acquire(done <-chan struct{}, log *slog.Logger) bool {
 
 func (cl *connLimit) release() { <-cl.slots }
 
-// fdConnectionLimit is the most MQTT connections the file descriptor limit leaves room for:
-// the soft RLIMIT_NOFILE (which the Go runtime raises to the hard limit at start) less a reserve
-// for the log's segment files, the registry, HTTP and the forwarder's connections.
-func fdConnectionLimit() int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
-		return 1 << 20
-	}
-	lim := int(rl.Cur)
-	return max(lim-max(64, lim/8), 1)
-}
-
 type listenerMetrics struct {
 	acceptErrors  prometheus.Counter
 	writeTimeouts prometheus.Counter

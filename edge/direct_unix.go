@@ -1,0 +1,53 @@
+//go:build unix
+
+package edge
+
+import (
+	"net"
+	"syscall"
+)
+
+// The committer's direct PUBACK write (clientAcks.complete) needs a write that never blocks: on
+// unix a write(2) on the socket's descriptor, which Go keeps non-blocking. directConn returns the
+// raw connection for it, nil where there is none (TLS, WebSocket): those acks go through the
+// client's writer goroutine and mochi's WritePacket, as on every other platform.
+func directConn(c net.Conn) syscall.RawConn {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return raw
+}
+
+// writeNow writes b to raw without waiting for the socket to drain and returns how much it took:
+// 0 on EAGAIN, EINTR or a broken connection (the writer goroutine finds out which).
+func writeNow(raw syscall.RawConn, b []byte) int {
+	var n int
+	err := raw.Write(func(fd uintptr) bool {
+		var err error
+		if n, err = syscall.Write(int(fd), b); err != nil {
+			n = 0
+		}
+		return true // never wait for the socket to drain here
+	})
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// fdConnectionLimit is the most MQTT connections the file descriptor limit leaves room for:
+// the soft RLIMIT_NOFILE (which the Go runtime raises to the hard limit at start) less a reserve
+// for the log's segment files, the registry, HTTP and the forwarder's connections.
+func fdConnectionLimit() int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 20
+	}
+	lim := int(rl.Cur)
+	return max(lim-max(64, lim/8), 1)
+}
