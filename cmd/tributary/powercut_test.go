@@ -60,7 +60,7 @@ var (
 	targetGroupCommit = target{"group commit", func(ev lossyfs.Event) bool {
 		return ev.Op == lossyfs.OpFsync && strings.HasSuffix(ev.Path, ".log")
 	}}
-	edgeTargets    = []target{targetRoll, targetSeal, targetSealWrite, targetDrop, targetBolt, targetBoltWrite, targetGroupCommit}
+	edgeTargets = []target{targetRoll, targetSeal, targetSealWrite, targetDrop, targetBolt, targetBoltWrite, targetGroupCommit}
 	// Central keeps the storage default segment size (16 MiB), so it seals rarely; its bbolt
 	// commits are its apply checkpoints.
 	centralTargets = []target{targetBolt, targetBoltWrite, targetGroupCommit}
