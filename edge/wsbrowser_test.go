@@ -41,18 +41,26 @@ func browserTitle(t *testing.T, chromium string, ln net.Listener, wsAddr string)
 	})}
 	go srv.Serve(ln)
 	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
-		"--user-data-dir="+t.TempDir(), "--virtual-time-budget=5000", "--dump-dom", "http://"+ln.Addr().String()+"/").Output()
-	if err != nil {
-		t.Fatalf("chromium: %v", err)
+	// "pending" means the page had no outcome yet when Chromium dumped it (a loaded machine);
+	// only "refused" or a CONNACK is an answer, so try again a few times.
+	var title string
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		out, err := exec.CommandContext(ctx, chromium, "--headless", "--no-sandbox", "--disable-gpu",
+			"--user-data-dir="+t.TempDir(), "--virtual-time-budget=10000", "--dump-dom", "http://"+ln.Addr().String()+"/").Output()
+		cancel()
+		if err != nil {
+			t.Fatalf("chromium: %v", err)
+		}
+		m := regexp.MustCompile(`<title>([^<]*)</title>`).FindSubmatch(out)
+		if m == nil {
+			t.Fatalf("no title in Chromium's DOM:\n%s", out)
+		}
+		if title = string(m[1]); title != "pending" {
+			break
+		}
 	}
-	m := regexp.MustCompile(`<title>([^<]*)</title>`).FindSubmatch(out)
-	if m == nil {
-		t.Fatalf("no title in Chromium's DOM:\n%s", out)
-	}
-	return string(m[1])
+	return title
 }
 
 // TestWebSocketOriginInBrowser: a real browser sends the page's Origin. A page from another
@@ -68,8 +76,8 @@ func TestWebSocketOriginInBrowser(t *testing.T) {
 	if title := browserTitle(t, chromium, ln, a.WSAddr()); title != "refused" {
 		t.Errorf("page from %s with no origins allowed: title %q, want refused", origin, title)
 	}
-	if got := metricSum(t, a.metrics.registry, "tributary_edge_connect_refused_total"); got != 1 {
-		t.Errorf("connect_refused_total %v after the browser's attempt, want 1", got)
+	if got := metricSum(t, a.metrics.registry, "tributary_edge_connect_refused_total"); got < 1 {
+		t.Errorf("connect_refused_total %v after the browser's attempt, want it counted", got)
 	}
 
 	ln, origin = pageListener(t)
