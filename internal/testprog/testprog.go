@@ -4,10 +4,13 @@
 package testprog
 
 import (
+	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 // Find returns the path of the program name, looked up first in dirs, then on PATH. pkg names the
@@ -58,4 +61,20 @@ func Python(t testing.TB, pkg string, modules ...string) string {
 	}
 	Missing(t, "python3 with %v not installed (apt-get install %s)", modules, pkg)
 	return ""
+}
+
+// Output runs prog with args, bounded by timeout, and returns its standard output; it fails the
+// test with the program's standard error when it exits non-zero or runs out of time.
+func Output(t testing.TB, timeout time.Duration, prog string, args ...string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", filepath.Base(prog), args, err, stderr.String())
+	}
+	return out
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os/exec"
 	"testing"
 	"time"
 
@@ -50,15 +49,7 @@ func runCentralKafka(t testing.TB, cfg central.Config) (url, kafkaAddr string, s
 func kcatJSON(t *testing.T, args ...string) []byte {
 	t.Helper()
 	kcat := testprog.Find(t, "kcat", "kcat")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, kcat, args...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("kcat %v: %v\n%s", args, err, stderr.String())
-	}
+	out := testprog.Output(t, 90*time.Second, kcat, args...)
 	var lines bytes.Buffer
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(nil, 1<<20)

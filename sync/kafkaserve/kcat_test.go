@@ -32,15 +32,7 @@ type kcatLine struct {
 func runKcat(t *testing.T, args ...string) []kcatLine {
 	t.Helper()
 	kcat := testprog.Find(t, "kcat", "kcat")
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, kcat, args...)
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("kcat %v: %v\n%s", args, err, stderr.String())
-	}
+	out := testprog.Output(t, 60*time.Second, kcat, args...)
 	var lines []kcatLine
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	sc.Buffer(nil, 1<<20)
