@@ -625,6 +625,7 @@ func newSealedSegment(f *os.File, base, next int64, frames []frameInfo, size int
 		if remove {
 			os.Remove(s.file)
 			os.Remove(strings.TrimSuffix(s.file, sealedExt) + indexExt)
+			syncRemoval(s.file)
 		}
 	}
 	return s

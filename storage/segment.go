@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tributary-iot/tributary/storage/internal/fsutil"
 )
 
 // Segment files are named by the base offset of their first record, zero padded so that a
@@ -146,6 +148,7 @@ func newPlainSegment(f *os.File, base int64, created time.Time) *plainSegment {
 		s.f.Close()
 		if remove {
 			os.Remove(s.file)
+			syncRemoval(s.file)
 		}
 	}
 	return s
@@ -324,3 +327,9 @@ func intactAfter(data []byte, from int, next int64) int64 {
 	}
 	return last
 }
+
+// syncRemoval fsyncs the folder of a segment file just removed: a removal is a folder change, and
+// without the sync a power cut brings the file back beside the start offset or gap that says it is
+// gone. A failure is not fatal, as the removal's is not: recovery copes with a segment below the
+// start offset.
+func syncRemoval(file string) { _ = fsutil.SyncDir(filepath.Dir(file)) }
