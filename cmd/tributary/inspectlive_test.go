@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -29,12 +28,8 @@ func TestInspectRunningNodes(t *testing.T) {
 	centralURL := "http://" + centralAddr
 	startProc(t, tributary, "central", "--data-dir", centralDir, "--listen", centralAddr)
 	waitHTTP(t, centralURL+"/healthz")
-	token, err := exec.Command(tributary, "central", "edges", "add", "gw-1", "--data-dir", centralDir).Output()
-	if err != nil {
-		t.Fatalf("edges add: %v", err)
-	}
 	tokenFile := filepath.Join(dir, "token")
-	os.WriteFile(tokenFile, token, 0o600)
+	addEdgeToken(t, tributary, centralDir, tokenFile)
 	startProc(t, tributary, "edge", "--data-dir", edgeDir, "--mqtt-listen", mqttAddr, "--http-listen", freePort(t),
 		"--central", centralURL, "--edge-id", "gw-1", "--central-token-file", tokenFile)
 	waitTCP(t, mqttAddr)
@@ -48,6 +43,7 @@ func TestInspectRunningNodes(t *testing.T) {
 	inspect := func(d string, want ...*regexp.Regexp) string {
 		t.Helper()
 		var out []byte
+		var err error
 		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			out, err = exec.Command(tributary, "inspect", "--verify", d).CombinedOutput()
 			ok := err == nil

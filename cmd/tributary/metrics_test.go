@@ -74,14 +74,8 @@ func TestFreshNodesExportEveryDocumentedMetric(t *testing.T) {
 	}
 	startProc(t, tributary, "central", "--config", conf, "--data-dir", filepath.Join(dir, "central"), "--listen", centralAddr)
 	waitHTTP(t, centralURL+"/healthz")
-	out, err := exec.Command(tributary, "central", "edges", "add", "gw-1", "--data-dir", filepath.Join(dir, "central")).Output()
-	if err != nil {
-		t.Fatalf("edges add: %v", err)
-	}
 	tokenFile := filepath.Join(dir, "edge.token")
-	if err := os.WriteFile(tokenFile, out, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addEdgeToken(t, tributary, filepath.Join(dir, "central"), tokenFile)
 	startProc(t, tributary, "edge", "--data-dir", filepath.Join(dir, "edge"), "--mqtt-listen", mqttAddr,
 		"--http-listen", edgeHTTP, "--central", centralURL, "--edge-id", "gw-1", "--central-token-file", tokenFile)
 	waitHTTP(t, "http://"+edgeHTTP+"/readyz")

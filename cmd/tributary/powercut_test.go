@@ -227,12 +227,8 @@ func TestPowerCut(t *testing.T) {
 	central.args = []string{"central", "--config", filepath.Join(work, "central.yaml")}
 	central.ready = func() error { return httpOK(centralURL + "/healthz") }
 
-	out, err := exec.Command(tributary, "central", "edges", "add", "gw-1", "--data-dir", centralDir).Output()
-	if err != nil {
-		t.Fatalf("edges add: %v", err)
-	}
 	tokenFile := filepath.Join(work, "edge.token")
-	writeFile(t, tokenFile, strings.TrimSpace(string(out))+"\n")
+	addEdgeToken(t, tributary, centralDir, tokenFile)
 	// Small segments and a small quota make rolls, seals and quota drops happen every second.
 	writeFile(t, filepath.Join(work, "edge.yaml"), fmt.Sprintf(`data_dir: %s
 edge_id: gw-1

@@ -53,6 +53,19 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// addEdgeToken registers edge gw-1 with the stopped or running central of centralDir and writes
+// its token to tokenFile, as the Quickstart's "edges add gw-1 > gw-1.token" does.
+func addEdgeToken(t *testing.T, tributary, centralDir, tokenFile string) {
+	t.Helper()
+	out, err := exec.Command(tributary, "central", "edges", "add", "gw-1", "--data-dir", centralDir).Output()
+	if err != nil {
+		t.Fatalf("edges add: %v", err)
+	}
+	if err := os.WriteFile(tokenFile, out, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func freePort(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -132,15 +145,8 @@ func TestQuickstart(t *testing.T) {
 	startProc(t, tributary, "central", "--data-dir", filepath.Join(dir, "central"), "--listen", centralAddr)
 	waitHTTP(t, centralURL+"/healthz")
 
-	out, err := exec.Command(tributary, "central", "edges", "add", "gw-1", "--data-dir", filepath.Join(dir, "central")).Output()
-	if err != nil {
-		t.Fatalf("edges add: %v", err)
-	}
-	token := strings.TrimSpace(string(out))
 	tokenFile := filepath.Join(dir, "edge.token")
-	if err := os.WriteFile(tokenFile, []byte(token+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	addEdgeToken(t, tributary, filepath.Join(dir, "central"), tokenFile)
 	startProc(t, tributary, "edge", "--data-dir", filepath.Join(dir, "edge"), "--mqtt-listen", mqttAddr,
 		"--central", centralURL, "--edge-id", "gw-1", "--central-token-file", tokenFile)
 	waitTCP(t, mqttAddr)
@@ -160,6 +166,7 @@ func TestQuickstart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var last []byte
+	var err error
 	for ctx.Err() == nil {
 		last, err = exec.CommandContext(ctx, sim, "verify", "--central", centralURL, "--manifest", manifest).CombinedOutput()
 		if err == nil {

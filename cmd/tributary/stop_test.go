@@ -3,7 +3,6 @@ package main
 import (
 	"net"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -40,12 +39,8 @@ func TestCentralStopsPromptlyAndSaysSo(t *testing.T) {
 		}
 	}()
 	waitHTTP(t, url+"/healthz")
-	token, err := exec.Command(tributary, "central", "edges", "add", "gw-1", "--data-dir", centralDir).Output()
-	if err != nil {
-		t.Fatal(err)
-	}
 	tokenFile := filepath.Join(dir, "token")
-	os.WriteFile(tokenFile, token, 0o600)
+	addEdgeToken(t, tributary, centralDir, tokenFile)
 	startProc(t, tributary, "edge", "--data-dir", filepath.Join(dir, "e"), "--mqtt-listen", mqttAddr, "--http-listen", "off",
 		"--central", url, "--edge-id", "gw-1", "--central-token-file", tokenFile)
 	waitTCP(t, mqttAddr)
