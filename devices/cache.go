@@ -305,6 +305,26 @@ func (c *Cache) Authorize(deviceID, topic string) (Route, error) {
 	return Route{}, fmt.Errorf("authorize device %q for topic %q: %w: the topic belongs to device %q", deviceID, topic, ErrNotAuthorized, route.Key)
 }
 
+// AuthorizeOwned allows a publish to a topic outside the mapping rules (Sparkplug B's
+// namespace) whose owner, the device id the topic belongs to, is the device itself, or that matches
+// one of the device's extra topic filters. Errors wrap [ErrUnknownDevice], [ErrDeviceDisabled] or
+// [ErrNotAuthorized].
+func (c *Cache) AuthorizeOwned(deviceID, owner, topic string) error {
+	d, err := c.enabledDevice(deviceID)
+	if err != nil {
+		return fmt.Errorf("authorize device %q: %w", deviceID, err)
+	}
+	if owner == deviceID {
+		return nil
+	}
+	for _, f := range d.ExtraTopics {
+		if matchFilter(f, topic) {
+			return nil
+		}
+	}
+	return fmt.Errorf("authorize device %q for topic %q: %w: the topic belongs to device %q", deviceID, topic, ErrNotAuthorized, owner)
+}
+
 func (c *Cache) enabledDevice(id string) (*Device, error) {
 	d, ok := c.snap.Load().devices[id]
 	switch {

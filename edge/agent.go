@@ -46,7 +46,8 @@ type Agent struct {
 	streamsMu  sync.RWMutex
 	streams    map[string]*streamEntry
 	deadLetter *storage.Stream
-	declared   map[string]bool // streams devices may publish to; nil: any (undeclared_streams: create)
+	declared   map[string]bool  // streams devices may publish to; nil: any (undeclared_streams: create)
+	sparkplug  *sparkplugIngest // nil when sparkplug.stream is off
 
 	undeclaredMu     sync.Mutex
 	undeclaredLogged map[string]struct{} // see firstUndeclared
@@ -103,6 +104,9 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	a.log = l
 	a.metrics.registerLog(l, cfg.QuotaBytes)
 	a.metrics.registerFailures(a)
+	if cfg.Sparkplug.enabled() {
+		a.sparkplug = newSparkplugIngest(cfg.Sparkplug, l, a.metrics.registry, a.metrics.deadLetters)
+	}
 	if a.deadLetter, err = l.CreateStream(devices.DeadLetterStream, storage.StreamConfig{Partitions: 1}); err != nil {
 		return nil, fmt.Errorf("create dead-letter stream: %w", err)
 	}
@@ -182,6 +186,8 @@ func (a *Agent) newBroker() error {
 		// the socket itself and must not overtake an ack mochi still buffers, since PUBACKs
 		// leave in the order their PUBLISHes came [MQTT-4.6.0-2].
 		ClientNetWriteBufferSize: 1,
+		// The inline client publishes the Sparkplug rebirth requests (NCMD) to nodes.
+		InlineClient: a.sparkplug != nil && cfg.Sparkplug.RequestRebirth,
 		// Mochi logs every connection at info; the hook logs what operators need. Its warnings
 		// become one line per event within each client's log budget (logfilter.go).
 		Logger: slog.New(mochiLines{clientLimited{Handler: levelFloor{a.logger.With("component", "mqtt").Handler(), slog.LevelWarn},

@@ -94,6 +94,9 @@ type Config struct {
 	// DrainTimeout bounds how long shutdown waits for pending acks; default 5s.
 	DrainTimeout time.Duration `yaml:"drain_timeout"`
 
+	// Sparkplug configures Sparkplug B ingest (spBv1.0/ topics; see [SparkplugConfig]).
+	Sparkplug SparkplugConfig `yaml:"sparkplug"`
+
 	// Source subscribes to an existing broker instead of (or besides) devices connecting here.
 	Source *SourceConfig `yaml:"source"`
 
@@ -253,6 +256,7 @@ func (c Config) withDefaults() Config {
 	if c.MaxPayloadBytes <= 0 {
 		c.MaxPayloadBytes = devices.DefaultMaxPayloadBytes
 	}
+	c.Sparkplug = c.Sparkplug.withDefaults(c.DefaultPartitions)
 	if c.MQTT.ConnectTimeout <= 0 {
 		c.MQTT.ConnectTimeout = DefaultConnectTimeout
 	}
@@ -335,6 +339,9 @@ func (c Config) validate() error {
 			return fmt.Errorf("json_streams: %w", err)
 		}
 	}
+	if err := c.Sparkplug.validate(); err != nil {
+		return err
+	}
 	if u := orDefault(c.UndeclaredStreams, "refuse"); u != "refuse" && u != "create" {
 		return fmt.Errorf("undeclared_streams %q: want refuse or create", c.UndeclaredStreams)
 	}
@@ -396,6 +403,9 @@ func (c Config) declaredStreams() map[string]bool {
 			d[r.Stream] = true
 		}
 	}
+	if c.Sparkplug.enabled() {
+		d[c.Sparkplug.Stream] = true
+	}
 	return d
 }
 
@@ -403,6 +413,9 @@ func (c Config) declaredStreams() map[string]bool {
 func (c Config) partitions(stream string) int {
 	if sc, ok := c.Streams[stream]; ok && sc.Partitions > 0 {
 		return sc.Partitions
+	}
+	if c.Sparkplug.enabled() && stream == c.Sparkplug.Stream {
+		return c.Sparkplug.Partitions
 	}
 	return c.DefaultPartitions
 }

@@ -198,6 +198,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	if !write {
+		if h.agent.sparkplug != nil && h.agent.sparkplugSubscribeAllowed(s, topic) {
+			return true
+		}
 		prefix := "devices/" + s.device + "/"
 		return h.agent.cfg.AllowSubscribe && s.device != "" && strings.HasPrefix(topic, prefix)
 	}

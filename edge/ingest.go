@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/devices/sparkplug"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -63,6 +64,9 @@ func refusalReason(err error) devices.Reason {
 	if errors.Is(err, errUndeclaredStream) {
 		return reasonUndeclaredStream
 	}
+	if errors.Is(err, sparkplug.ErrInvalidTopic) {
+		return devices.ReasonBadTopic
+	}
 	return devices.ReasonOf(err)
 }
 
@@ -71,6 +75,8 @@ func (a *Agent) authorize(s *session, topic string) (devices.Route, error) {
 	var route devices.Route
 	var err error
 	switch {
+	case a.sparkplug != nil && sparkplug.IsTopic(topic):
+		route, err = a.authorizeSparkplug(s, topic)
 	case s.anonymous && a.cfg.AnonymousPublish == "any":
 		route, err = a.mapper.Map(topic)
 	case s.anonymous:
@@ -117,6 +123,10 @@ func (a *Agent) stream(name string) (*streamEntry, error) {
 // reason. done, when set, runs once the append is durable (nil error) or failed; it runs on a
 // partition's committer goroutine and must not block.
 func (a *Agent) ingest(in *inbound, done func(error)) {
+	if a.sparkplug != nil && sparkplug.IsTopic(in.topic) && in.route.Stream == a.cfg.Sparkplug.Stream {
+		a.ingestSparkplug(in, done)
+		return
+	}
 	target := a.deadLetter
 	var policy devices.Policy
 	reason := devices.ReasonNone

@@ -14,6 +14,7 @@ import (
 	paho "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/devices/sparkplug"
 )
 
 // source subscribes to an external broker with a persistent session (CleanSession false) and
@@ -154,10 +155,16 @@ func (s *source) handle(_ paho.Client, m paho.Message) {
 	}
 	a := s.agent
 	a.metrics.receivedQoS[min(m.Qos(), 2)].Inc()
-	route, err := a.mapper.Map(m.Topic())
+	var route devices.Route
+	var err error
+	if a.sparkplug != nil && sparkplug.IsTopic(m.Topic()) {
+		route, err = a.authorizeSparkplug(nil, m.Topic())
+	} else {
+		route, err = a.mapper.Map(m.Topic())
+	}
 	if err != nil {
 		// Not a reading under the mapping rules: count it and ack it, redelivering cannot help.
-		reason := string(devices.ReasonOf(err))
+		reason := string(refusalReason(err))
 		a.metrics.rejected.WithLabelValues(reason).Inc()
 		s.log.Info("source message has no route", "topic", m.Topic(), "reason", reason)
 		m.Ack()
