@@ -273,7 +273,7 @@ func TestSparkplugSeqGapRebirth(t *testing.T) {
 	}
 	// Another node's commands are not this node's to read.
 	tok = n.c.Subscribe("spBv1.0/plant1/NCMD/line4", 0, func(paho.Client, paho.Message) {})
-	if tok.WaitTimeout(5*time.Second); tok.Error() == nil && tok.(*paho.SubscribeToken).Result()["spBv1.0/plant1/NCMD/line4"] != 0x80 {
+	if tok.WaitTimeout(5 * time.Second); tok.Error() == nil && tok.(*paho.SubscribeToken).Result()["spBv1.0/plant1/NCMD/line4"] != 0x80 {
 		t.Error("subscription to another node's NCMD topic granted")
 	}
 }
