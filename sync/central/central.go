@@ -25,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/central/console"
 	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/kafkasink"
 	"github.com/tributary-iot/tributary/sync/protocol"
@@ -63,12 +64,23 @@ type Config struct {
 	Sinks Sinks `yaml:"sinks"`
 	// Kafka serves the streams to Kafka clients (kcat, librdkafka, Java, franz-go), read-only.
 	Kafka KafkaListener `yaml:"kafka"`
+	// Console tunes the web console's plot history.
+	Console ConsoleOptions `yaml:"console"`
 
 	Logger *slog.Logger `yaml:"-"`
 	// Ready, when set, receives the bound address once serving.
 	Ready func(addr string) `yaml:"-"`
 	// KafkaReady, when set, receives the Kafka listener's bound address before Ready.
 	KafkaReady func(addr string) `yaml:"-"`
+}
+
+// ConsoleOptions size the web console's in-memory plot history (see console.History.Bound);
+// zero values take the defaults: 10s steps over 1h, 10,000 devices, 1,000 edges.
+type ConsoleOptions struct {
+	Step       time.Duration `yaml:"step"`
+	Window     time.Duration `yaml:"window"`
+	MaxDevices int           `yaml:"max_devices"`
+	MaxEdges   int           `yaml:"max_edges"`
 }
 
 // Sinks are the optional exporters of central's log.
@@ -148,6 +160,17 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	mux.Handle("/metrics", metrics)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	// The web console at / has its own login (a cookie from the API token) in front of the same
+	// token; its tail reads the consume API unguarded behind that login.
+	web, err := console.New(console.Config{Log: log, Fleet: rcv, Tail: &consume.Server{Log: log}, Token: cfg.APIToken,
+		Step: cfg.Console.Step, Window: cfg.Console.Window, MaxDevices: cfg.Console.MaxDevices, MaxEdges: cfg.Console.MaxEdges,
+		Logger: logger.With("component", "console")})
+	if err != nil {
+		return err
+	}
+	for _, p := range console.Patterns {
+		mux.Handle(p, web)
+	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
@@ -208,9 +231,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	errc := make(chan error, 4)
-	running := 3
+	errc := make(chan error, 5)
+	running := 4
 	go func() { errc <- rcv.Run(ctx) }()
+	go func() { errc <- web.Run(ctx) }()
 	if sink != nil {
 		running++
 		go func() {

@@ -1,0 +1,145 @@
+package console
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"html/template"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tributary-iot/tributary/sync/protocol"
+)
+
+// CookieName is the console's session cookie.
+const CookieName = "tributary_console"
+
+// A session is "EXPIRY.MAC": the unix second it ends and an HMAC-SHA256 of it under a key derived
+// from the API token. Nothing is stored at central, a restart keeps logins, and a new token ends
+// every session at once.
+func (c *Console) sessionKey() []byte {
+	k := sha256.Sum256([]byte("tributary console session\x00" + c.cfg.Token))
+	return k[:]
+}
+
+func (c *Console) newSession(now time.Time) string {
+	exp := strconv.FormatInt(now.Add(c.cfg.SessionTTL).Unix(), 10)
+	m := hmac.New(sha256.New, c.sessionKey())
+	m.Write([]byte(exp))
+	return exp + "." + hex.EncodeToString(m.Sum(nil))
+}
+
+func (c *Console) validSession(v string, now time.Time) bool {
+	exp, mac, ok := strings.Cut(v, ".")
+	if !ok {
+		return false
+	}
+	n, err := strconv.ParseInt(exp, 10, 64)
+	if err != nil || now.Unix() >= n {
+		return false
+	}
+	got, err := hex.DecodeString(mac)
+	if err != nil {
+		return false
+	}
+	m := hmac.New(sha256.New, c.sessionKey())
+	m.Write([]byte(exp))
+	return hmac.Equal(got, m.Sum(nil))
+}
+
+// authorized accepts the session cookie or the API token as a bearer token (for curl).
+func (c *Console) authorized(r *http.Request) bool {
+	if c.cfg.Token == "" {
+		return true
+	}
+	if ck, err := r.Cookie(CookieName); err == nil && c.validSession(ck.Value, time.Now()) {
+		return true
+	}
+	if tok := protocol.BearerToken(r); tok != "" {
+		return subtle.ConstantTimeCompare([]byte(tok), []byte(c.cfg.Token)) == 1
+	}
+	return false
+}
+
+// guardPage sends a browser without a login to the login form, and back after it.
+func (c *Console) guardPage(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !c.authorized(r) {
+			http.Redirect(w, r, "/console/login?next="+urlQueryEscape(r.URL.RequestURI()), http.StatusSeeOther)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// guardAPI answers 401 to a data request without a login or the token.
+func (c *Console) guardAPI(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !c.authorized(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
+			writeError(w, http.StatusUnauthorized, "the console's data needs a login: sign in at /console/login, or send central's API token as \"Authorization: Bearer TOKEN\"")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+var loginTmpl = template.Must(template.ParseFS(assets, "assets/login.html"))
+
+type loginView struct {
+	Next    string
+	Failed  bool
+	NoToken bool
+}
+
+// safeNext keeps a redirect target on this site: a path, not "//host" or a URL.
+func safeNext(s string) string {
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") {
+		return "/"
+	}
+	return s
+}
+
+func (c *Console) loginPage(w http.ResponseWriter, r *http.Request) {
+	c.renderLogin(w, http.StatusOK, loginView{Next: safeNext(r.URL.Query().Get("next")), NoToken: c.cfg.Token == ""})
+}
+
+func (c *Console) renderLogin(w http.ResponseWriter, code int, v loginView) {
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	loginTmpl.Execute(w, v)
+}
+
+func (c *Console) login(w http.ResponseWriter, r *http.Request) {
+	r.Body = http.MaxBytesReader(w, r.Body, 8<<10)
+	if err := r.ParseForm(); err != nil {
+		writeError(w, http.StatusBadRequest, "read the login form: %v", err)
+		return
+	}
+	next := safeNext(r.PostForm.Get("next"))
+	if c.cfg.Token == "" {
+		http.Redirect(w, r, next, http.StatusSeeOther)
+		return
+	}
+	tok := strings.TrimSpace(r.PostForm.Get("token"))
+	if subtle.ConstantTimeCompare([]byte(tok), []byte(c.cfg.Token)) != 1 {
+		c.logger.Warn("console login refused: wrong token", "remote", r.RemoteAddr)
+		c.renderLogin(w, http.StatusUnauthorized, loginView{Next: next, Failed: true})
+		return
+	}
+	// Secure only over TLS: a browser drops a Secure cookie set over plain http, and plain http
+	// is allowed only on loopback.
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: c.newSession(time.Now()), Path: "/",
+		MaxAge: int(c.cfg.SessionTTL.Seconds()), HttpOnly: true, Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, next, http.StatusSeeOther)
+}
+
+func (c *Console) logout(w http.ResponseWriter, r *http.Request) {
+	http.SetCookie(w, &http.Cookie{Name: CookieName, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: r.TLS != nil, SameSite: http.SameSiteStrictMode})
+	http.Redirect(w, r, "/console/login", http.StatusSeeOther)
+}

@@ -1,0 +1,125 @@
+package console
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHistoryBound fills the history with 1,000 devices, each with a reading in every step of
+// the window and a last value of the maximum size, plus 20 edges, and measures the heap it holds:
+// it must stay within the stated per-device and per-edge bound.
+func TestHistoryBound(t *testing.T) {
+	const devices, edges = 1000, 20
+	step, window := 10*time.Second, time.Hour
+	now := time.Now()
+	value := []byte(`{"v":"` + strings.Repeat("x", 2*MaxValueBytes) + `"}`) // longer than kept
+	keys := make([][]byte, devices)
+	for i := range keys {
+		keys[i] = []byte(fmt.Sprintf("plant-7/line-3/sensor-%06d", i))
+	}
+	edgeIDs := make([]string, edges)
+	for i := range edgeIDs {
+		edgeIDs[i] = fmt.Sprintf("gateway-%03d", i)
+	}
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	h := NewHistory(step, window, 10_000, 1_000)
+	steps := int(window / step)
+	for s := range steps {
+		at := now.Add(time.Duration(s-steps+1) * step)
+		for i, k := range keys {
+			h.AddReading(Reading{Key: k, Value: value, Timestamp: at, Edge: edgeIDs[i%edges], Stream: "readings", Partition: i % 8, Offset: int64(s)}, at)
+		}
+		for _, e := range edgeIDs {
+			h.AddEdgeSample(e, 1000, step, 5, at)
+		}
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	held := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	bound := devices*h.DeviceBytes() + edges*h.EdgeBytes()
+	runtime.KeepAlive(h)
+
+	if n, e, _ := h.Len(); n != devices || e != edges {
+		t.Fatalf("history holds %d devices and %d edges, want %d and %d", n, e, devices, edges)
+	}
+	d, _ := h.Device(string(keys[7]), now)
+	if !d.LastValueCut || len(d.LastValue) != MaxValueBytes || d.Rate != 0.1 {
+		t.Fatalf("device: cut %v, %d bytes kept, rate %v; want cut at %d, 0.1/s", d.LastValueCut, len(d.LastValue), d.Rate, MaxValueBytes)
+	}
+	t.Logf("1,000 devices and 20 edges over %v at %v: %d bytes held (%.0f per device), bound %d (%d per device, %d per edge); full bound at 10,000 devices and 1,000 edges: %d bytes",
+		window, step, held, float64(held)/devices, bound, h.DeviceBytes(), h.EdgeBytes(), h.Bound())
+	if held > int64(bound) {
+		t.Fatalf("history holds %d bytes, above its bound of %d", held, bound)
+	}
+}
+
+// TestHistoryEvictsAndExpires checks the two ways devices leave: past MaxDevices the least
+// recently seen one goes, and a device silent for the whole window is swept.
+func TestHistoryEvictsAndExpires(t *testing.T) {
+	h := NewHistory(time.Second, time.Minute, 3, 2)
+	now := time.Now()
+	for i, id := range []string{"a", "b", "c", "d"} {
+		at := now.Add(time.Duration(i) * time.Second)
+		h.AddReading(Reading{Key: []byte(id), Value: []byte(`1`), Timestamp: at}, at)
+	}
+	if _, ok := h.Device("a", now); ok {
+		t.Fatal("the least recently seen device stayed past MaxDevices")
+	}
+	if n, _, ev := h.Len(); n != 3 || ev != 1 {
+		t.Fatalf("%d devices, %d evicted; want 3 and 1", n, ev)
+	}
+	h.Sweep(now.Add(time.Minute + 2500*time.Millisecond))
+	if n, _, _ := h.Len(); n != 1 {
+		t.Fatalf("after the window: %d devices, want only d", n)
+	}
+	for _, e := range []string{"e1", "e2", "e3"} {
+		h.AddEdgeSample(e, 1, time.Second, 0, now)
+	}
+	if _, e, _ := h.Len(); e != 2 {
+		t.Fatalf("%d edges held, want MaxEdges 2", e)
+	}
+}
+
+// TestRing checks that a step skipped reads as zero, an old step is dropped and the series ends
+// at the asked step.
+func TestRing(t *testing.T) {
+	r := newRing[uint32](4)
+	*r.at(10) = 1
+	*r.at(11) = 2
+	*r.at(13) = 4 // 12 skipped
+	if p := r.at(9); p != nil {
+		t.Fatal("step 9 is older than the ring")
+	}
+	if got := fmt.Sprint(r.series(13)); got != "[1 2 0 4]" {
+		t.Fatalf("series at 13: %s", got)
+	}
+	if got := fmt.Sprint(r.series(15)); got != "[0 4 0 0]" {
+		t.Fatalf("series at 15: %s", got)
+	}
+	*r.at(20) = 7 // far ahead: everything older is gone
+	if got := fmt.Sprint(r.series(20)); got != "[0 0 0 7]" {
+		t.Fatalf("series at 20: %s", got)
+	}
+}
+
+// BenchmarkHistoryAddReading is the cost the console adds per record central stores.
+func BenchmarkHistoryAddReading(b *testing.B) {
+	h := NewHistory(10*time.Second, time.Hour, 10_000, 1_000)
+	keys := make([][]byte, 1000)
+	for i := range keys {
+		keys[i] = []byte(fmt.Sprintf("sensor-%04d", i))
+	}
+	value := []byte(`{"device":"sensor-0001","seq":1,"temperature_c":21.5,"humidity":40.1}`)
+	now := time.Now()
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		h.AddReading(Reading{Key: keys[i%len(keys)], Value: value, Timestamp: now, Edge: "gw-1", Stream: "readings"}, now)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
