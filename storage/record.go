@@ -213,6 +213,13 @@ func decodeBatch(b []byte, h batchHeader, fn func(offset int64, rec Record) erro
 }
 
 func readBytes(p []byte) (v, rest []byte, ok bool) {
+	if len(p) > 0 && p[0] < 0x80 { // a length below 128, the common case, in one byte
+		n := int(p[0])
+		if n > len(p)-1 {
+			return nil, p, false
+		}
+		return p[1 : 1+n : 1+n], p[1+n:], true
+	}
 	n, k := binary.Uvarint(p)
 	if k <= 0 || n > uint64(len(p)-k) {
 		return nil, p, false

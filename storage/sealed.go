@@ -174,17 +174,7 @@ func (s *sealedSegment) frameFor(offset int64) int {
 }
 
 // readFrame returns the compressed bytes of frame i after checking its CRC.
-func (s *sealedSegment) readFrame(i int) ([]byte, error) {
-	fi := s.frames[i]
-	comp := make([]byte, fi.compLen)
-	if _, err := s.f.ReadAt(comp, fi.pos); err != nil {
-		return nil, fmt.Errorf("read frame %d: %w", i, err)
-	}
-	if crc32.Checksum(comp, castagnoli) != fi.crc {
-		return nil, &CorruptionError{Segment: s.base, Offset: fi.base, Reason: "frame checksum mismatch"}
-	}
-	return comp, nil
-}
+func (s *sealedSegment) readFrame(i int) ([]byte, error) { return s.readFrameInto(i, nil) }
 
 func (s *sealedSegment) readBatches(offset int64, maxBytes int) ([]byte, error) {
 	i := s.frameFor(offset)

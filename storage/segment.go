@@ -201,63 +201,7 @@ func (s *plainSegment) seek(offset int64) int64 {
 }
 
 func (s *plainSegment) readBatches(offset int64, maxBytes int) ([]byte, error) {
-	// next before size: publish stores size first, so the size read here covers every offset
-	// below the next read here.
-	next := s.next.Load()
-	size := s.size.Load()
-	if offset >= next {
-		return nil, io.EOF
-	}
-	pos := s.seek(offset)
-	// Walk batch headers from the index entry to the batch that holds offset.
-	var hdr [batchHeaderSize]byte
-	for {
-		if pos >= size {
-			return nil, io.EOF
-		}
-		if _, err := s.f.ReadAt(hdr[:], pos); err != nil {
-			return nil, fmt.Errorf("read batch header at %d: %w", pos, err)
-		}
-		h, err := parseBatchHeader(hdr[:])
-		if err != nil {
-			return nil, fmt.Errorf("read batch header at %d: %w", pos, err)
-		}
-		if h.NextOffset() > offset {
-			break
-		}
-		pos += int64(h.Length)
-	}
-	end := size
-	if maxBytes > 0 && end-pos > int64(maxBytes) {
-		end = pos + int64(maxBytes)
-	}
-	buf := make([]byte, end-pos)
-	if _, err := s.f.ReadAt(buf, pos); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("read batches at %d: %w", pos, err)
-	}
-	// Keep whole batches only; extend when the first batch alone exceeds maxBytes.
-	n := 0
-	for n < len(buf) {
-		h, err := parseBatchHeader(buf[n:])
-		if err != nil {
-			break
-		}
-		if n+int(h.Length) > len(buf) {
-			if n == 0 {
-				whole := make([]byte, h.Length)
-				if _, err := s.f.ReadAt(whole, pos); err != nil {
-					return nil, fmt.Errorf("read batch at %d: %w", pos, err)
-				}
-				return whole, nil
-			}
-			break
-		}
-		n += int(h.Length)
-	}
-	if n == 0 {
-		return nil, fmt.Errorf("read batches at %d: no whole batch", pos)
-	}
-	return buf[:n], nil
+	return s.readBatchesInto(offset, maxBytes, nil)
 }
 
 // scanResult describes what recovery found in a plain segment file.

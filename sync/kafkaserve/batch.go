@@ -35,11 +35,12 @@ const (
 
 var crc32c = crc32.MakeTable(crc32.Castagnoli)
 
-// batchBuilder appends records of one partition into Kafka batches.
+// batchBuilder encodes records of one partition into Kafka batches, in place at the end of the
+// response's record set: the open batch's header is reserved and filled in by flush.
 type batchBuilder struct {
 	zstd    bool
-	recs    []byte // records of the open batch, uncompressed
 	scratch []byte // compressed records
+	start   int    // where the open batch begins in the record set
 	base    int64
 	last    int64
 	count   int
@@ -48,14 +49,6 @@ type batchBuilder struct {
 }
 
 func (b *batchBuilder) empty() bool { return b.count == 0 }
-
-// size is the open batch's uncompressed size so far.
-func (b *batchBuilder) size() int {
-	if b.count == 0 {
-		return 0
-	}
-	return batchHeaderLen + len(b.recs)
-}
 
 func varintLen(v int64) int {
 	u := uint64(v<<1) ^ uint64(v>>63)
@@ -67,81 +60,96 @@ func varintLen(v int64) int {
 	return n
 }
 
-// recordSize is a record's encoded size including its length prefix, an upper bound on what add
-// appends (timestamp and offset deltas are taken at their widest).
-func recordSize(rec *storage.Record) int {
-	n := 1 + 10 + 10 + varintLen(int64(len(rec.Key))) + len(rec.Key) + varintLen(int64(len(rec.Value))) + len(rec.Value) + varintLen(int64(len(rec.Headers)))
-	for _, h := range rec.Headers {
-		n += varintLen(int64(len(h.Key))) + len(h.Key) + varintLen(int64(len(h.Value))) + len(h.Value)
-	}
-	return n + 5
+// recordSize is an upper bound of a record's encoded size including its length prefix: timestamp
+// and offset deltas are taken at their widest, and each header length may be one byte longer as
+// a Kafka (zig-zag) varint than as the stored uvarint.
+func recordSize(rec *storage.RawRecord) int {
+	return 5 + 1 + 10 + 10 + varintLen(int64(len(rec.Key))) + len(rec.Key) + varintLen(int64(len(rec.Value))) + len(rec.Value) +
+		varintLen(int64(rec.HeaderCount)) + len(rec.Headers) + 2*rec.HeaderCount
 }
 
-// add appends one record at offset off.
-func (b *batchBuilder) add(off int64, rec *storage.Record) {
-	ts := int64(-1)
-	if !rec.Timestamp.IsZero() {
-		ts = rec.Timestamp.UnixMilli()
+// add appends one record to out, opening a batch when none is, re-encoding it from its stored
+// form (FORMAT.md's uvarint lengths) to Kafka's (zig-zag varint lengths, deltas from the batch's
+// first offset and timestamp).
+func (b *batchBuilder) add(out []byte, rec *storage.RawRecord) []byte {
+	ts := rec.Timestamp
+	if ts == 0 {
+		ts = -1 // stored 0 is "no timestamp"
 	}
 	if b.count == 0 {
-		b.base, b.firstTS, b.maxTS = off, ts, ts
-		b.recs = b.recs[:0]
+		b.base, b.firstTS, b.maxTS = rec.Offset, ts, ts
+		b.start = len(out)
+		out = append(out, make([]byte, batchHeaderLen)...)
 	}
 	b.maxTS = max(b.maxTS, ts)
-	tsDelta, offDelta := ts-b.firstTS, off-b.base
-	body := 1 + varintLen(tsDelta) + varintLen(offDelta) + varintLen(int64(len(rec.Value))) + len(rec.Value) + varintLen(int64(len(rec.Headers)))
-	if rec.Key == nil {
-		body += varintLen(-1)
-	} else {
-		body += varintLen(int64(len(rec.Key))) + len(rec.Key)
+	tsDelta, offDelta := ts-b.firstTS, rec.Offset-b.base
+	// The length prefix comes first but the header lengths are only known once converted: reserve
+	// the prefix at the width of the record's bound, which is almost always the actual width,
+	// and move the body in the rare case it is not.
+	width := varintLen(int64(recordSize(rec)))
+	out = append(out, make([]byte, width)...)
+	body := len(out)
+	out = append(out, 0)
+	out = binary.AppendVarint(out, tsDelta)
+	out = binary.AppendVarint(out, offDelta)
+	out = binary.AppendVarint(out, int64(len(rec.Key)))
+	out = append(out, rec.Key...)
+	out = binary.AppendVarint(out, int64(len(rec.Value)))
+	out = append(out, rec.Value...)
+	out = binary.AppendVarint(out, int64(rec.HeaderCount))
+	out = appendHeaders(out, rec.Headers)
+	n := int64(len(out) - body)
+	if w := varintLen(n); w != width {
+		copy(out[body-width+w:], out[body:])
+		out = out[:len(out)-width+w]
 	}
-	for _, h := range rec.Headers {
-		body += varintLen(int64(len(h.Key))) + len(h.Key) + varintLen(int64(len(h.Value))) + len(h.Value)
-	}
-	p := binary.AppendVarint(b.recs, int64(body))
-	p = append(p, 0)
-	p = binary.AppendVarint(p, tsDelta)
-	p = binary.AppendVarint(p, offDelta)
-	if rec.Key == nil {
-		p = binary.AppendVarint(p, -1)
-	} else {
-		p = binary.AppendVarint(p, int64(len(rec.Key)))
-		p = append(p, rec.Key...)
-	}
-	p = binary.AppendVarint(p, int64(len(rec.Value)))
-	p = append(p, rec.Value...)
-	p = binary.AppendVarint(p, int64(len(rec.Headers)))
-	for _, h := range rec.Headers {
-		p = binary.AppendVarint(p, int64(len(h.Key)))
-		p = append(p, h.Key...)
-		p = binary.AppendVarint(p, int64(len(h.Value)))
-		p = append(p, h.Value...)
-	}
-	b.recs = p
-	b.last = off
+	binary.PutVarint(out[body-width:], n)
+	b.last = rec.Offset
 	b.count++
+	return out
 }
 
-// flush closes the open batch and appends it to dst.
-func (b *batchBuilder) flush(dst []byte) []byte {
-	if b.count == 0 {
-		return dst
+// appendHeaders converts stored headers (uvarint lengths) to Kafka's (zig-zag varint lengths).
+// The headers were checked when their record was decoded.
+func appendHeaders(out, hs []byte) []byte {
+	for len(hs) > 0 {
+		for range 2 { // key, then value
+			var n uint64
+			if c := hs[0]; c < 0x80 {
+				n, hs = uint64(c), hs[1:]
+			} else {
+				var k int
+				n, k = binary.Uvarint(hs)
+				hs = hs[k:]
+			}
+			if n < 64 {
+				out = append(out, byte(n<<1))
+			} else {
+				out = binary.AppendVarint(out, int64(n))
+			}
+			out = append(out, hs[:n]...)
+			hs = hs[n:]
+		}
 	}
-	start := len(dst)
-	dst = append(dst, make([]byte, batchHeaderLen)...)
+	return out
+}
+
+// flush closes the open batch at the end of out: it fills in the header, compressing the records
+// when asked and when that makes them smaller.
+func (b *batchBuilder) flush(out []byte) []byte {
+	if b.count == 0 {
+		return out
+	}
 	attrs := int16(0)
 	if b.zstd {
-		b.scratch = zstdEncoder().EncodeAll(b.recs, b.scratch[:0])
-		if len(b.scratch) < len(b.recs) {
+		recs := out[b.start+batchHeaderLen:]
+		b.scratch = zstdEncoder().EncodeAll(recs, b.scratch[:0])
+		if len(b.scratch) < len(recs) {
 			attrs = codecZstd
-			dst = append(dst, b.scratch...)
-		} else {
-			dst = append(dst, b.recs...)
+			out = append(out[:b.start+batchHeaderLen], b.scratch...)
 		}
-	} else {
-		dst = append(dst, b.recs...)
 	}
-	h := dst[start:]
+	h := out[b.start:]
 	binary.BigEndian.PutUint64(h[0:], uint64(b.base))
 	binary.BigEndian.PutUint32(h[8:], uint32(len(h)-12))
 	binary.BigEndian.PutUint32(h[12:], 0) // partition leader epoch
@@ -156,8 +164,7 @@ func (b *batchBuilder) flush(dst []byte) []byte {
 	binary.BigEndian.PutUint32(h[57:], uint32(b.count))
 	binary.BigEndian.PutUint32(h[17:], crc32.Checksum(h[21:], crc32c))
 	b.count = 0
-	b.recs = b.recs[:0]
-	return dst
+	return out
 }
 
 var (

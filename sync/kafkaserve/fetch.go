@@ -13,13 +13,25 @@ import (
 	"github.com/tributary-iot/tributary/storage"
 )
 
-// partReader keeps a storage reader between fetches of one connection, so a consumer reading a
-// partition in order decodes each stored batch once, not once per fetch.
+// partReader keeps a partition's raw reader between fetches of one connection, so a consumer
+// reading a partition in order reads and decompresses each stored batch once, not once per fetch.
+// Records go from their stored form straight into Kafka batches: no Record is built.
 type partReader struct {
-	r       *storage.Reader
-	buf     []byte        // the partition's record batches of the last response, reused once sent
-	held    storage.Entry // read but not yet served: it did not fit the last response
+	rr      *storage.RawReader
+	next    int64  // the next offset to serve
+	data    []byte // stored batches of the last raw read not yet walked
+	cur     storage.RawBatch
+	inBatch bool
+	held    storage.RawRecord // read but not yet served: it did not fit the last response
 	holding bool
+	buf     []byte // the partition's record batches of the last response, reused once sent
+}
+
+// rawReadBytes is how much of a plain segment one raw read takes: a sealed frame's size.
+const rawReadBytes = 256 << 10
+
+func newPartReader(p *storage.Partition, from int64, buf []byte) *partReader {
+	return &partReader{rr: p.NewRawReader(), next: max(from, 0), buf: buf}
 }
 
 func (pr *partReader) bufOrNil() []byte {
@@ -33,25 +45,52 @@ func (pr *partReader) offset() int64 {
 	if pr.holding {
 		return pr.held.Offset
 	}
-	return pr.r.Offset()
+	return pr.next
 }
 
-func (pr *partReader) hold(e *storage.Entry) { pr.held, pr.holding = *e, true }
+func (pr *partReader) hold(rec *storage.RawRecord) { pr.held, pr.holding = *rec, true }
 
-// next reads the next record into e (gaps are skipped: Kafka clients accept offsets that jump).
-func (pr *partReader) next(e *storage.Entry) error {
+// record reads the next record at or past the reader's offset into rec. Records of a stored
+// batch below that offset are skipped, and so are gaps: Kafka clients accept offsets that jump.
+// rec aliases the reader's buffer until the next raw read, which a held record never outlives.
+func (pr *partReader) record(rec *storage.RawRecord) error {
 	if pr.holding {
-		*e, pr.held, pr.holding = pr.held, storage.Entry{}, false
+		*rec, pr.held, pr.holding = pr.held, storage.RawRecord{}, false
 		return nil
 	}
 	for {
-		var err error
-		if *e, err = pr.r.Next(context.Background()); err != nil {
+		if pr.inBatch {
+			ok, err := pr.cur.Next(rec)
+			if err != nil {
+				pr.inBatch, pr.data = false, nil
+				return err
+			}
+			if ok {
+				if rec.Offset < pr.next {
+					continue
+				}
+				pr.next = rec.Offset + 1
+				return nil
+			}
+			pr.inBatch = false
+		}
+		if len(pr.data) == 0 {
+			rb, err := pr.rr.Read(pr.next, rawReadBytes)
+			if err != nil {
+				return err
+			}
+			if rb.Gap != nil {
+				pr.next = rb.Gap.To
+				continue
+			}
+			pr.data = rb.Data
+		}
+		b, rest, err := storage.NextBatch(pr.data)
+		if err != nil {
+			pr.data = nil
 			return err
 		}
-		if e.Gap == nil {
-			return nil
-		}
+		pr.data, pr.cur, pr.inBatch = rest, b, true
 	}
 }
 
@@ -105,12 +144,12 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 			switch {
 			case used[key]:
 				// The same partition twice in one request: a reader of its own, not kept.
-				pr = &partReader{r: part.NewReader(rp.FetchOffset, &storage.ReaderOptions{ReadBytes: 256 << 10})}
+				pr = newPartReader(part, rp.FetchOffset, nil)
 			case pr == nil || pr.offset() != rp.FetchOffset:
 				if len(cc.readers) > 4096 {
 					clear(cc.readers)
 				}
-				pr = &partReader{r: part.NewReader(rp.FetchOffset, &storage.ReaderOptions{ReadBytes: 256 << 10}), buf: pr.bufOrNil()}
+				pr = newPartReader(part, rp.FetchOffset, pr.bufOrNil())
 				cc.readers[key] = pr
 			}
 			used[key] = true
@@ -176,22 +215,22 @@ func fill(fp *fetchPart, b *batchBuilder, room int, first bool) (int, error) {
 	before := len(fp.resp.RecordBatches)
 	out := fp.resp.RecordBatches
 	var err error
-	var e storage.Entry
+	var rec storage.RawRecord
 	for {
-		if rerr := fp.reader.next(&e); rerr != nil {
+		if rerr := fp.reader.record(&rec); rerr != nil {
 			if !errors.Is(rerr, io.EOF) {
 				err = rerr
 			}
 			break
 		}
-		sz := recordSize(&e.Record)
-		if len(out)-before+b.size()+sz > room && !(first && len(out) == before && b.empty()) {
-			fp.reader.hold(&e)
+		// The open batch is part of out already, at its uncompressed size.
+		if len(out)-before+recordSize(&rec) > room && !(first && len(out) == before) {
+			fp.reader.hold(&rec)
 			fp.full = true
 			break
 		}
-		b.add(e.Offset, &e.Record)
-		if b.size() >= batchTarget {
+		out = b.add(out, &rec)
+		if len(out)-b.start >= batchTarget {
 			out = b.flush(out)
 		}
 	}
