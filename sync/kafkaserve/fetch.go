@@ -109,6 +109,11 @@ const maxFetchWait = 60 * time.Second
 
 func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResponse {
 	resp := r.ResponseKind().(*kmsg.FetchResponse)
+	sess, incremental, code := cc.beginFetchSession(r)
+	if code != 0 {
+		resp.ErrorCode = code
+		return resp
+	}
 	zstd := cc.s.cfg.Compression == "zstd" && r.Version >= 10
 	var parts []*fetchPart
 	var waitOn []*storage.Partition
@@ -205,6 +210,9 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 		if cap(fp.resp.RecordBatches) <= 8<<20 {
 			fp.reader.buf = fp.resp.RecordBatches
 		}
+	}
+	if sess != nil {
+		sess.respond(resp, incremental)
 	}
 	return resp
 }

@@ -166,6 +166,7 @@ type conn struct {
 	authed   bool
 	sasl     saslState
 	readers  map[partKey]*partReader
+	sessions map[int32]*fetchSession // KIP-227 fetch sessions this connection opened
 	out      []byte
 	// closeAfter closes the connection once the current response is written.
 	closeAfter bool
