@@ -96,7 +96,7 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	l, err := storage.Open(cfg.DataDir, &storage.Options{
 		Logger: logger.With("component", "storage"), Fsync: fsync, FsyncInterval: cfg.FsyncInterval,
 		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: quota, SegmentBytes: cfg.SegmentBytes,
-		OnFsync: a.metrics.observeFsync, GroupLinger: max(cfg.GroupLinger, 0),
+		OnFsync: a.metrics.observeFsync, GroupLinger: max(cfg.GroupLinger, 0), CommitBudget: commitBudget(cfg),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("open edge log in %s: %w", cfg.DataDir, err)
@@ -157,6 +157,14 @@ func New(cfg Config, logger *slog.Logger) (*Agent, error) {
 	}
 	ok = true
 	return a, nil
+}
+
+// commitBudget is the storage's adaptive commit budget: off under a fixed or disabled linger.
+func commitBudget(cfg Config) time.Duration {
+	if cfg.GroupLinger != 0 {
+		return 0
+	}
+	return max(cfg.AckLatencyBudget, 0)
 }
 
 // HTTPEnabled reports whether an http_listen value asks for a listener: "", "off" and "-" do not.

@@ -45,6 +45,8 @@ type Log struct {
 
 	retentionMu sync.Mutex // one retention pass at a time
 	syncMu      sync.Mutex // one fsync at a time; see Partition.run
+	// fsyncNanos is a moving average of fdatasync's duration, for the adaptive group commit.
+	fsyncNanos atomic.Int64
 
 	sealQueue chan sealJob
 	kickMaint chan struct{}
@@ -287,6 +289,7 @@ func (l *Log) fdatasync(f *os.File) error {
 	start := time.Now()
 	err := fsutil.Fdatasync(f)
 	l.fsyncs.Add(1)
+	l.noteFsync(time.Since(start))
 	if l.opts.OnFsync != nil {
 		l.opts.OnFsync(time.Since(start))
 	}

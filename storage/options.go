@@ -104,6 +104,17 @@ type Options struct {
 	// only the few readings that arrived during the previous fsync.
 	GroupLinger time.Duration
 
+	// CommitBudget turns on adaptive group commit (when GroupLinger is 0): the time an append may
+	// wait for its group's write and fsync, of which the committer spends up to half gathering.
+	// Each partition's committer then commits no more often than once per CommitBudget/2, and
+	// holds the oldest waiting append at most CommitBudget/2 minus the disk's measured fsync
+	// latency before it writes. At low rates this gathers the few readings of several devices into
+	// one fsync instead of one fsync each; at high rates a group fills while the previous fsync
+	// runs, and once fsyncs take CommitBudget/2 or longer the committer never waits at all. A
+	// partition fsyncs at most 2/CommitBudget times a second (100 with 20ms). 0, the default,
+	// commits at once.
+	CommitBudget time.Duration
+
 	// MaintenanceInterval is how often age rolls, retention and quota run; default 1s.
 	MaintenanceInterval time.Duration
 	// SkipVerifyOnOpen skips checking the CRC of every sealed frame when opening; damaged frames

@@ -67,6 +67,7 @@ type group struct {
 	done      chan struct{}
 	base      int64
 	err       error
+	queuedAt  time.Time // when its first record was queued; set under the adaptive commit only
 }
 
 type groupCallback struct {
@@ -79,6 +80,8 @@ const (
 	maxGroupBytes = 1 << 20
 	// maxPendingBytes bounds queued, unwritten records per partition; AppendAsync blocks above it.
 	maxPendingBytes = 16 << 20
+	// pendingFlushBytes of pending records are written without lingering or gathering.
+	pendingFlushBytes = maxGroupBytes / 4
 )
 
 // newGroup starts a group sized like the last one (sizeHint bytes), so a gateway committing one
@@ -178,6 +181,9 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 	if ts > g.maxTS {
 		g.maxTS = ts
 	}
+	if g.count == 0 && p.log.opts.CommitBudget > 0 {
+		g.queuedAt = time.Now()
+	}
 	before := len(g.buf)
 	g.buf = appendRecord(g.buf, rec, g.baseTS)
 	p.pending += len(g.buf) - before
@@ -198,17 +204,20 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 func (p *Partition) run() {
 	defer close(p.done)
 	takeTurn := p.log.opts.Fsync == FsyncGroup
-	linger := p.log.opts.GroupLinger
+	linger, budget := p.log.opts.GroupLinger, p.log.opts.CommitBudget
+	var lastStart time.Time // of the previous commit, for the adaptive pacing (pacing.go)
 	for range p.kick {
 		p.recoverIfDue()
 		if linger > 0 {
 			p.mu.Lock()
-			wait := !p.closing && p.pending < maxGroupBytes/4
+			wait := !p.closing && p.pending < pendingFlushBytes
 			p.mu.Unlock()
 			if wait {
 				// Let more appends join this group: one fsync for all of them.
 				time.Sleep(linger)
 			}
+		} else if budget > 0 {
+			p.gather(budget, lastStart)
 		}
 		if takeTurn {
 			// Fsyncs take turns across the log's partitions: each goroutine blocked in
@@ -242,6 +251,9 @@ func (p *Partition) run() {
 
 		var commitErr error
 		if len(groups) > 0 {
+			if budget > 0 {
+				lastStart = time.Now()
+			}
 			commitErr = p.commit(groups)
 		} else if p.rollReq.Swap(false) {
 			p.mu.Lock()

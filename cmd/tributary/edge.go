@@ -34,6 +34,7 @@ type edgeFlags struct {
 	centralCA      string
 	backoffMax     time.Duration
 	checkConfig    bool
+	pprofListen    string
 	// httpDefaulted is set when neither the file nor the flags chose an HTTP address, so the
 	// edge serves on edge.DefaultHTTPListen if that port is free.
 	httpDefaulted bool
@@ -78,6 +79,14 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 			if f.httpDefaulted {
 				cfg.HTTPListen = defaultHTTPListen(logger)
 			}
+			logger.Debug("memory limit", "bytes", applyEdgeMemoryLimit())
+			if f.pprofListen != "" {
+				stopPprof, err := servePprof(f.pprofListen, logger)
+				if err != nil {
+					return err
+				}
+				defer stopPprof()
+			}
 			return runEdge(ctx, cfg, logger)
 		},
 	}
@@ -94,6 +103,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.StringVar(&f.tokenFile, "central-token-file", "", "file holding this edge's token from 'tributary central edges add ID' (or set "+tokenEnv+")")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration (file and flags) and exit")
 	fl.StringVar(&f.centralCA, "central-ca", "", "PEM bundle to trust for central's TLS certificate instead of the system roots")
+	fl.StringVar(&f.pprofListen, "pprof-listen", "", "serve Go's runtime profiles (heap, goroutines, CPU) under /debug/pprof/ on this loopback address, for profiling; off by default")
 	fl.DurationVar(&f.backoffMax, "forward-backoff-max", 0, "longest wait between retries while central is unreachable, so the longest until forwarding resumes after central returns (default "+forward.DefaultBackoffMax.String()+")")
 	return cmd
 }

@@ -13,6 +13,11 @@
 #                      EDGE_CONFIG=file.yaml runs the edge with that config (e.g. another
 #                      group_linger); the script's own flags (data dir, listeners) override it.
 #                      KEEP=1 keeps the temp dir (binaries, data dir, logs, report) for a look.
+#                      PROFILE_DIR=dir saves heap and goroutine profiles of the edge (its
+#                      --pprof-listen) at two thirds of the run, near its peak, and after the fleet
+#                      left: `go tool pprof -sample_index=inuse_space dir/heap-peak.pb.gz`.
+#                      GOMEMLIMIT is passed to the edge (GOMEMLIMIT=off: no limit, the runtime's
+#                      default; unset: the edge's own default).
 # Exit status: 0 on a clean run; 1 when the fleet or the edge misbehaved; 2 when it could not run.
 set -euo pipefail
 
@@ -22,6 +27,7 @@ DURATION=${DURATION:-180}
 SAMPLE_EVERY=${SAMPLE_EVERY:-2}
 KEEP=${KEEP:-0}
 EDGE_CONFIG=${EDGE_CONFIG:-}
+PROFILE_DIR=${PROFILE_DIR:-}
 STOP_TIMEOUT=30 # seconds the edge gets to drain and exit after SIGTERM (its drain_timeout is less)
 
 die() { echo "edge-rss: $*" >&2; exit 2; }
@@ -61,6 +67,12 @@ if [[ -n "$EDGE_CONFIG" ]]; then
 	[[ -r "$EDGE_CONFIG" ]] || die "EDGE_CONFIG $EDGE_CONFIG is not a readable file"
 	config_args=(--config "$(cd "$(dirname "$EDGE_CONFIG")" && pwd)/$(basename "$EDGE_CONFIG")")
 fi
+if [[ -n "$PROFILE_DIR" ]]; then
+	mkdir -p "$PROFILE_DIR" || die "cannot create PROFILE_DIR $PROFILE_DIR"
+	PROFILE_DIR=$(cd "$PROFILE_DIR" && pwd)
+	command -v curl >/dev/null || die "PROFILE_DIR needs curl to fetch the profiles"
+	config_args+=(--pprof-listen 127.0.0.1:0)
+fi
 "$work/tributary" edge "${config_args[@]}" --data-dir "$data" --mqtt-listen 127.0.0.1:0 \
 	--http-listen 127.0.0.1:0 --log-level info 2>"$work/edge.log" &
 edge_pid=$!
@@ -81,6 +93,22 @@ for _ in $(seq 100); do
 done
 [[ -n "$mqtt_addr" ]] || { cat "$work/edge.log" >&2; die "the edge did not log its MQTT address within 10 s"; }
 idle_kib=$(rss_kib "$edge_pid")
+pprof_addr=""
+if [[ -n "$PROFILE_DIR" ]]; then
+	pprof_addr=$(grep -m1 'msg="pprof listening"' "$work/edge.log" | sed -n 's/.* addr=\([^ ]*\).*/\1/p')
+	[[ -n "$pprof_addr" ]] || die "the edge did not log its pprof address"
+fi
+# Bytes the edge made the kernel write to the disk (ext4 data and metadata, fsyncs included), for
+# the flash wear per reading; needs the same user as the edge, which this script is.
+write_bytes() { awk '/^write_bytes:/ {print $2}' "/proc/$1/io" 2>/dev/null || echo 0; }
+profile() {
+	[[ -n "$pprof_addr" ]] || return 0
+	curl -fsS -o "$PROFILE_DIR/heap-$1.pb.gz" "http://$pprof_addr/debug/pprof/heap?gc=1" || true
+	curl -fsS -o "$PROFILE_DIR/goroutine-$1.txt" "http://$pprof_addr/debug/pprof/goroutine?debug=1" || true
+	# The runtime's own accounting (heap, stacks, released) is at the end of the text heap profile.
+	curl -fsS "http://$pprof_addr/debug/pprof/heap?debug=1" | sed -n '/^# runtime.MemStats/,$p' >"$PROFILE_DIR/memstats-$1.txt" || true
+}
+writes_before=$(write_bytes "$edge_pid")
 echo "edge-rss: edge pid $edge_pid on mqtt $mqtt_addr, http $http_addr; idle RSS $(mib "$idle_kib") MiB"
 
 total=$(awk -v d="$DEVICES" -v r="$RATE" -v s="$DURATION" 'BEGIN {printf "%d", d * r * s}')
@@ -93,6 +121,7 @@ peak_kib=$idle_kib
 samples=0
 sum_kib=0
 started=$SECONDS
+profiled=0
 deadline=$((SECONDS + DURATION + 120)) # the fleet connects, publishes, then drains its acks
 while kill -0 "$sim_pid" 2>/dev/null; do
 	if ((SECONDS > deadline)); then
@@ -102,6 +131,10 @@ while kill -0 "$sim_pid" 2>/dev/null; do
 	((kib > peak_kib)) && peak_kib=$kib
 	samples=$((samples + 1))
 	sum_kib=$((sum_kib + kib))
+	if ((profiled == 0 && SECONDS - started >= DURATION * 2 / 3)); then
+		profile peak
+		profiled=1
+	fi
 	if ((samples % 5 == 1)); then
 		echo "edge-rss: t=$((SECONDS - started))s RSS $(mib "$kib") MiB"
 	fi
@@ -113,6 +146,11 @@ sim_pid=""
 kill -0 "$edge_pid" 2>/dev/null || { tail -20 "$work/edge.log" >&2; echo "edge-rss: the edge died during the run" >&2; exit 1; }
 final_kib=$(rss_kib "$edge_pid")
 ((final_kib > peak_kib)) && peak_kib=$final_kib
+writes_after=$(write_bytes "$edge_pid")
+# The fleet is gone: give the runtime a few seconds to hand freed memory back, then read again.
+sleep 5
+left_kib=$(rss_kib "$edge_pid")
+profile left
 
 field() { sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p" "$work/report.json" | head -1; }
 acked=$(field acked)
@@ -158,7 +196,9 @@ printf '  %-28s %s\n' \
 	"RSS idle" "$(mib "$idle_kib") MiB" \
 	"RSS peak" "$(mib "$peak_kib") MiB" \
 	"RSS mean over run" "$(mib $((samples > 0 ? sum_kib / samples : 0))) MiB ($samples samples every ${SAMPLE_EVERY}s)" \
-	"RSS final (fleet gone)" "$(mib "$final_kib") MiB" \
+	"RSS as the fleet left" "$(mib "$final_kib") MiB" \
+	"RSS 5 s after" "$(mib "$left_kib") MiB" \
+	"RSS per device at peak" "$(awk -v p="$peak_kib" -v i="$idle_kib" -v d="$DEVICES" 'BEGIN {printf "%.0f bytes", (p - i) * 1024 / d}')" \
 	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
 	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms" \
@@ -166,6 +206,7 @@ printf '  %-28s %s\n' \
 	"duplicates recognised" "${duplicates:-?}" \
 	"data dir" "$data_bytes bytes ($(per_reading "$data_bytes") bytes/reading)" \
 	"log segments only" "$log_bytes bytes ($(per_reading "$log_bytes") bytes/reading)" \
+	"disk writes (write_bytes)" "$((writes_after - writes_before)) bytes ($(per_reading $((writes_after - writes_before))) bytes/reading; payloads $(field bytes) bytes)" \
 	"edge exit after SIGTERM" "$edge_status"
 
 status=0
