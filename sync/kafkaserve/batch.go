@@ -152,7 +152,7 @@ func (b *batchBuilder) flush(out []byte) []byte {
 	h := out[b.start:]
 	binary.BigEndian.PutUint64(h[0:], uint64(b.base))
 	binary.BigEndian.PutUint32(h[8:], uint32(len(h)-12))
-	binary.BigEndian.PutUint32(h[12:], 0) // partition leader epoch
+	binary.BigEndian.PutUint32(h[12:], leaderEpoch)
 	h[16] = 2
 	binary.BigEndian.PutUint16(h[21:], uint16(attrs))
 	binary.BigEndian.PutUint32(h[23:], uint32(b.last-b.base))

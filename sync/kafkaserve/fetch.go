@@ -139,6 +139,13 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 			}
 			start, end := part.StartOffset(), part.EndOffset()
 			p.HighWatermark, p.LastStableOffset, p.LogStartOffset = end, end, start
+			if r.Version >= 9 && rp.CurrentLeaderEpoch > leaderEpoch {
+				// A client that saw a newer epoch than ours (KIP-320): it retries after a
+				// metadata refresh.
+				p.ErrorCode = kerr.UnknownLeaderEpoch.Code
+				anyError = true
+				continue
+			}
 			if rp.FetchOffset < start || rp.FetchOffset > end {
 				p.ErrorCode = kerr.OffsetOutOfRange.Code
 				anyError = true

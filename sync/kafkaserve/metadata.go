@@ -57,7 +57,7 @@ func (cc *conn) metadata(r *kmsg.MetadataRequest) *kmsg.MetadataResponse {
 			p := kmsg.NewMetadataResponseTopicPartition()
 			p.Partition = int32(i)
 			p.Leader = brokerID
-			p.LeaderEpoch = -1 // no epochs: a single broker never changes leader
+			p.LeaderEpoch = leaderEpoch // one epoch ever: a single broker never changes leader
 			p.Replicas = []int32{brokerID}
 			p.ISR = []int32{brokerID}
 			t.Partitions = append(t.Partitions, p)
@@ -121,6 +121,9 @@ func (cc *conn) listOffsets(r *kmsg.ListOffsetsRequest) *kmsg.ListOffsetsRespons
 			p.Partition = rp.Partition
 			p.Timestamp, p.Offset, p.LeaderEpoch = -1, -1, -1
 			part, kerrv := cc.s.partition(rt.Topic, rp.Partition)
+			if kerrv == nil && r.Version >= 4 && rp.CurrentLeaderEpoch > leaderEpoch {
+				kerrv = kerr.UnknownLeaderEpoch
+			}
 			if kerrv != nil {
 				p.ErrorCode = kerrv.Code
 				t.Partitions = append(t.Partitions, p)
@@ -148,6 +151,9 @@ func (cc *conn) listOffsets(r *kmsg.ListOffsetsRequest) *kmsg.ListOffsetsRespons
 			}
 			if r.Version == 0 && p.Offset >= 0 {
 				p.OldStyleOffsets = []int64{p.Offset}
+			}
+			if p.ErrorCode == 0 && p.Offset >= 0 {
+				p.LeaderEpoch = leaderEpoch
 			}
 			t.Partitions = append(t.Partitions, p)
 		}

@@ -292,6 +292,8 @@ func (cc *conn) handle(ctx context.Context, body []byte) ([]byte, error) {
 		resp = cc.listOffsets(r)
 	case *kmsg.FetchRequest:
 		resp = cc.fetch(ctx, r)
+	case *kmsg.OffsetForLeaderEpochRequest:
+		resp = cc.offsetForLeaderEpoch(r)
 	case *kmsg.FindCoordinatorRequest:
 		resp = cc.findCoordinator(r)
 	case *kmsg.JoinGroupRequest:

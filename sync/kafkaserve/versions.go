@@ -43,6 +43,7 @@ var versions = map[int16]versionRange{
 	20: {1, 6}, // DeleteTopics: refused
 	21: {0, 2}, // DeleteRecords: refused
 	22: {0, 4}, // InitProducerId: refused
+	23: {0, 4}, // OffsetForLeaderEpoch
 	36: {0, 2}, // SaslAuthenticate
 	37: {0, 3}, // CreatePartitions: refused
 }
