@@ -8,7 +8,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -149,11 +148,9 @@ func (l *Log) streamConfigsFromFolders(cfgs map[string]StreamConfig) ([]string, 
 // its range shown as a gap.
 func (l *Log) openPartitionReadOnly(stream string, id int) (*Partition, error) {
 	dir := l.partitionDir(stream, id)
-	p := &Partition{log: l, stream: stream, id: id, dir: dir, failed: ErrReadOnly,
-		kick: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
+	p := l.newPartition(stream, id, dir)
+	p.failed = ErrReadOnly
 	close(p.done) // no committer
-	p.space = sync.NewCond(&p.mu)
-	p.groups = []*group{newGroup(0)}
 	if l.meta != nil {
 		gaps, err := l.loadGaps(stream, id)
 		if err != nil {
@@ -161,31 +158,17 @@ func (l *Log) openPartitionReadOnly(stream string, id int) (*Partition, error) {
 		}
 		p.gaps = gaps
 	}
-	entries, err := os.ReadDir(dir)
+	files, err := listSegmentFiles(dir, false)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return nil, err
 	}
-	files := map[int64]map[string]bool{}
-	var bases []int64
-	for _, e := range entries {
-		base, ext, ok := parseSegmentName(e.Name())
-		if !ok {
-			continue
-		}
-		if files[base] == nil {
-			files[base] = map[string]bool{}
-			bases = append(bases, base)
-		}
-		files[base][ext] = true
-	}
-	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
 	report := func(ce *CorruptionError) {
 		ce.Stream, ce.Partition = stream, id
 		l.damage = append(l.damage, ce)
 	}
 	var segs []segment
-	for _, base := range bases {
-		exts := files[base]
+	for _, base := range files.bases {
+		exts := files.exts[base]
 		if exts[sealedExt] {
 			ss, err := l.sealedReadOnly(dir, base)
 			if err == nil {

@@ -16,53 +16,46 @@ import (
 	"github.com/tributary-iot/tributary/storage/internal/fsutil"
 )
 
-// openPartition recovers one partition directory: it removes leftovers of interrupted seals, checks
-// sealed segments and cuts a torn tail off the active segment.
+// openPartition builds a partition from its directory and starts its committer. Recovery runs
+// first and alone (see recover); the committer is the only goroutine that writes afterwards.
 func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	dir := l.partitionDir(stream, id)
 	if err := fsutil.MkdirAll(dir, dirMode); err != nil {
 		return nil, err
 	}
-	p := &Partition{log: l, stream: stream, id: id, dir: dir,
-		kick: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
-	p.space = sync.NewCond(&p.mu)
-	p.groups = []*group{newGroup(0)}
+	p := l.newPartition(stream, id, dir)
 	gaps, err := l.loadGaps(stream, id)
 	if err != nil {
 		return nil, err
 	}
 	p.gaps = gaps
-
-	entries, err := os.ReadDir(dir)
-	if err != nil {
+	if err := p.recover(); err != nil {
 		return nil, err
 	}
-	files := map[int64]map[string]bool{}
-	for _, e := range entries {
-		name := e.Name()
-		if strings.HasSuffix(name, tmpExt) {
-			// A seal that did not finish; the plain segment it came from is still there.
-			os.Remove(filepath.Join(dir, name))
-			continue
-		}
-		base, ext, ok := parseSegmentName(name)
-		if !ok {
-			continue
-		}
-		if files[base] == nil {
-			files[base] = map[string]bool{}
-		}
-		files[base][ext] = true
-	}
-	bases := make([]int64, 0, len(files))
-	for b := range files {
-		bases = append(bases, b)
-	}
-	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	go p.run()
+	return p, nil
+}
 
+// newPartition returns a partition with no segments and no committer.
+func (l *Log) newPartition(stream string, id int, dir string) *Partition {
+	p := &Partition{log: l, stream: stream, id: id, dir: dir,
+		kick: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
+	p.space = sync.NewCond(&p.mu)
+	p.groups = []*group{newGroup(0)}
+	return p
+}
+
+// recover brings the partition's directory back to a state it can append to, in three steps: list
+// the segment files (removing leftovers of interrupted seals), resolve each base offset to the
+// segments it keeps (checking sealed segments, cutting a torn tail off a plain one), then choose
+// the active segment at the first offset never handed out. On success the partition holds its
+// segments; on failure every segment opened is closed again.
+func (p *Partition) recover() error {
+	files, err := listSegmentFiles(p.dir, true)
+	if err != nil {
+		return err
+	}
 	var segs []segment
-	var lastPlain *plainSegment
-	changed := false
 	ok := false
 	defer func() {
 		if !ok {
@@ -71,85 +64,182 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 			}
 		}
 	}()
-	for i, base := range bases {
-		exts := files[base]
-		if exts[sealedExt] {
-			// Good frames of a damaged segment are kept when nothing better exists (the plain
-			// segment it was sealed from) and a later segment marks where it ended.
-			salvage := !exts[plainExt] && slices.ContainsFunc(bases[i+1:], func(b int64) bool {
-				return files[b][sealedExt] || files[b][plainExt]
-			})
-			sealed, err := l.openSealed(p, base, salvage)
-			if err == nil {
-				if exts[plainExt] {
-					// The seal completed (renaming the .zst is its last step) and the sealed file
-					// checks out, so the plain file is a leftover.
-					os.Remove(filepath.Join(dir, segmentName(base, plainExt)))
-					changed = true
-				}
-				if len(sealed) != 1 || sealed[0].base != base {
-					changed = true // salvaged
-				}
-				for _, seg := range sealed {
-					segs = append(segs, seg)
-				}
-				continue
-			}
-			var ce *CorruptionError
-			if !errors.As(err, &ce) {
-				return nil, err
-			}
-			next := l.quarantine(stream, id, dir, base, ce)
-			changed = true
-			if !exts[plainExt] {
-				// Segments are contiguous: the next segment's base is where this one ended, which
-				// is exact even when the damage hides the segment's own end.
-				for _, b := range bases[i+1:] {
-					if files[b][sealedExt] || files[b][plainExt] {
-						next = b
-						break
-					}
-				}
-				p.recordGapLocked(Gap{From: base, To: next, Reason: GapCorrupt})
-				continue
-			}
-			// The plain segment the damaged seal was made from is still here: keep reading it.
-			l.logger.Warn("damaged sealed segment replaced by the plain segment it was sealed from",
-				"stream", stream, "partition", id, "segment", base)
+	var lastPlain *plainSegment
+	changed := false
+	for i := range files.bases {
+		kept, plain, ch, err := p.resolveBase(files, i)
+		if err != nil {
+			return err
 		}
-		if !exts[plainExt] {
-			// An index without its segment: a seal that renamed the index but not the segment, or
-			// retention that removed the segment but not yet its index.
-			os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
-			changed = true
+		segs = append(segs, kept...)
+		if plain != nil {
+			lastPlain = plain
+		}
+		changed = changed || ch
+	}
+	p.recordHoles(segs)
+	next := p.firstFreeOffset(segs)
+	segs, active, ch, err := p.chooseActive(segs, lastPlain, next)
+	if err != nil {
+		return err
+	}
+	changed = changed || ch
+	if changed {
+		if err := fsutil.SyncDir(p.dir); err != nil {
+			return err
+		}
+	}
+	// What the last process wrote may still be only in the page cache (fsync policies interval
+	// and none, or a crash between write and fsync): make it durable before anyone reads it.
+	if err := active.f.Sync(); err != nil {
+		return fmt.Errorf("sync active segment %d: %w", active.base, err)
+	}
+	ok = true
+	p.segments = segs
+	p.active = active
+	p.end.Store(active.nextOffset())
+	p.written.Store(active.nextOffset())
+	p.opened = active.nextOffset()
+	for _, s := range segs {
+		p.log.diskBytes.Add(s.storedBytes())
+	}
+	return nil
+}
+
+// segmentFiles is what a partition directory holds: the base offsets found, ascending, and for
+// each the extensions present (plain segment, sealed segment, index).
+type segmentFiles struct {
+	bases []int64
+	exts  map[int64]map[string]bool
+}
+
+// listSegmentFiles reads a partition directory. With removeTmp, leftovers of a seal that did not
+// finish (*.tmp) are removed: the plain segment they came from is still there.
+func listSegmentFiles(dir string, removeTmp bool) (segmentFiles, error) {
+	files := segmentFiles{exts: map[int64]map[string]bool{}}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return files, err
+	}
+	for _, e := range entries {
+		name := e.Name()
+		if removeTmp && strings.HasSuffix(name, tmpExt) {
+			os.Remove(filepath.Join(dir, name))
 			continue
 		}
-		if exts[indexExt] && !exts[sealedExt] {
-			os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
-			changed = true
+		base, ext, ok := parseSegmentName(name)
+		if !ok {
+			continue
 		}
-		ps, err := l.recoverPlain(p, base)
-		if err != nil {
-			return nil, err
+		if files.exts[base] == nil {
+			files.exts[base] = map[string]bool{}
+			files.bases = append(files.bases, base)
 		}
-		segs = append(segs, ps)
-		lastPlain = ps
+		files.exts[base][ext] = true
 	}
-	// Holes between segments are ranges lost to damage; make sure each has a gap record.
+	sort.Slice(files.bases, func(i, j int) bool { return files.bases[i] < files.bases[j] })
+	return files, nil
+}
+
+// segmentAfter returns the base of the first segment (plain or sealed, not a lone index) after
+// bases[i]. Segments are contiguous, so it is where the segment at bases[i] ended.
+func (sf segmentFiles) segmentAfter(i int) (int64, bool) {
+	for _, b := range sf.bases[i+1:] {
+		if sf.exts[b][sealedExt] || sf.exts[b][plainExt] {
+			return b, true
+		}
+	}
+	return 0, false
+}
+
+// resolveBase decides what the files at files.bases[i] become: the sealed segment (or what salvage
+// keeps of it), the plain segment it was sealed from when the seal is damaged, a plain segment
+// cut back to its last whole batch, or nothing (a lone index, a quarantined segment whose range
+// becomes a gap). plain is the plain segment kept, if any; changed reports files removed or
+// rewritten, so the caller syncs the directory.
+func (p *Partition) resolveBase(files segmentFiles, i int) (kept []segment, plain *plainSegment, changed bool, err error) {
+	l, dir := p.log, p.dir
+	base := files.bases[i]
+	exts := files.exts[base]
+	if exts[sealedExt] {
+		// Good frames of a damaged segment are kept when nothing better exists (the plain
+		// segment it was sealed from) and a later segment marks where it ended.
+		_, later := files.segmentAfter(i)
+		salvage := !exts[plainExt] && later
+		sealed, err := l.openSealed(p, base, salvage)
+		if err == nil {
+			if exts[plainExt] {
+				// The seal completed (renaming the .zst is its last step) and the sealed file
+				// checks out, so the plain file is a leftover.
+				os.Remove(filepath.Join(dir, segmentName(base, plainExt)))
+				changed = true
+			}
+			if len(sealed) != 1 || sealed[0].base != base {
+				changed = true // salvaged
+			}
+			for _, seg := range sealed {
+				kept = append(kept, seg)
+			}
+			return kept, nil, changed, nil
+		}
+		var ce *CorruptionError
+		if !errors.As(err, &ce) {
+			return nil, nil, false, err
+		}
+		next := l.quarantine(p.stream, p.id, dir, base, ce)
+		changed = true
+		if !exts[plainExt] {
+			// The next segment's base is where this one ended, which is exact even when the
+			// damage hides the segment's own end.
+			if b, ok := files.segmentAfter(i); ok {
+				next = b
+			}
+			p.recordGapLocked(Gap{From: base, To: next, Reason: GapCorrupt})
+			return nil, nil, changed, nil
+		}
+		// The plain segment the damaged seal was made from is still here: keep reading it.
+		l.logger.Warn("damaged sealed segment replaced by the plain segment it was sealed from",
+			"stream", p.stream, "partition", p.id, "segment", base)
+	}
+	if !exts[plainExt] {
+		// An index without its segment: a seal that renamed the index but not the segment, or
+		// retention that removed the segment but not yet its index.
+		os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
+		return nil, nil, true, nil
+	}
+	if exts[indexExt] && !exts[sealedExt] {
+		os.Remove(filepath.Join(dir, segmentName(base, indexExt)))
+		changed = true
+	}
+	ps, err := l.recoverPlain(p, base)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	return []segment{ps}, ps, changed, nil
+}
+
+// recordHoles makes sure every hole between segments, a range lost to damage, has a gap record.
+func (p *Partition) recordHoles(segs []segment) {
+	l := p.log
 	for i := 0; i+1 < len(segs); i++ {
 		if n, b := segs[i].nextOffset(), segs[i+1].baseOffset(); n < b {
 			if !p.hasGapLocked(n, b) {
-				ce := &CorruptionError{Stream: stream, Partition: id, Segment: segs[i].baseOffset(), Offset: n,
+				ce := &CorruptionError{Stream: p.stream, Partition: p.id, Segment: segs[i].baseOffset(), Offset: n,
 					Reason: fmt.Sprintf("segment ends at offset %d but the next one starts at %d: offsets %d-%d lost", n, b, n, b-1)}
 				l.logger.Error("segment shorter than where the next one starts: the lost records are reported as a gap",
-					"stream", stream, "partition", id, "err", ce)
+					"stream", p.stream, "partition", p.id, "err", ce)
 				l.addDamage(ce)
 			}
 			p.recordGapLocked(Gap{From: n, To: b, Reason: GapCorrupt})
 		}
 	}
-	// Offsets already handed out, and maybe acknowledged and forwarded, must never be reused:
-	// the next record goes after every stored segment and every recorded gap.
+}
+
+// firstFreeOffset returns the offset the next record gets. Offsets already handed out, and maybe
+// acknowledged and forwarded, must never be reused: it is after every stored segment, every
+// recorded gap and every cursor.
+func (p *Partition) firstFreeOffset(segs []segment) int64 {
+	l := p.log
 	next := int64(0)
 	if len(segs) > 0 {
 		next = segs[len(segs)-1].nextOffset()
@@ -160,20 +250,26 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 	// A cursor past the end means records that existed were cut off while the log was closed
 	// (a truncated or emptied segment file, an older copy of the data dir): report it as damage
 	// and never hand those offsets out again, since some were acknowledged and forwarded.
-	if cursor, hw, ok := l.highestCursor(stream, id); ok && hw > next {
+	if cursor, hw, ok := l.highestCursor(p.stream, p.id); ok && hw > next {
 		base := int64(0)
 		if len(segs) > 0 {
 			base = segs[len(segs)-1].baseOffset()
 		}
-		ce := &CorruptionError{Stream: stream, Partition: id, Segment: base, Offset: next,
+		ce := &CorruptionError{Stream: p.stream, Partition: p.id, Segment: base, Offset: next,
 			Reason: fmt.Sprintf("partition ends at offset %d but cursor %q is at %d: offsets %d-%d were cut off while stopped", next, cursor, hw, next, hw-1)}
-		l.logger.Error("partition truncated while stopped: the missing records are reported as a gap", "stream", stream, "partition", id, "err", ce)
+		l.logger.Error("partition truncated while stopped: the missing records are reported as a gap", "stream", p.stream, "partition", p.id, "err", ce)
 		l.addDamage(ce)
 		p.recordGapLocked(Gap{From: next, To: hw, Reason: GapTruncated})
 		next = hw
 	}
-	// The active segment is the last plain one if it is last and continues at next; otherwise a
-	// new one starts there.
+	return next
+}
+
+// chooseActive picks the segment new records go to: the last plain segment if it is last and
+// continues at next; otherwise a new one starts at next (an empty last plain segment that ends
+// before next is dropped for it). It returns segs with the active segment last.
+func (p *Partition) chooseActive(segs []segment, lastPlain *plainSegment, next int64) ([]segment, *plainSegment, bool, error) {
+	changed := false
 	if lastPlain != nil && segs[len(segs)-1] == segment(lastPlain) && lastPlain.nextOffset() < next &&
 		lastPlain.size.Load() == 0 {
 		segs = segs[:len(segs)-1]
@@ -181,40 +277,19 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 		lastPlain = nil
 		changed = true
 	}
-	if lastPlain == nil || segs[len(segs)-1] != segment(lastPlain) || lastPlain.nextOffset() < next {
-		f, err := os.OpenFile(filepath.Join(dir, segmentName(next, plainExt)), os.O_CREATE|os.O_RDWR, fileMode)
-		if err != nil {
-			return nil, err
-		}
-		lastPlain = newPlainSegment(f, next, time.Now())
-		if _, err := scanPlain(lastPlain); err != nil {
-			f.Close()
-			return nil, err
-		}
-		segs = append(segs, lastPlain)
-		changed = true
+	if lastPlain != nil && segs[len(segs)-1] == segment(lastPlain) && lastPlain.nextOffset() >= next {
+		return segs, lastPlain, changed, nil
 	}
-	if changed {
-		if err := fsutil.SyncDir(dir); err != nil {
-			return nil, err
-		}
+	f, err := os.OpenFile(filepath.Join(p.dir, segmentName(next, plainExt)), os.O_CREATE|os.O_RDWR, fileMode)
+	if err != nil {
+		return segs, nil, changed, err
 	}
-	// What the last process wrote may still be only in the page cache (fsync policies interval
-	// and none, or a crash between write and fsync): make it durable before anyone reads it.
-	if err := lastPlain.f.Sync(); err != nil {
-		return nil, fmt.Errorf("sync active segment %d: %w", lastPlain.base, err)
+	active := newPlainSegment(f, next, time.Now())
+	if _, err := scanPlain(active); err != nil {
+		f.Close()
+		return segs, nil, changed, err
 	}
-	ok = true
-	p.segments = segs
-	p.active = lastPlain
-	p.end.Store(lastPlain.nextOffset())
-	p.written.Store(lastPlain.nextOffset())
-	p.opened = lastPlain.nextOffset()
-	for _, s := range segs {
-		l.diskBytes.Add(s.storedBytes())
-	}
-	go p.run()
-	return p, nil
+	return append(segs, active), active, true, nil
 }
 
 // recoverPlain opens a plain segment and cuts it back to its last whole, checked batch. When intact
