@@ -53,6 +53,7 @@ type Agent struct {
 	undeclaredLogged map[string]struct{} // see firstUndeclared
 
 	httpLn        net.Listener
+	extraRoutes   []route         // HandleHTTP's, served beside /metrics
 	mqttListeners []*mqttListener // TCP, TLS, and the bounds of the WebSocket listener
 	sessions      *sessionTable
 	tcpAddr       string

@@ -32,6 +32,10 @@ type Config struct {
 	// HTTPListen serves /metrics, /healthz and /readyz; empty or "off" disables it. The
 	// tributary edge command fills in DefaultHTTPListen when neither its file nor its flags set it.
 	HTTPListen string `yaml:"http_listen"`
+	// HTTPTokenFile holds the token that guards the status page at / on HTTPListen (a login form
+	// for browsers, "Authorization: Bearer" for scripts). Without one the page is served to
+	// loopback clients only. /metrics, /healthz and /readyz stay open as before.
+	HTTPTokenFile string `yaml:"http_token_file"`
 
 	// Fsync is the storage fsync policy: group (default; the only one under which a PUBACK means
 	// durable), interval or none.
@@ -455,7 +459,7 @@ func (c Config) Check() error {
 	}
 	files := []struct{ key, path string }{
 		{"mqtt.tls_cert", c.MQTT.TLSCert}, {"mqtt.tls_key", c.MQTT.TLSKey}, {"mqtt.tls_client_ca", c.MQTT.TLSClientCA},
-		{"forward.token_file", c.Forward.TokenFile}, {"forward.ca_file", c.Forward.CAFile},
+		{"http_token_file", c.HTTPTokenFile}, {"forward.token_file", c.Forward.TokenFile}, {"forward.ca_file", c.Forward.CAFile},
 		{"forward.cert_file", c.Forward.CertFile}, {"forward.key_file", c.Forward.KeyFile},
 	}
 	for _, f := range files {

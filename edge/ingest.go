@@ -256,6 +256,9 @@ func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p 
 // readings, every MQTT listener accepts connections, and every log partition takes appends).
 func (a *Agent) httpHandler() http.Handler {
 	mux := http.NewServeMux()
+	for _, rt := range a.extraRoutes {
+		mux.Handle(rt.pattern, rt.handler)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(a.metrics.registry, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Write([]byte("ok\n"))

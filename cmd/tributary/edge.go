@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tributary-iot/tributary/edge"
+	"github.com/tributary-iot/tributary/edge/status"
 	"github.com/tributary-iot/tributary/sync/forward"
 )
 
@@ -25,6 +26,7 @@ type edgeFlags struct {
 	dataDir        string
 	mqttListen     string
 	httpListen     string
+	httpToken      string
 	central        string
 	edgeID         string
 	allowAnonymous bool
@@ -95,6 +97,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.StringVar(&f.dataDir, "data-dir", "", "directory for the log and the device registry (devices.db)")
 	fl.StringVar(&f.mqttListen, "mqtt-listen", "", `MQTT TCP listen address (default "`+edge.DefaultMQTTListen+`"; "-" disables)`)
 	fl.StringVar(&f.httpListen, "http-listen", "", `address for /metrics, /healthz and /readyz (default "`+edge.DefaultHTTPListen+`"; "off" disables)`)
+	fl.StringVar(&f.httpToken, "http-token-file", "", "file holding the token that guards the status page at / on --http-listen (without one it is served to loopback clients only; or set "+status.TokenEnv+")")
 	fl.StringVar(&f.central, "central", "", "URL of the central node; empty means no forwarding, log only")
 	fl.StringVar(&f.edgeID, "edge-id", "", "this gateway's id at central (needed with --central)")
 	fl.BoolVar(&f.allowAnonymous, "allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
@@ -126,6 +129,7 @@ func (f *edgeFlags) load(cmd *cobra.Command) (edge.Config, error) {
 	set("data-dir", &cfg.DataDir, f.dataDir)
 	set("mqtt-listen", &cfg.MQTT.Listen, f.mqttListen)
 	set("http-listen", &cfg.HTTPListen, f.httpListen)
+	set("http-token-file", &cfg.HTTPTokenFile, f.httpToken)
 	set("central", &cfg.Central, f.central)
 	set("edge-id", &cfg.EdgeID, f.edgeID)
 	set("fsync", &cfg.Fsync, f.fsync)

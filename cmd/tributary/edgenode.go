@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/tributary-iot/tributary/edge"
+	"github.com/tributary-iot/tributary/edge/status"
 	"github.com/tributary-iot/tributary/sync/forward"
 )
 
@@ -17,6 +18,7 @@ import (
 type edgeNode struct {
 	agent *edge.Agent
 	fwd   *forward.Forwarder // nil without --central
+	page  *status.Page       // the status page at / on the HTTP listener; nil when it is off
 }
 
 // tokenEnv lets service managers pass the edge token without a file or a flag.
@@ -43,7 +45,43 @@ func newEdgeNode(cfg edge.Config, logger *slog.Logger) (*edgeNode, error) {
 			BackoffMax: cfg.Forward.BackoffMax, Logger: logger.With("component", "forwarder"), Registerer: agent.Registerer(),
 		})
 	}
+	if edge.HTTPEnabled(cfg.HTTPListen) {
+		if n.page, err = newStatusPage(cfg, n, logger); err != nil {
+			agent.Close()
+			return nil, err
+		}
+		agent.HandleHTTP("/", n.page)
+	}
 	return n, nil
+}
+
+// newStatusPage builds the edge's status page over the agent, its log and the forwarder.
+func newStatusPage(cfg edge.Config, n *edgeNode, logger *slog.Logger) (*status.Page, error) {
+	token, err := status.LoadToken(cfg.HTTPTokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if token == "" && !status.IsLoopback(cfg.HTTPListen) {
+		logger.Warn("the status page on the HTTP listener is served to this machine only: set http_token_file to open it to the network",
+			"http_listen", cfg.HTTPListen)
+	}
+	sc := status.Config{EdgeID: cfg.EdgeID, Version: currentBuildInfo().Version, Clients: n.agent, Log: n.agent.Log(),
+		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: cfg.QuotaPolicy, Token: token, Logger: logger.With("component", "status")}
+	if n.fwd != nil {
+		sc.Central, sc.Forwarding = cfg.Central, func() status.Forwarding { return forwarding(n.fwd) }
+	}
+	return status.New(sc)
+}
+
+// forwarding hands the forwarder's lanes to the status page, which knows nothing of sync.
+func forwarding(f *forward.Forwarder) status.Forwarding {
+	lanes := f.Status()
+	out := status.Forwarding{TokenRefused: f.TokenRefused(), Lanes: make([]status.Lane, 0, len(lanes))}
+	for _, l := range lanes {
+		out.Lanes = append(out.Lanes, status.Lane{Stream: l.Stream, Partition: l.Partition, End: l.End, Acked: l.Acked,
+			Connected: l.Connected, Stalled: l.Stalled, LastError: l.LastError})
+	}
+	return out
 }
 
 // tokenFile is the file the forwarder watches for a rotated token: forward.token_file when
@@ -78,6 +116,11 @@ func edgeToken(f edge.ForwardConfig) (string, error) {
 // Run serves until ctx ends. The forwarder stops first, so it never reads a closed log; then the
 // agent drains pending acks, closes the broker and closes the log last.
 func (n *edgeNode) Run(ctx context.Context) error {
+	if n.page != nil {
+		pageCtx, stopPage := context.WithCancel(ctx)
+		defer stopPage()
+		go n.page.Run(pageCtx)
+	}
 	if n.fwd == nil {
 		return n.agent.Run(ctx)
 	}

@@ -222,6 +222,9 @@ type LaneStatus struct {
 	Incarnation string `json:"incarnation,omitempty"` // the edge log identity central sees for the lane
 }
 
+// TokenRefused reports whether central refuses this edge's token now (it answered 401).
+func (f *Forwarder) TokenRefused() bool { return f.tokenRefused.Load() }
+
 // Status reports every lane, for the edge's local API.
 func (f *Forwarder) Status() []LaneStatus {
 	now := time.Now()
