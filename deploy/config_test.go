@@ -11,8 +11,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/sync/central"
+	"github.com/tributary-iot/tributary/sync/edgenode"
 )
 
 // commentedOption matches a commented-out YAML line ("# key: value", "#   - pattern: ...") and not
@@ -32,7 +32,7 @@ func TestEdgeConfig(t *testing.T) {
 			if err := os.WriteFile(path, content, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			cfg, err := edge.LoadConfig(path)
+			cfg, err := edgenode.LoadConfig(path)
 			if err != nil {
 				t.Fatalf("%v\n%s", err, content)
 			}

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -74,14 +73,12 @@ type streamEntry struct {
 
 // New opens the log and the device registry and binds the listeners; [Agent.Run] serves them.
 // Call [Agent.Close] instead of Run to release them.
-func New(cfg Config, logger *slog.Logger) (*Agent, error) {
+func New(cfg Config) (*Agent, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
-	}
+	logger := cfg.Logger
 	a := &Agent{cfg: cfg, logger: logger, metrics: newMetrics(), streams: map[string]*streamEntry{}, declared: cfg.declaredStreams()}
 	a.logLimit = newLineLimiter(a.metrics.logSuppressed)
 	a.dedupe = newDedupe(2 * cfg.MaxPendingPerClient)

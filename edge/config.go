@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"time"
@@ -16,26 +17,22 @@ import (
 	"github.com/tributary-iot/tributary/storage"
 )
 
-// Config is the edge agent's configuration: the YAML file's schema, and what the command's flags
-// override. The zero value of each field means its default (see [Config.withDefaults]).
+// Config is the edge agent's configuration: the agent's part of the edge node's YAML file (the
+// node, sync/edgenode, adds forwarding to central). The zero value of each field means its default
+// (see [Config.withDefaults]).
 type Config struct {
 	// DataDir holds the log (streams/, meta.db) and, by default, the device registry devices.db.
 	DataDir string `yaml:"data_dir"`
 	// Registry is the device registry file; default DataDir/devices.db.
 	Registry string `yaml:"registry"`
-	// EdgeID names this gateway to central; only the forwarder uses it.
+	// EdgeID names this gateway; it is part of the source's default client id, and the edge node
+	// names the gateway to central with it.
 	EdgeID string `yaml:"edge_id"`
-	// Central is the URL of the central node; empty means no forwarding: the agent only logs.
-	Central string `yaml:"central"`
 
 	MQTT MQTTConfig `yaml:"mqtt"`
 	// HTTPListen serves /metrics, /healthz and /readyz; empty or "off" disables it. The
 	// tributary edge command fills in DefaultHTTPListen when neither its file nor its flags set it.
 	HTTPListen string `yaml:"http_listen"`
-	// HTTPTokenFile holds the token that guards the status page at / on HTTPListen (a login form
-	// for browsers, "Authorization: Bearer" for scripts). Without one the page is served to
-	// loopback clients only. /metrics, /healthz and /readyz stay open as before.
-	HTTPTokenFile string `yaml:"http_token_file"`
 
 	// Fsync is the storage fsync policy: group (default; the only one under which a PUBACK means
 	// durable), interval or none.
@@ -111,32 +108,8 @@ type Config struct {
 	// Source subscribes to an existing broker instead of (or besides) devices connecting here.
 	Source *SourceConfig `yaml:"source"`
 
-	// Forward configures forwarding to Central. The agent itself does not read it: the edge command
-	// hands it to the forwarder (sync/forward), which runs beside the agent on the same log.
-	Forward ForwardConfig `yaml:"forward"`
-}
-
-// ForwardConfig is how this edge reaches central.
-type ForwardConfig struct {
-	// Token authenticates this edge; it is printed once by "tributary central edges add ID".
-	// TokenFile reads it from a file instead (preferred: it keeps the token out of the config and
-	// of process listings).
-	Token     string `yaml:"token"`
-	TokenFile string `yaml:"token_file"`
-	// CAFile is a PEM bundle to trust for central's certificate instead of the system roots;
-	// CertFile and KeyFile are this edge's client certificate when central requires mTLS.
-	CAFile   string `yaml:"ca_file"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
-	// InFlight is how many chunks one partition may have unanswered (default 4); raise it on
-	// links with long round trips.
-	InFlight int `yaml:"in_flight"`
-	// BandwidthBytesPerSec caps the bytes sent to central, all partitions together; 0 is no cap.
-	BandwidthBytesPerSec int64 `yaml:"bandwidth_bytes_per_sec"`
-	// BackoffMax caps the wait between retries while central is unreachable or refuses, so it
-	// is the longest the edge takes to notice central is back; 0 means the forwarder's default
-	// (3s). Longer spares a central that a large fleet retries against.
-	BackoffMax time.Duration `yaml:"backoff_max"`
+	// Logger receives the agent's logs; nil discards them.
+	Logger *slog.Logger `yaml:"-"`
 }
 
 // MQTTConfig configures the embedded broker's listeners.
@@ -228,7 +201,8 @@ const (
 	DefaultMaxSessionsPerDevice = 4
 )
 
-// LoadConfig reads a YAML config file. Unknown keys are an error.
+// LoadConfig reads a YAML file of the agent's keys alone. Unknown keys are an error, so the edge
+// node's file, which adds central and forward, is read by sync/edgenode's LoadConfig.
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	f, err := os.Open(path)
@@ -304,6 +278,9 @@ func (c Config) withDefaults() Config {
 	if c.AckLatencyBudget == 0 {
 		c.AckLatencyBudget = DefaultAckLatencyBudget
 	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
 	if c.Source != nil {
 		s := *c.Source
 		if len(s.Topics) == 0 {
@@ -364,9 +341,6 @@ func (c Config) validate() error {
 	}
 	if c.MQTT.Listen == "" && c.MQTT.TLSListen == "" && c.MQTT.WSListen == "" && c.Source == nil {
 		return errors.New("nothing to ingest from: configure an MQTT listener or a source")
-	}
-	if c.Forward.BackoffMax < 0 {
-		return fmt.Errorf("forward.backoff_max %v: want a positive duration such as 3s, or 0 for the default", c.Forward.BackoffMax)
 	}
 	if c.Source != nil {
 		if c.Source.Broker == "" {
@@ -454,13 +428,8 @@ func (c Config) Check() error {
 	if _, err := devices.NewMapper(c.Mapping); err != nil {
 		return fmt.Errorf("mapping: %w", err)
 	}
-	if c.Central != "" && c.EdgeID == "" {
-		return errors.New("central is set but edge_id is not: give this gateway an id")
-	}
 	files := []struct{ key, path string }{
 		{"mqtt.tls_cert", c.MQTT.TLSCert}, {"mqtt.tls_key", c.MQTT.TLSKey}, {"mqtt.tls_client_ca", c.MQTT.TLSClientCA},
-		{"http_token_file", c.HTTPTokenFile}, {"forward.token_file", c.Forward.TokenFile}, {"forward.ca_file", c.Forward.CAFile},
-		{"forward.cert_file", c.Forward.CertFile}, {"forward.key_file", c.Forward.KeyFile},
 	}
 	for _, f := range files {
 		if f.path == "" {

@@ -39,7 +39,7 @@ func TestMain(m *testing.M) {
 }
 
 func runCrashChild(dir, addr string) {
-	a, err := New(Config{DataDir: dir, MQTT: MQTTConfig{Listen: addr}, HTTPListen: "127.0.0.1:0"}, nil)
+	a, err := New(Config{DataDir: dir, MQTT: MQTTConfig{Listen: addr}, HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)

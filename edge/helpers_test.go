@@ -43,7 +43,10 @@ func startAgentLogged(t testing.TB, cfg Config, logger *slog.Logger) (a *Agent, 
 	if cfg.MQTT.Listen == "" {
 		cfg.MQTT.Listen = "127.0.0.1:0"
 	}
-	a, err := New(cfg, logger)
+	if logger != nil {
+		cfg.Logger = logger
+	}
+	a, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

@@ -40,7 +40,7 @@ func runFdChild(spec string) {
 		fmt.Println("ERROR setrlimit:", err)
 		os.Exit(2)
 	}
-	a, err := New(Config{DataDir: c.Dir, MQTT: MQTTConfig{Listen: "127.0.0.1:0"}, HTTPListen: "127.0.0.1:0"}, nil)
+	a, err := New(Config{DataDir: c.Dir, MQTT: MQTTConfig{Listen: "127.0.0.1:0"}, HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		fmt.Println("ERROR", err)
 		os.Exit(2)

@@ -14,7 +14,7 @@ func TestWebSocketPortTakenFailsAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	a, err := New(Config{DataDir: t.TempDir(), MQTT: MQTTConfig{Listen: "127.0.0.1:0", WSListen: taken.Addr().String()}}, testLogger(t))
+	a, err := New(Config{DataDir: t.TempDir(), MQTT: MQTTConfig{Listen: "127.0.0.1:0", WSListen: taken.Addr().String()}, Logger: testLogger(t)})
 	if err == nil {
 		a.Close()
 		t.Fatal("New succeeded with the WebSocket port taken")

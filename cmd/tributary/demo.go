@@ -25,6 +25,7 @@ import (
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/edgenode"
 	"github.com/tributary-iot/tributary/sync/forward"
 	"github.com/tributary-iot/tributary/sync/receive"
 )
@@ -179,12 +180,13 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	if err := demoRegisterDevices(edgeDir, o.devices); err != nil {
 		return err
 	}
-	node, err := newEdgeNode(edge.Config{DataDir: edgeDir, EdgeID: "demo-edge", Central: centralURL,
-		MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, Forward: edge.ForwardConfig{Token: token}}, logger.With("component", "edge"))
+	node, err := edgenode.New(edgenode.Config{Central: centralURL, Forward: edgenode.ForwardConfig{Token: token},
+		Config: edge.Config{DataDir: edgeDir, EdgeID: "demo-edge", MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"},
+			Logger: logger.With("component", "edge")}})
 	if err != nil {
 		return fmt.Errorf("start edge: %w", err)
 	}
-	agent, fwd := node.agent, node.fwd
+	agent, fwd := node.Agent(), node.Forwarder()
 	edgeCtx, stopEdge := context.WithCancel(runCtx)
 	defer stopEdge()
 	edgeDone := make(chan struct{})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/edge/status"
+	"github.com/tributary-iot/tributary/sync/edgenode"
 	"github.com/tributary-iot/tributary/sync/forward"
 )
 
@@ -89,7 +89,13 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 				}
 				defer stopPprof()
 			}
-			return runEdge(ctx, cfg, logger)
+			cfg.Logger = logger
+			cfg.Version = currentBuildInfo().Version
+			node, err := edgenode.New(cfg)
+			if err != nil {
+				return err
+			}
+			return node.Run(ctx)
 		},
 	}
 	fl := cmd.Flags()
@@ -103,7 +109,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.BoolVar(&f.allowAnonymous, "allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
 	fl.StringVar(&f.fsync, "fsync", "", "fsync policy: group (default; ack means durable), interval or none")
 	fl.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
-	fl.StringVar(&f.tokenFile, "central-token-file", "", "file holding this edge's token from 'tributary central edges add ID' (or set "+tokenEnv+")")
+	fl.StringVar(&f.tokenFile, "central-token-file", "", "file holding this edge's token from 'tributary central edges add ID' (or set "+edgenode.TokenEnv+")")
 	fl.BoolVar(&f.checkConfig, "check-config", false, "validate the configuration (file and flags) and exit")
 	fl.StringVar(&f.centralCA, "central-ca", "", "PEM bundle to trust for central's TLS certificate instead of the system roots")
 	fl.StringVar(&f.pprofListen, "pprof-listen", "", "serve Go's runtime profiles (heap, goroutines, CPU) under /debug/pprof/ on this loopback address, for profiling; off by default")
@@ -112,10 +118,10 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 }
 
 // load reads the config file, then applies the flags the user set.
-func (f *edgeFlags) load(cmd *cobra.Command) (edge.Config, error) {
-	var cfg edge.Config
+func (f *edgeFlags) load(cmd *cobra.Command) (edgenode.Config, error) {
+	var cfg edgenode.Config
 	if f.config != "" {
-		c, err := edge.LoadConfig(f.config)
+		c, err := edgenode.LoadConfig(f.config)
 		if err != nil {
 			return cfg, err
 		}
@@ -178,13 +184,4 @@ func newLogger(level string) (*slog.Logger, error) {
 		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: l})), nil
-}
-
-// runEdge runs the agent, and the forwarder when --central is set, until ctx ends.
-func runEdge(ctx context.Context, cfg edge.Config, logger *slog.Logger) error {
-	node, err := newEdgeNode(cfg, logger)
-	if err != nil {
-		return err
-	}
-	return node.Run(ctx)
 }

@@ -16,7 +16,7 @@ import (
 func edgeWithPage(t *testing.T, cfg Config) (*edge.Agent, *Page) {
 	t.Helper()
 	a, err := edge.New(edge.Config{DataDir: t.TempDir(), EdgeID: "gw-test",
-		MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, HTTPListen: "127.0.0.1:0"}, nil)
+		MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, HTTPListen: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)
 	}
