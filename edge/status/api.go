@@ -143,6 +143,9 @@ func (p *Page) forwarding(now time.Time, perSecond float64) ForwardStatus {
 		fs.State = "refused"
 	case stalled:
 		fs.State = "stalled"
+	case len(f.Lanes) > 0 && fs.Behind == 0 && connected == 0 && fs.LastError == "":
+		// Idle lanes stop calling central; nothing is behind, so nothing waits.
+		fs.State = "forwarding"
 	case len(f.Lanes) > 0 && connected == 0 && fs.LastError != "":
 		fs.State = "disconnected"
 	case connected == 0:

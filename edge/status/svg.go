@@ -37,9 +37,17 @@ var plots = map[string][]series{
 	},
 }
 
-// plotSVG draws the chart's series over [now-window, now].
+// minPlotSpan is the shortest time a plot spans, so a young history is not stretched thin.
+const minPlotSpan = time.Minute
+
+// plotSVG draws the chart's series from the oldest sample (at most window ago, at least
+// minPlotSpan) to now: a fresh edge's first minutes fill the plot instead of its right edge.
 func plotSVG(chart []series, samples []Sample, now time.Time, window time.Duration) []byte {
-	start := now.Add(-window).Unix()
+	span := window
+	if len(samples) > 0 {
+		span = min(window, max(now.Sub(time.Unix(samples[0].Time, 0)), minPlotSpan))
+	}
+	start := now.Add(-span).Unix()
 	var top float64
 	for _, s := range samples {
 		for _, sr := range chart {
@@ -48,7 +56,7 @@ func plotSVG(chart []series, samples []Sample, now time.Time, window time.Durati
 	}
 	top = niceCeil(top)
 	x := func(t int64) float64 {
-		return plotLeft + float64(t-start)/window.Seconds()*innerWidth
+		return plotLeft + float64(t-start)/span.Seconds()*innerWidth
 	}
 	y := func(v float64) float64 {
 		return plotTop + innerHeight - v/top*innerHeight
@@ -62,11 +70,8 @@ func plotSVG(chart []series, samples []Sample, now time.Time, window time.Durati
 		fmt.Fprintf(&b, `<line x1="%d" y1="%.1f" x2="%d" y2="%.1f" stroke="#d4d4d8" stroke-width="1"/>`, plotLeft, yy, plotWidth-plotRight, yy)
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end" font-size="11" fill="#52525b">%s</text>`, plotLeft-4, yy+4, shortNumber(top*frac))
 	}
-	minutes := int(window.Minutes())
-	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" fill="#52525b">%s</text>`, plotLeft, plotHeight-4, shortDuration(window))
-	if minutes >= 2 {
-		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-size="11" fill="#52525b">-%dm</text>`, plotLeft+innerWidth/2.0, plotHeight-4, minutes/2)
-	}
+	fmt.Fprintf(&b, `<text x="%d" y="%d" font-size="11" fill="#52525b">%s</text>`, plotLeft, plotHeight-4, shortDuration(span))
+	fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle" font-size="11" fill="#52525b">%s</text>`, plotLeft+innerWidth/2.0, plotHeight-4, shortDuration(span/2))
 	fmt.Fprintf(&b, `<text x="%d" y="%d" text-anchor="end" font-size="11" fill="#52525b">now</text>`, plotWidth-plotRight, plotHeight-4)
 	for _, sr := range chart {
 		fmt.Fprintf(&b, `<polyline data-series="%s" fill="none" stroke="%s" stroke-width="2" stroke-linejoin="round" points="`, sr.name, sr.color)
@@ -113,13 +118,13 @@ func shortNumber(v float64) string {
 	return strconv.FormatFloat(v, 'f', -1, 64)
 }
 
-// shortDuration labels the plot's left edge: "-1h", "-30m", "-90s".
+// shortDuration labels the plot's time axis: "-1h", "-30m", "-90s".
 func shortDuration(d time.Duration) string {
 	switch {
-	case d >= time.Hour && d%time.Hour == 0:
+	case d >= time.Hour && d%time.Hour < time.Minute:
 		return "-" + strconv.Itoa(int(d/time.Hour)) + "h"
-	case d >= time.Minute && d%time.Minute == 0:
-		return "-" + strconv.Itoa(int(d/time.Minute)) + "m"
+	case d >= 3*time.Minute:
+		return "-" + strconv.Itoa(int(d.Round(time.Minute)/time.Minute)) + "m"
 	}
-	return "-" + strconv.Itoa(int(d.Seconds())) + "s"
+	return "-" + strconv.Itoa(int(d.Round(time.Second)/time.Second)) + "s"
 }

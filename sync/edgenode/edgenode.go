@@ -43,6 +43,9 @@ type Config struct {
 	// for browsers, "Authorization: Bearer" for scripts). Without one the page is served to
 	// loopback clients only. /metrics, /healthz and /readyz stay open as before.
 	HTTPTokenFile string `yaml:"http_token_file"`
+	// StatusResolution is the interval of the status page's plots (default 10s); the page keeps
+	// one hour of them.
+	StatusResolution time.Duration `yaml:"status_resolution"`
 
 	// Version is the build's version, shown on the status page.
 	Version string `yaml:"-"`
@@ -185,7 +188,7 @@ func newStatusPage(cfg Config, n *Node, logger *slog.Logger) (*status.Page, erro
 			"http_listen", cfg.HTTPListen)
 	}
 	sc := status.Config{EdgeID: cfg.EdgeID, Version: cfg.Version, Clients: n.agent, Log: n.agent.Log(),
-		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: cfg.QuotaPolicy, Token: token, Logger: logger.With("component", "status")}
+		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: cfg.QuotaPolicy, Token: token, Resolution: cfg.StatusResolution, Logger: logger.With("component", "status")}
 	if n.fwd != nil {
 		sc.Central, sc.Forwarding = cfg.Central, func() status.Forwarding { return forwarding(n.fwd) }
 	}

@@ -83,7 +83,7 @@ function render(s) {
   $("fwd-rate").textContent = fmtNumber(f.per_second);
   $("fwd-central").textContent = f.enabled ? "to " + f.central + (f.last_error ? " · " + f.last_error : "") : "no central configured: readings stay on this edge";
   fillTable("lanes", f.lanes.map((l) => [l.stream + "/" + l.partition, l.end, l.acked, l.end - l.acked,
-    l.stalled ? "stalled" : (l.connected ? "connected" : "not connected"), { text: l.last_error || "", cls: "wrap" }]),
+    l.stalled ? "stalled" : (l.connected ? "connected" : (l.end === l.acked && !l.last_error ? "idle, up to date" : "not connected")), { text: l.last_error || "", cls: "wrap" }]),
   f.enabled ? "no lanes yet" : "not forwarding");
 
   $("dead-total").textContent = "(" + s.dead_letters.total + " in the log)";
