@@ -86,9 +86,9 @@ func promqlMetricNames(expr string) []string {
 func TestPromQLMetricNames(t *testing.T) {
 	for expr, want := range map[string][]string{
 		`sum by (edge) (rate(tributary_forwarder_records_sent_total{job=~"$edge_job", x="a{b}"}[$__rate_interval]))`: {"tributary_forwarder_records_sent_total"},
-		`histogram_quantile(0.99, sum by (le, instance) (rate(a_seconds_bucket[5m])))`:                                   {"a_seconds_bucket"},
-		`a / (b > 0) and on (instance) c offset 5m`:                                                                      {"a", "b", "c"},
-		`label_values(tributary_edge_connected_devices{job=~"$edge_job"}, instance)`:                                     {"tributary_edge_connected_devices"},
+		`histogram_quantile(0.99, sum by (le, instance) (rate(a_seconds_bucket[5m])))`:                               {"a_seconds_bucket"},
+		`a / (b > 0) and on (instance) c offset 5m`:                                                                  {"a", "b", "c"},
+		`label_values(tributary_edge_connected_devices{job=~"$edge_job"}, instance)`:                                 {"tributary_edge_connected_devices"},
 		`1e3 * x`: {"x"},
 	} {
 		if got := promqlMetricNames(expr); !slices.Equal(got, want) {
