@@ -2,8 +2,6 @@ package kafkaserve
 
 import (
 	"context"
-	"errors"
-	"io"
 	"reflect"
 	"time"
 
@@ -25,6 +23,15 @@ type partReader struct {
 	held    storage.RawRecord // read but not yet served: it did not fit the last response
 	holding bool
 	buf     []byte // the partition's record batches of the last response, reused once sent
+
+	// Read-ahead (readahead.go): Kafka batches from aheadFrom on, encoded in the background
+	// into what was spare; aheadDone is closed when that is over.
+	aheadDone chan struct{}
+	ahead     []byte
+	aheadFrom int64
+	aheadZstd bool
+	aheadErr  error
+	spare     []byte
 }
 
 // rawReadBytes is how much of a plain segment one raw read takes: a sealed frame's size.
@@ -99,6 +106,7 @@ type fetchPart struct {
 	resp   *kmsg.FetchResponseTopicPartition
 	part   *storage.Partition
 	reader *partReader
+	topic  string
 	limit  int // the client's per-partition byte limit
 	full   bool
 }
@@ -157,7 +165,7 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 			case used[key]:
 				// The same partition twice in one request: a reader of its own, not kept.
 				pr = newPartReader(part, rp.FetchOffset, nil)
-			case pr == nil || pr.offset() != rp.FetchOffset:
+			case pr == nil || pr.position() != rp.FetchOffset:
 				if len(cc.readers) > 4096 {
 					clear(cc.readers)
 				}
@@ -170,7 +178,7 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 			if p.RecordBatches = pr.buf[:0]; p.RecordBatches == nil {
 				p.RecordBatches = []byte{}
 			}
-			parts = append(parts, &fetchPart{resp: p, part: part, reader: pr, limit: int(max(rp.PartitionMaxBytes, 1))})
+			parts = append(parts, &fetchPart{resp: p, part: part, reader: pr, topic: rt.Topic, limit: int(max(rp.PartitionMaxBytes, 1))})
 			waitOn = append(waitOn, part)
 		}
 	}
@@ -179,6 +187,16 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 	total, limit := 0, int(r.MaxBytes)
 	if r.Version < 3 || limit <= 0 {
 		limit = 1 << 30
+	}
+	for _, fp := range parts {
+		if fp.reader.aheadDone == nil && fp.reader.ahead == nil && fp.reader.aheadErr == nil {
+			continue
+		}
+		before := len(fp.resp.RecordBatches)
+		var left bool
+		fp.resp.RecordBatches, left = fp.reader.takeAhead(fp.resp.RecordBatches, min(fp.limit, limit-total), zstd)
+		total += len(fp.resp.RecordBatches) - before
+		fp.full = left || len(fp.resp.RecordBatches) >= fp.limit
 	}
 	b := &batchBuilder{zstd: zstd}
 	for {
@@ -211,11 +229,21 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 			break
 		}
 	}
+	aheadBytes := 0
 	for _, fp := range parts {
 		end := fp.part.EndOffset()
 		fp.resp.HighWatermark, fp.resp.LastStableOffset = end, end
 		if cap(fp.resp.RecordBatches) <= 8<<20 {
 			fp.reader.buf = fp.resp.RecordBatches
+		}
+		// A partition that filled its share is behind: encode its next share meanwhile.
+		room := min(fp.limit, maxAheadPartition)
+		if fp.full && fp.resp.ErrorCode == 0 && fp.reader != cc.readers[partKey{fp.topic, fp.resp.Partition}] {
+			continue // a reader of its own, for a partition asked twice
+		}
+		if fp.full && fp.resp.ErrorCode == 0 && aheadBytes+room <= maxAheadConn {
+			aheadBytes += room
+			cc.startAhead(fp.reader, room, zstd)
 		}
 	}
 	if sess != nil {
@@ -228,29 +256,8 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 // and returns the bytes added.
 func fill(fp *fetchPart, b *batchBuilder, room int, first bool) (int, error) {
 	before := len(fp.resp.RecordBatches)
-	out := fp.resp.RecordBatches
-	var err error
-	var rec storage.RawRecord
-	for {
-		if rerr := fp.reader.record(&rec); rerr != nil {
-			if !errors.Is(rerr, io.EOF) {
-				err = rerr
-			}
-			break
-		}
-		// The open batch is part of out already, at its uncompressed size.
-		if len(out)-before+recordSize(&rec) > room && !(first && len(out) == before) {
-			fp.reader.hold(&rec)
-			fp.full = true
-			break
-		}
-		out = b.add(out, &rec)
-		if len(out)-b.start >= batchTarget {
-			out = b.flush(out)
-		}
-	}
-	out = b.flush(out)
-	fp.resp.RecordBatches = out
+	out, full, err := encode(fp.reader, b, fp.resp.RecordBatches, room, first)
+	fp.resp.RecordBatches, fp.full = out, fp.full || full
 	return len(out) - before, err
 }
 

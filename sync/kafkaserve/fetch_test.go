@@ -132,3 +132,88 @@ func TestFetchInsideStoredBatch(t *testing.T) {
 		})
 	}
 }
+
+// TestReadAheadFollowsTheClient runs one connection through fetches that each continue where
+// the last ended, as a consumer catching up does (so the listener encodes ahead), while the
+// client changes what it asks: a smaller partition limit than the read-ahead was made for, an
+// older Fetch version without zstd, a jump back to an earlier offset. Every response must hold
+// exactly the records from the offset asked for on, dense and as stored, within the limit.
+func TestReadAheadFollowsTheClient(t *testing.T) {
+	for _, compression := range []string{"none", "zstd"} {
+		t.Run(compression, func(t *testing.T) { readAheadSteps(t, compression) })
+	}
+}
+
+func readAheadSteps(t *testing.T, compression string) {
+	log := openLog(t)
+	const n = 30000
+	st := fillLog(t, log, 1, 50, n, time.UnixMilli(1_700_000_000_000))
+	values := map[int64][]byte{}
+	r := st.Partition(0).NewReader(0, nil)
+	for {
+		e, err := r.Next(context.Background())
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		values[e.Offset] = e.Value
+	}
+	addr := serve(t, kafkaserve.Config{Log: log, Compression: compression})
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	steps := []struct {
+		version int16
+		limit   int32
+		back    int64 // fetch this many offsets before where the last response ended
+	}{
+		{12, 64 << 10, 0}, {12, 64 << 10, 0}, {12, 64 << 10, 0}, // read-ahead at 64 KiB
+		{12, 16 << 10, 0}, {12, 16 << 10, 0}, {12, 4 << 10, 0}, // less than was read ahead
+		{12, 256 << 10, 0}, {12, 256 << 10, 0}, // more
+		{9, 64 << 10, 0}, {9, 64 << 10, 0}, // no zstd before v10
+		{12, 64 << 10, 0}, {12, 64 << 10, 1000}, {12, 64 << 10, 0}, // a jump back
+		{12, 8 << 20, 0}, {12, 8 << 20, 0},
+	}
+	next := int64(0)
+	for i, s := range steps {
+		from := max(next-s.back, 0)
+		req := kmsg.NewPtrFetchRequest()
+		req.Version, req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = s.version, 10, 50<<20, -1
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic = "readings"
+		rp := kmsg.NewFetchRequestTopicPartition()
+		rp.FetchOffset, rp.PartitionMaxBytes = from, s.limit
+		rt.Partitions = append(rt.Partitions, rp)
+		req.Topics = append(req.Topics, rt)
+		resp, err := req.RequestWith(ctx, cl.Broker(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		part := &resp.Topics[0].Partitions[0]
+		if part.ErrorCode != 0 {
+			t.Fatalf("step %d: error %d", i, part.ErrorCode)
+		}
+		if len(part.RecordBatches) > int(s.limit) {
+			t.Fatalf("step %d: %d bytes over a partition limit of %d", i, len(part.RecordBatches), s.limit)
+		}
+		fp, _ := kgo.ProcessFetchPartition(kgo.ProcessFetchPartitionOpts{Offset: from, Topic: "readings"}, part, kgo.DefaultDecompressor(), nil)
+		if fp.Err != nil || (len(fp.Records) == 0 && from < n) {
+			t.Fatalf("step %d at %d: %d records, %v", i, from, len(fp.Records), fp.Err)
+		}
+		for j, rec := range fp.Records {
+			if rec.Offset != from+int64(j) || !bytes.Equal(rec.Value, values[rec.Offset]) {
+				t.Fatalf("step %d at %d: record %d is offset %d %q, want offset %d %q", i, from, j, rec.Offset, rec.Value, from+int64(j), values[from+int64(j)])
+			}
+		}
+		next = from + int64(len(fp.Records))
+	}
+	if next != n {
+		t.Fatalf("the steps ended at offset %d, want %d", next, n)
+	}
+}

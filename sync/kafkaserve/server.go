@@ -167,6 +167,7 @@ type conn struct {
 	sasl     saslState
 	readers  map[partKey]*partReader
 	sessions map[int32]*fetchSession // KIP-227 fetch sessions this connection opened
+	ahead    sync.WaitGroup          // read-aheads running (readahead.go)
 	out      []byte
 	// closeAfter closes the connection once the current response is written.
 	closeAfter bool
@@ -185,6 +186,7 @@ func (e errClose) Error() string { return e.reason }
 
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	cc := &conn{s: s, c: c, authed: s.cfg.Users == nil, readers: map[partKey]*partReader{}}
+	defer cc.ahead.Wait()
 	log := s.logger.With("client", c.RemoteAddr().String())
 	var size [4]byte
 	for {

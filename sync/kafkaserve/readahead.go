@@ -1,0 +1,125 @@
+package kafkaserve
+
+import (
+	"encoding/binary"
+	"errors"
+	"io"
+
+	"github.com/tributary-iot/tributary/storage"
+)
+
+// Read-ahead. A consumer catching up fetches, decodes what it got, and only then asks for more:
+// without read-ahead the listener sits idle while the client decodes, and the client waits while
+// the listener encodes. So when a partition filled its share of a response, the listener encodes
+// the partition's next share in the background, and the next fetch that asks for exactly that
+// offset is served those bytes at once. The work ahead is bounded: one share (the client's
+// per-partition limit, capped at maxAheadPartition) per partition, and maxAheadConn per
+// connection; a fetch that asks for another offset or compression drops it.
+const (
+	maxAheadPartition = 4 << 20
+	maxAheadConn      = 32 << 20
+)
+
+// startAhead encodes up to room bytes of pr's next batches into pr's spare buffer in the
+// background.
+func (cc *conn) startAhead(pr *partReader, room int, zstd bool) {
+	pr.settle()
+	done := make(chan struct{})
+	pr.aheadDone, pr.aheadFrom, pr.aheadZstd = done, pr.offset(), zstd
+	cc.ahead.Add(1)
+	go func() {
+		defer cc.ahead.Done()
+		defer close(done)
+		b := &batchBuilder{zstd: zstd}
+		out, _, err := encode(pr, b, pr.spare[:0], room, true)
+		pr.ahead, pr.aheadErr = out, err
+	}()
+}
+
+// settle waits for a read-ahead of pr to finish.
+func (pr *partReader) settle() {
+	if pr.aheadDone != nil {
+		<-pr.aheadDone
+		pr.aheadDone = nil
+	}
+}
+
+// position is the offset the next fetch must ask for to continue where pr is, read-ahead
+// included.
+func (pr *partReader) position() int64 {
+	pr.settle()
+	if len(pr.ahead) > 0 {
+		return pr.aheadFrom
+	}
+	return pr.offset()
+}
+
+// takeAhead moves what was read ahead into out, whole batches up to room bytes, and reports
+// whether some were left over. The reader is put back at the first batch not taken. When not
+// even the first batch fits (the client asks for less than before), or the read-ahead failed,
+// nothing is taken: the fetch proper encodes to the new limit (and reports the error).
+func (pr *partReader) takeAhead(out []byte, room int, zstd bool) ([]byte, bool) {
+	pr.settle()
+	ahead := pr.ahead
+	pr.ahead = nil
+	n := 0
+	for n+batchHeaderLen <= len(ahead) {
+		l := 12 + int(binary.BigEndian.Uint32(ahead[n+8:]))
+		if n+l > room {
+			break
+		}
+		n += l
+	}
+	if n == 0 || zstd != pr.aheadZstd {
+		pr.rewind(pr.aheadFrom)
+		if ahead != nil {
+			pr.spare = ahead
+		}
+		return out, false
+	}
+	left := n < len(ahead)
+	if left {
+		pr.rewind(int64(binary.BigEndian.Uint64(ahead[n:])))
+	}
+	if len(out) == 0 {
+		// Hand the ahead buffer to the response; the one the last response went out in is
+		// free now and becomes the next read-ahead's.
+		pr.spare, pr.buf = out, nil
+		return ahead[:n], left
+	}
+	out = append(out, ahead[:n]...)
+	pr.spare = ahead
+	return out, left
+}
+
+// rewind puts the reader back at offset, forgetting what it had read past it.
+func (pr *partReader) rewind(offset int64) {
+	pr.next, pr.data, pr.inBatch, pr.holding, pr.held = offset, nil, false, false, storage.RawRecord{}
+	pr.aheadErr = nil
+}
+
+// encode appends Kafka batches of pr's partition to out, up to room bytes past its length at the
+// call (one batch at least when first). full reports that it stopped for room, not at the end.
+func encode(pr *partReader, b *batchBuilder, out []byte, room int, first bool) (_ []byte, full bool, err error) {
+	before := len(out)
+	var rec storage.RawRecord
+	for {
+		if rerr := pr.record(&rec); rerr != nil {
+			if !errors.Is(rerr, io.EOF) {
+				err = rerr
+			}
+			break
+		}
+		// The open batch is part of out already, at its uncompressed size.
+		if len(out)-before+recordSize(&rec) > room && !(first && len(out) == before) {
+			pr.hold(&rec)
+			full = true
+			break
+		}
+		out = b.add(out, &rec)
+		if len(out)-b.start >= batchTarget {
+			out = b.flush(out)
+		}
+	}
+	return b.flush(out), full, err
+}
