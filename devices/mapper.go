@@ -152,7 +152,7 @@ func compileRule(r Rule) (compiledRule, error) {
 		if err := CheckStream(r.Stream); err != nil {
 			return compiledRule{}, fmt.Errorf("%w: %w", ErrInvalidRule, err)
 		}
-		if r.Stream == DeadLetterStream {
+		if Reserved(r.Stream) {
 			return compiledRule{}, fmt.Errorf("%w: %w %q is written by the edge only", ErrInvalidRule, ErrReservedStream, r.Stream)
 		}
 		c.stream = r.Stream
@@ -179,7 +179,7 @@ func (m *Mapper) Map(topic string) (Route, error) {
 		if !ValidStream(route.Stream) {
 			return Route{}, fmt.Errorf("map topic %q: %w", topic, CheckStream(route.Stream))
 		}
-		if route.Stream == DeadLetterStream {
+		if Reserved(route.Stream) {
 			return Route{}, fmt.Errorf("map topic %q: %w %q is written by the edge only", topic, ErrReservedStream, route.Stream)
 		}
 		return route, nil

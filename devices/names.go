@@ -10,6 +10,14 @@ import (
 // so everything in it is known to be a refusal and can be counted as such.
 const DeadLetterStream = "deadletter"
 
+// SchemaStream is the stream in which the edge records the schemas its streams declare, one record
+// per stream and schema version, keyed by the stream name; central builds its schema registry from
+// it. Like [DeadLetterStream] it is written by the edge only.
+const SchemaStream = "schemas"
+
+// Reserved reports whether only the edge may write a stream.
+func Reserved(stream string) bool { return stream == DeadLetterStream || stream == SchemaStream }
+
 // Limits on names. A device id travels as a topic level, a log key, a certificate CN and a Kafka key;
 // a stream name becomes a directory name in the log, so it is the stricter of the two.
 const (

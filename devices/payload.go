@@ -28,13 +28,17 @@ const (
 	ReasonReserved      Reason = "reserved_stream" // topic routes into a stream only the edge writes
 	ReasonNotAuthorized Reason = "not_authorized"  // topic belongs to another device
 	ReasonOther         Reason = "other"           // an error this package does not classify
+	ReasonSchema        Reason = "schema"          // payload breaks the stream's JSON Schema
+	ReasonNotProtobuf   Reason = "not_protobuf"    // payload is not the stream's protobuf message
+	ReasonNotAvro       Reason = "not_avro"        // payload is not the stream's Avro schema
 )
 
 // PayloadReasons are the reasons [Validate] dead-letters a reading for, and TopicReasons those
 // [ReasonOf] refuses a publish for: metrics start every one at zero, so an alert on a reason has
 // data before its first event. A new Reason belongs in one of them.
 var (
-	PayloadReasons = []Reason{ReasonEmpty, ReasonOversized, ReasonNotJSON, ReasonBadDeviceTime}
+	PayloadReasons = []Reason{ReasonEmpty, ReasonOversized, ReasonNotJSON, ReasonInvalidUTF8, ReasonBadDeviceTime,
+		ReasonSchema, ReasonNotProtobuf, ReasonNotAvro}
 	TopicReasons   = []Reason{ReasonBadTopic, ReasonNoRoute, ReasonReserved, ReasonNotAuthorized, ReasonOther}
 )
 
@@ -58,6 +62,19 @@ type Policy struct {
 	// other streams JSON payloads are still recognised and their device time extracted when it
 	// parses, but nothing is refused for it; JSON syntax holding invalid UTF-8 is marked binary there.
 	JSON bool
+	// Schema, when set, checks every payload against the stream's declared schema after the
+	// checks above (package devices/format builds them: JSON Schema, protobuf, Avro). A schema
+	// for a binary format sets ContentType and leaves JSON false.
+	Schema Checker
+}
+
+// Checker checks a payload against a declared schema. Check returns the reason and a short
+// detail naming the rule and the place (a JSON path or a byte offset) when the payload does not
+// conform; it is called concurrently.
+type Checker interface {
+	Check(payload []byte) (Reason, string)
+	// ContentType is the content type of conforming payloads, for the record headers.
+	ContentType() string
 }
 
 // Reading is what [Validate] learned about an accepted payload, for the record headers.
@@ -66,6 +83,9 @@ type Reading struct {
 	// DeviceTime is the time the device stamped in the payload's "ts" or "time" field ("ts" wins),
 	// in UTC; zero when absent.
 	DeviceTime time.Time
+	// Detail says, for a refused payload, which rule it broke and where, when the reason alone
+	// does not (a schema's rule and path, a byte offset); empty otherwise.
+	Detail string
 }
 
 // Validate checks a payload against its stream's policy. It returns ReasonNone and what it found, or
@@ -87,6 +107,12 @@ func Validate(payload []byte, p Policy) (Reading, Reason) {
 	}
 	// Cheap first-byte test before json.Valid: binary and plain-text payloads on non-JSON streams
 	// skip the JSON scan entirely.
+	if p.Schema != nil && !p.JSON {
+		if reason, detail := p.Schema.Check(payload); reason != ReasonNone {
+			return Reading{Detail: detail}, reason
+		}
+		return Reading{ContentType: p.Schema.ContentType()}, ReasonNone
+	}
 	if !p.JSON && !looksLikeJSON(payload) {
 		if utf8.Valid(payload) {
 			return Reading{ContentType: ContentTypeText}, ReasonNone
@@ -95,7 +121,7 @@ func Validate(payload []byte, p Policy) (Reading, Reason) {
 	}
 	if !json.Valid(payload) {
 		if p.JSON {
-			return Reading{}, ReasonNotJSON
+			return Reading{Detail: syntaxDetail(payload)}, ReasonNotJSON
 		}
 		if utf8.Valid(payload) {
 			return Reading{ContentType: ContentTypeText}, ReasonNone
@@ -118,7 +144,24 @@ func Validate(payload []byte, p Policy) (Reading, Reason) {
 	case found && p.JSON:
 		return Reading{}, ReasonBadDeviceTime
 	}
+	if p.Schema != nil {
+		if reason, detail := p.Schema.Check(payload); reason != ReasonNone {
+			return Reading{Detail: detail}, reason
+		}
+	}
 	return r, ReasonNone
+}
+
+// syntaxDetail says where a payload json.Valid refused stops being JSON; it runs on refusals only.
+func syntaxDetail(payload []byte) string {
+	var sink bytes.Buffer
+	var se *json.SyntaxError
+	if err := json.Compact(&sink, payload); errors.As(err, &se) {
+		return "json syntax at byte " + strconv.FormatInt(se.Offset, 10) + ": " + se.Error()
+	} else if err != nil {
+		return err.Error()
+	}
+	return "json syntax"
 }
 
 // ReasonOf classifies an error from [Mapper.Map], [Mapper.Authorize] or [Cache.Authorize] into a

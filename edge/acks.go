@@ -23,6 +23,23 @@ type result struct {
 	err     error
 	waiters []*clientAcks
 	closed  chan struct{} // made on demand by doneChan, closed by complete
+	// refusal is set, before complete, when the reading was stored in the dead-letter stream
+	// because its payload broke the stream's format: MQTT 5 clients get PUBACK 0x99 (payload
+	// format invalid) with it as the reason string; MQTT 3.1.1 has no negative PUBACK.
+	refusal string
+}
+
+// refuse records why a reading was dead-lettered; call it before complete.
+func (r *result) refuse(reason string) {
+	r.mu.Lock()
+	r.refusal = reason
+	r.mu.Unlock()
+}
+
+func (r *result) refused() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.refusal
 }
 
 // storedResult is a result that completed before this process started: a reading found in the
@@ -394,13 +411,23 @@ func (c *clientAcks) encode(ready []pendingAck) error {
 			// and a PUBREL arriving later found no PUBREC.
 			Created: time.Now().Unix(),
 		}
+		if ack.ProtocolVersion == 5 {
+			if refusal := p.res.refused(); refusal != "" {
+				// The reading is durable, in the dead-letter stream: a final answer, never resent.
+				ack.ReasonCode = packets.ErrPayloadFormatInvalid.Code
+				ack.Properties.ReasonString = refusal
+				ack.Mods.MaxSize = c.cl.Properties.Props.MaximumPacketSize
+				ack.Mods.DisallowProblemInfo = c.cl.Properties.Props.RequestProblemInfoFlag && c.cl.Properties.Props.RequestProblemInfo == 0
+			}
+		}
 		var err error
 		if p.qos == 2 {
 			// Mochi answers the PUBREL only for a PUBREC it finds in the client's inflight
 			// state, as when it sends the PUBREC itself; record it the same way, then it
 			// completes the flow.
 			ack.FixedHeader.Type = packets.Pubrec
-			if c.cl.State.Inflight.Set(ack) {
+			// A PUBREC with a failure code ends the flow: no PUBREL follows (MQTT 5, 4.3.3).
+			if ack.ReasonCode < packets.ErrUnspecifiedError.Code && c.cl.State.Inflight.Set(ack) {
 				atomic.AddInt64(&c.server.Info.Inflight, 1)
 			}
 			err = ack.PubrecEncode(&c.out)

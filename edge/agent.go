@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/devices/format"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -45,8 +46,9 @@ type Agent struct {
 	streamsMu  sync.RWMutex
 	streams    map[string]*streamEntry
 	deadLetter *storage.Stream
-	declared   map[string]bool  // streams devices may publish to; nil: any (undeclared_streams: create)
-	sparkplug  *sparkplugIngest // nil when sparkplug.stream is off
+	declared   map[string]bool           // streams devices may publish to; nil: any (undeclared_streams: create)
+	sparkplug  *sparkplugIngest          // nil when sparkplug.stream is off
+	schemas    map[string]*format.Schema // by stream, for streams that declare one
 
 	undeclaredMu     sync.Mutex
 	undeclaredLogged map[string]struct{} // see firstUndeclared
@@ -90,6 +92,11 @@ func New(cfg Config) (*Agent, error) {
 	}()
 
 	fsync, _ := storage.ParseFsyncPolicy(orDefault(cfg.Fsync, "group"))
+	schemas, err := loadSchemas(cfg)
+	if err != nil {
+		return nil, err
+	}
+	a.schemas = schemas
 	quota, _ := storage.ParseQuotaPolicy(orDefault(cfg.QuotaPolicy, "backpressure"))
 	l, err := storage.Open(cfg.DataDir, &storage.Options{
 		Logger: logger.With("component", "storage"), Fsync: fsync, FsyncInterval: cfg.FsyncInterval,
@@ -111,11 +118,14 @@ func New(cfg Config) (*Agent, error) {
 	// Streams already on disk keep their partition count; the default stream exists from the start
 	// so the forwarder sees it before the first reading.
 	for _, s := range l.Streams() {
-		if s.Name() != devices.DeadLetterStream {
-			a.streams[s.Name()] = &streamEntry{stream: s, policy: cfg.policy(s.Name())}
+		if !devices.Reserved(s.Name()) {
+			a.streams[s.Name()] = &streamEntry{stream: s, policy: a.policy(s.Name())}
 		}
 	}
 	if _, err := a.stream(cfg.DefaultStream); err != nil {
+		return nil, err
+	}
+	if err := a.recordSchemas(context.Background()); err != nil {
 		return nil, err
 	}
 	start := time.Now()

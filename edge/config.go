@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/devices/format"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -21,6 +22,9 @@ import (
 // node, sync/edgenode, adds forwarding to central). The zero value of each field means its default
 // (see [Config.withDefaults]).
 type Config struct {
+	// ConfigDir resolves relative schema paths in Streams; LoadConfig sets it to the config
+	// file's folder. Empty: the working directory.
+	ConfigDir string `yaml:"-"`
 	// DataDir holds the log (streams/, meta.db) and, by default, the device registry devices.db.
 	DataDir string `yaml:"data_dir"`
 	// Registry is the device registry file; default DataDir/devices.db.
@@ -156,9 +160,15 @@ type MQTTConfig struct {
 
 // StreamConfig declares one stream.
 type StreamConfig struct {
-	Partitions      int  `yaml:"partitions"`
+	Partitions int `yaml:"partitions"`
+	// JSON is short for format: json.
 	JSON            bool `yaml:"json"`
 	MaxPayloadBytes int  `yaml:"max_payload_bytes"`
+	// Format, Schema and Message declare what the stream's payloads are (see format.Spec): bytes
+	// (anything, the default), json, json with a JSON Schema, protobuf with a message type from a
+	// .proto file or a descriptor set, avro with a schema file. A payload that does not conform
+	// goes to the deadletter stream with the reason.
+	format.Spec `yaml:",inline"`
 }
 
 // SourceConfig subscribes to an external broker with a persistent session and acks each message
@@ -204,7 +214,7 @@ const (
 // LoadConfig reads a YAML file of the agent's keys alone. Unknown keys are an error, so the edge
 // node's file, which adds central and forward, is read by sync/edgenode's LoadConfig.
 func LoadConfig(path string) (Config, error) {
-	var c Config
+	c := Config{ConfigDir: filepath.Dir(path)}
 	f, err := os.Open(path)
 	if err != nil {
 		return c, fmt.Errorf("open config: %w", err)
@@ -318,6 +328,12 @@ func (c Config) validate() error {
 		if err := devices.CheckStream(name); err != nil {
 			return fmt.Errorf("streams: %w", err)
 		}
+		if err := sc.Spec.Check(); err != nil {
+			return fmt.Errorf("streams.%s: %w", name, err)
+		}
+		if sc.JSON && sc.Format != "" && sc.Format != format.JSON {
+			return fmt.Errorf("streams.%s: json: true and format: %s disagree; keep one", name, sc.Format)
+		}
 		if sc.Partitions < 0 {
 			return fmt.Errorf("streams.%s.partitions: must be positive", name)
 		}
@@ -357,7 +373,7 @@ func (c Config) validate() error {
 func (c Config) policy(stream string) devices.Policy {
 	p := devices.Policy{MaxPayloadBytes: c.MaxPayloadBytes}
 	if sc, ok := c.Streams[stream]; ok {
-		p.JSON = sc.JSON
+		p.JSON = sc.JSON || sc.Format == format.JSON
 		if sc.MaxPayloadBytes > 0 {
 			p.MaxPayloadBytes = sc.MaxPayloadBytes
 		}

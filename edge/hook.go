@@ -266,6 +266,7 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		return pk, packets.ErrRejectPacket
 	}
 	res := &result{}
+	in.res = res
 	s.ring.add(pk.PacketID, in.hash, s.gen, res)
 	if s.acks.push(pk.PacketID, qos, res) {
 		a.ingest(&in, res.complete)

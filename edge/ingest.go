@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/devices/format"
 	"github.com/tributary-iot/tributary/devices/sparkplug"
 	"github.com/tributary-iot/tributary/storage"
 )
@@ -24,6 +25,7 @@ type inbound struct {
 	packetID    uint16
 	qos         byte
 	hash        uint64 // set for QoS 1/2
+	res         *result // set for QoS 1/2 from a device: told when the payload is refused
 	contentType string // MQTT 5 content type property, if any
 	receiveTime time.Time
 }
@@ -113,7 +115,7 @@ func (a *Agent) stream(name string) (*streamEntry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create stream %q: %w", name, err)
 	}
-	e = &streamEntry{stream: s, policy: a.cfg.policy(name)}
+	e = &streamEntry{stream: s, policy: a.policy(name)}
 	a.streams[name] = e
 	a.logger.Info("stream created", "stream", name, "partitions", s.Partitions())
 	return e, nil
@@ -157,11 +159,29 @@ func (a *Agent) ingest(in *inbound, done func(error)) {
 		}
 		if reason != devices.ReasonNone {
 			a.metrics.deadLetters.WithLabelValues(string(reason)).Inc()
+			if in.res != nil && formatReason(reason) {
+				msg := string(reason)
+				if reading.Detail != "" {
+					msg += ": " + reading.Detail
+				}
+				in.res.refuse(msg)
+			}
 		}
 		if done != nil {
 			done(nil)
 		}
 	})
+}
+
+// formatReason reports a refusal for a payload that breaks its stream's declared format: MQTT 5
+// devices hear of it (PUBACK 0x99). Size and stream-limit refusals keep today's success ack.
+func formatReason(r devices.Reason) bool {
+	switch r {
+	case devices.ReasonNotJSON, devices.ReasonInvalidUTF8, devices.ReasonBadDeviceTime,
+		devices.ReasonSchema, devices.ReasonNotProtobuf, devices.ReasonNotAvro:
+		return true
+	}
+	return false
 }
 
 func (a *Agent) failed(in *inbound, done func(error), err error) {
@@ -190,8 +210,8 @@ var (
 // record builds the log record of a reading. The header values share one buffer: storage copies
 // the record while queueing it, so one allocation serves them all.
 func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p devices.Policy) storage.Record {
-	buf := make([]byte, 0, len(in.topic)+len(in.clientID)+len(in.device)+len(reason)+96)
-	headers := make([]storage.Header, 0, 10)
+	buf := make([]byte, 0, len(in.topic)+len(in.clientID)+len(in.device)+len(reason)+len(r.Detail)+112)
+	headers := make([]storage.Header, 0, 12)
 	add := func(key string, start int) {
 		headers = append(headers, storage.Header{Key: key, Value: buf[start:len(buf):len(buf)]})
 	}
@@ -209,6 +229,9 @@ func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p 
 		headers = append(headers, storage.Header{Key: HeaderContentType, Value: contentTypeText})
 	case r.ContentType == devices.ContentTypeBinary:
 		headers = append(headers, storage.Header{Key: HeaderContentType, Value: contentTypeBinary})
+	}
+	if s, ok := p.Schema.(*format.Schema); ok && reason == devices.ReasonNone {
+		buf, headers = schemaHeaders(s, buf, headers)
 	}
 	if !r.DeviceTime.IsZero() {
 		start = len(buf)
@@ -241,6 +264,11 @@ func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p 
 		start = len(buf)
 		buf = append(buf, reason...)
 		add(HeaderReason, start)
+		if r.Detail != "" {
+			start = len(buf)
+			buf = append(buf, r.Detail...)
+			add(HeaderReasonDetail, start)
+		}
 		if limit := max(p.MaxPayloadBytes, a.cfg.MaxPayloadBytes); len(value) > limit {
 			// Keep the dead letter itself bounded: the head shows what the device sent.
 			start = len(buf)

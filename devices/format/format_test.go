@@ -1,0 +1,170 @@
+package format
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/hamba/avro/v2"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/dynamicpb"
+
+	"github.com/tributary-iot/tributary/devices"
+)
+
+func load(t testing.TB, spec Spec) *Schema {
+	t.Helper()
+	s, err := Load(spec, "testdata")
+	if err != nil {
+		t.Fatalf("load %+v: %v", spec, err)
+	}
+	return s
+}
+
+// protoReading encodes a plant.v1.Reading with the schema's own descriptor, as a device would.
+func protoReading(t testing.TB, s *Schema, device string, seq uint64, temp float64) []byte {
+	t.Helper()
+	md := messageOf(t, s)
+	m := dynamicpb.NewMessage(md)
+	m.Set(md.Fields().ByName("device"), protoreflect.ValueOfString(device))
+	m.Set(md.Fields().ByName("seq"), protoreflect.ValueOfUint64(seq))
+	m.Set(md.Fields().ByName("temp"), protoreflect.ValueOfFloat64(temp))
+	b, err := proto.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func messageOf(t testing.TB, s *Schema) protoreflect.MessageDescriptor {
+	t.Helper()
+	d, err := mustFiles(t, s.Descriptor).FindDescriptorByName(protoreflect.FullName(s.Message))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.(protoreflect.MessageDescriptor)
+}
+
+func TestProtobufSourceAndDescriptorSetAgree(t *testing.T) {
+	src := load(t, Spec{Format: Protobuf, Schema: "reading.proto", Message: "plant.v1.Reading"})
+	set := load(t, Spec{Format: Protobuf, Schema: "reading.binpb", Message: "plant.v1.Reading"})
+	if src.Type != TypeProtobuf || !strings.Contains(src.Text, "message Reading") {
+		t.Fatalf("source schema: type %s text %q", src.Type, src.Text)
+	}
+	if src.ID != ID(TypeProtobuf, src.Text) || src.ID == set.ID {
+		t.Fatalf("ids: source %d, set %d: want the source's text id, distinct from the serialized form's", src.ID, set.ID)
+	}
+	batch := load(t, Spec{Format: Protobuf, Schema: "reading.proto", Message: "plant.v1.Batch"})
+	if got := batch.Index; len(got) != 1 || got[0] != 1 {
+		t.Fatalf("Batch message index %v, want [1]", got)
+	}
+	payload := protoReading(t, src, "boiler-1", 7, 21.5)
+	for _, s := range []*Schema{src, set} {
+		if reason, detail := s.Check(payload); reason != devices.ReasonNone {
+			t.Fatalf("valid reading refused: %s %s", reason, detail)
+		}
+		got, err := s.DecodeJSON(payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		if err := json.Unmarshal(got, &m); err != nil || m["device"] != "boiler-1" || m["seq"] != "7" || m["temp"] != 21.5 {
+			t.Fatalf("JSON %s (%v)", got, err)
+		}
+	}
+	reason, detail := src.Check(append(payload[:len(payload):len(payload)], 0x1a, 0x05, 'x'))
+	if reason != devices.ReasonNotProtobuf || !strings.Contains(detail, "byte "+itoa(len(payload))) {
+		t.Fatalf("truncated field: %s %q, want not_protobuf at byte %d", reason, detail, len(payload))
+	}
+	if _, err := Load(Spec{Format: Protobuf, Schema: "reading.proto"}, "testdata"); err == nil || !strings.Contains(err.Error(), "message:") {
+		t.Fatalf("two messages and none named: %v", err)
+	}
+}
+
+func TestAvro(t *testing.T) {
+	s := load(t, Spec{Format: Avro, Schema: "reading.avsc"})
+	schema := avro.MustParse(s.Text)
+	payload, err := avro.Marshal(schema, map[string]any{"device": "boiler-1", "seq": int64(7), "temp": 21.5, "note": nil})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason, detail := s.Check(payload); reason != devices.ReasonNone {
+		t.Fatalf("valid datum refused: %s %s", reason, detail)
+	}
+	got, err := s.DecodeJSON(payload)
+	if err != nil || !bytes.Contains(got, []byte(`"device":"boiler-1"`)) {
+		t.Fatalf("JSON %s (%v)", got, err)
+	}
+	for name, bad := range map[string][]byte{
+		"truncated": payload[:len(payload)-3],
+		"trailing":  append(payload[:len(payload):len(payload)], 0),
+		"json":      []byte(`{"device":"x"}`),
+	} {
+		if reason, _ := s.Check(bad); reason != devices.ReasonNotAvro {
+			t.Errorf("%s: %s, want not_avro", name, reason)
+		}
+	}
+}
+
+func TestJSONSchema(t *testing.T) {
+	s := load(t, Spec{Format: JSON, Schema: "reading.schema.json"})
+	if reason, _ := s.Check([]byte(`{"seq":1,"temp":20}`)); reason != devices.ReasonNone {
+		t.Fatal(reason)
+	}
+	for payload, want := range map[string]string{
+		`{"seq":1,"temp":200}`: "at /temp: maximum: got 200, want 125",
+		`{"seq":-1,"temp":2}`:  "at /seq: minimum: got -1, want 0",
+		`{"seq":"1","temp":2}`: "at /seq: type: got string, want integer",
+		`{"temp":2}`:           "at /: required: missing property 'seq'",
+	} {
+		reason, detail := s.Check([]byte(payload))
+		if reason != devices.ReasonSchema || detail != want {
+			t.Errorf("%s: %s %q, want schema %q", payload, reason, detail, want)
+		}
+	}
+	if _, err := Load(Spec{Format: JSON, Schema: "reading.avsc"}, "testdata"); err != nil {
+		t.Logf("an Avro schema read as a JSON Schema: %v", err)
+	}
+}
+
+func TestWirePrefix(t *testing.T) {
+	for _, c := range []struct {
+		protobuf bool
+		index    []int
+		want     []byte
+	}{
+		{false, nil, []byte{0, 0, 0, 1, 2}},
+		{true, []int{0}, []byte{0, 0, 0, 1, 2, 0}},
+		{true, []int{1}, []byte{0, 0, 0, 1, 2, 2, 2}},
+		{true, []int{1, 0}, []byte{0, 0, 0, 1, 2, 4, 2, 0}},
+	} {
+		if got := WirePrefix(nil, 258, c.protobuf, c.index); !bytes.Equal(got, c.want) {
+			t.Errorf("WirePrefix(258, %v, %v) = %v, want %v", c.protobuf, c.index, got, c.want)
+		}
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	s := load(t, Spec{Format: Protobuf, Schema: "reading.proto", Message: "plant.v1.Reading"})
+	value, err := s.Record("readings")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, err := ParseRecord(value)
+	if err != nil || rec.Subject != "readings-value" || rec.ID != s.ID {
+		t.Fatalf("%+v %v", rec, err)
+	}
+	back, err := Parse(rec.Schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason, _ := back.Check(protoReading(t, s, "d", 1, 2)); reason != devices.ReasonNone {
+		t.Fatal(reason)
+	}
+	tampered := bytes.Replace(value, []byte("Reading"), []byte("Readinh"), 1)
+	if _, err := ParseRecord(tampered); err == nil {
+		t.Fatal("a record whose text does not match its id was accepted")
+	}
+}
