@@ -39,7 +39,7 @@ const (
 var (
 	PayloadReasons = []Reason{ReasonEmpty, ReasonOversized, ReasonNotJSON, ReasonInvalidUTF8, ReasonBadDeviceTime,
 		ReasonSchema, ReasonNotProtobuf, ReasonNotAvro}
-	TopicReasons   = []Reason{ReasonBadTopic, ReasonNoRoute, ReasonReserved, ReasonNotAuthorized, ReasonOther}
+	TopicReasons = []Reason{ReasonBadTopic, ReasonNoRoute, ReasonReserved, ReasonNotAuthorized, ReasonOther}
 )
 
 // DefaultMaxPayloadBytes bounds a reading when a [Policy] leaves MaxPayloadBytes zero: far above any

@@ -444,6 +444,9 @@ func (c Config) Check() error {
 	if _, err := devices.NewMapper(c.Mapping); err != nil {
 		return fmt.Errorf("mapping: %w", err)
 	}
+	if _, err := loadSchemas(c); err != nil {
+		return err
+	}
 	files := []struct{ key, path string }{
 		{"mqtt.tls_cert", c.MQTT.TLSCert}, {"mqtt.tls_key", c.MQTT.TLSKey}, {"mqtt.tls_client_ca", c.MQTT.TLSClientCA},
 	}

@@ -24,9 +24,9 @@ type inbound struct {
 	device      string
 	packetID    uint16
 	qos         byte
-	hash        uint64 // set for QoS 1/2
+	hash        uint64  // set for QoS 1/2
 	res         *result // set for QoS 1/2 from a device: told when the payload is refused
-	contentType string // MQTT 5 content type property, if any
+	contentType string  // MQTT 5 content type property, if any
 	receiveTime time.Time
 }
 

@@ -80,6 +80,7 @@ const TokenEnv = "TRIBUTARY_EDGE_TOKEN"
 // LoadConfig reads a YAML config file. Unknown keys are an error; an empty file means all defaults.
 func LoadConfig(path string) (Config, error) {
 	var c Config
+	c.ConfigDir = filepath.Dir(path) // stream schema files are relative to the config's folder
 	f, err := os.Open(path)
 	if err != nil {
 		return c, fmt.Errorf("open config: %w", err)
