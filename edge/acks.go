@@ -118,8 +118,14 @@ type clientAcks struct {
 	metrics *metrics
 	pending *atomic.Int64 // agent-wide count of queued acks, for draining at shutdown
 
-	slots   chan struct{}
-	kick    chan struct{}
+	slots chan struct{}
+	kick  chan struct{}
+	// lazy: the writer goroutine runs only while it has work, and a wake-up starts it (running).
+	// A device that waits for each ack has its acks written by the committer, so a gateway of
+	// such devices keeps no writer goroutine, and its stack, per connection. TLS and WebSocket
+	// clients (raw == nil) hand every ack to the writer, which then stays.
+	lazy    bool
+	running atomic.Bool
 	stopped chan struct{} // closed when the writer gives up: client gone or an append failed
 	stop    sync.Once
 
@@ -147,7 +153,11 @@ func newClientAcks(cl *mqtt.Client, server *mqtt.Server, m *metrics, pending *at
 		stopped: make(chan struct{}),
 	}
 	c.raw = directConn(cl.Net.Conn)
-	go c.run()
+	c.lazy = c.raw != nil
+	if !c.lazy {
+		c.running.Store(true)
+		go c.run()
+	}
 	return c
 }
 
@@ -192,6 +202,19 @@ func (c *clientAcks) wake() {
 	case c.kick <- struct{}{}:
 	default:
 	}
+	if c.lazy && c.running.CompareAndSwap(false, true) {
+		go c.run()
+	}
+}
+
+// park ends a lazily started writer that has nothing to do. It reports false when a wake-up came
+// in meanwhile and no other writer was started for it: this one goes on.
+func (c *clientAcks) park() bool {
+	c.running.Store(false)
+	if len(c.kick) == 0 {
+		return true // a later wake-up starts a writer
+	}
+	return !c.running.CompareAndSwap(false, true)
 }
 
 // close stops the writer: the client disconnected, so its remaining acks cannot be delivered;
@@ -328,11 +351,25 @@ func (c *clientAcks) tryWrite() (n int, held bool) {
 
 func (c *clientAcks) run() {
 	for {
-		select {
-		case <-c.kick:
-		case <-c.stopped:
-			c.dropAll()
-			return
+		if c.lazy {
+			select {
+			case <-c.kick:
+			case <-c.stopped:
+				c.dropAll()
+				return
+			default:
+				if c.park() {
+					return
+				}
+				continue
+			}
+		} else {
+			select {
+			case <-c.kick:
+			case <-c.stopped:
+				c.dropAll()
+				return
+			}
 		}
 		for {
 			c.mu.Lock()

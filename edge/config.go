@@ -59,6 +59,10 @@ type Config struct {
 	// held at most half of it less one fsync. Devices each wait for their ack, so without it a
 	// group holds only what arrived during the previous fsync: more fsyncs, more CPU, more flash wear.
 	AckLatencyBudget time.Duration `yaml:"ack_latency_budget"`
+	// AutoMemoryLimit sets the Go runtime's soft memory limit from the number of connected
+	// devices (memory.go). "tributary edge" sets it unless GOMEMLIMIT is given; it is off for
+	// agents embedded in a larger process, such as the demo.
+	AutoMemoryLimit bool `yaml:"-"`
 
 	// DefaultStream is documentation for operators: the stream most devices publish to, created at
 	// start with DefaultPartitions partitions so the forwarder sees it before the first reading.

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,7 +35,7 @@ func runFdChild(spec string) {
 		os.Exit(2)
 	}
 	// The Go runtime raised the soft limit to the hard one at start; lower both.
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: c.NoFile, Max: c.NoFile}); err != nil {
+	if err := setFileLimit(c.NoFile); err != nil {
 		fmt.Println("ERROR setrlimit:", err)
 		os.Exit(2)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"net"
-	"syscall"
 	"testing"
 	"time"
 
@@ -17,11 +16,7 @@ import (
 // writes to it (the fan-out, then the PUBACK of a QoS 1 reading behind it) block.
 func stuckClient(t *testing.T, addr, id string) net.Conn {
 	t.Helper()
-	d := net.Dialer{Timeout: 5 * time.Second, Control: func(_, _ string, c syscall.RawConn) error {
-		return c.Control(func(fd uintptr) {
-			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
-	}}
+	d := net.Dialer{Timeout: 5 * time.Second, Control: smallReceiveBuffer}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

@@ -15,11 +15,8 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	if dir := os.Getenv(crashChildEnv); dir != "" {
-		os.Exit(crashChild(dir)) // the crash test's child process, killed by its parent
-	}
-	if dir := os.Getenv(removalChildEnv); dir != "" {
-		os.Exit(removalChild(dir)) // TestPowerCutAfterRetention's child, cut by its parent
+	if code, child := childMain(); child {
+		os.Exit(code) // a crash or power-cut test's child process, killed by its parent
 	}
 	goleak.VerifyTestMain(m)
 }

@@ -127,3 +127,12 @@ func TestPowerCutAfterRetention(t *testing.T) {
 		t.Errorf("after the cut, segments retention had deleted are back: %v (start offset was %s, kept %v)", back, f[1], f[2])
 	}
 }
+
+// removalChildMain runs TestPowerCutAfterRetention's child, cut by its parent, when the
+// environment names it.
+func removalChildMain() (code int, child bool) {
+	if dir := os.Getenv(removalChildEnv); dir != "" {
+		return removalChild(dir), true
+	}
+	return 0, false
+}

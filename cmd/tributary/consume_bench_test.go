@@ -179,12 +179,6 @@ func scanCentral(tb testing.TB, dir string) (wall, cpu time.Duration, records in
 	return time.Since(start), selfCPU() - c0, records
 }
 
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
 // fillCentral appends n readings with the headers the edge agent writes to an edge log and
 // forwards them to central until central holds them all.
 func fillCentral(tb testing.TB, dir, url, token string, n int) {

@@ -81,7 +81,7 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 			if f.httpDefaulted {
 				cfg.HTTPListen = defaultHTTPListen(logger)
 			}
-			logger.Debug("memory limit", "bytes", applyEdgeMemoryLimit())
+			cfg.AutoMemoryLimit = autoMemoryLimit()
 			if f.pprofListen != "" {
 				stopPprof, err := servePprof(f.pprofListen, logger)
 				if err != nil {

@@ -8,27 +8,13 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
-	"runtime/debug"
 	"time"
 )
 
-// defaultEdgeMemoryLimit is the Go runtime's soft memory limit for "tributary edge" unless
-// GOMEMLIMIT is set. Without a limit the GC lets the heap grow to twice its live size before it
-// collects (GOGC=100), so a 1,000-device gateway holding ~20 MiB live sat at twice that and more
-// in RSS. Under the limit the GC collects earlier instead; it is soft, so an edge that really needs
-// more (more devices, larger payloads) still gets it, at the cost of more GC CPU. See deploy/README.md,
-// "Memory".
-const defaultEdgeMemoryLimit = 40 << 20
-
-// applyEdgeMemoryLimit sets the default soft memory limit unless the operator chose one with
-// GOMEMLIMIT (which the runtime has already applied), and returns the limit in force.
-func applyEdgeMemoryLimit() int64 {
-	if os.Getenv("GOMEMLIMIT") != "" {
-		return debug.SetMemoryLimit(-1)
-	}
-	debug.SetMemoryLimit(defaultEdgeMemoryLimit)
-	return defaultEdgeMemoryLimit
-}
+// autoMemoryLimit says whether the edge sets Go's soft memory limit itself (from its connected
+// devices, see edge.Config.AutoMemoryLimit): unless the operator chose one with GOMEMLIMIT, which
+// the runtime has already applied (GOMEMLIMIT=off: none).
+func autoMemoryLimit() bool { return os.Getenv("GOMEMLIMIT") == "" }
 
 // servePprof serves the runtime's profiles (heap, goroutine, CPU, ...) under /debug/pprof/ on
 // addr, for profiling a gateway under load; off unless --pprof-listen is given. It has no
