@@ -124,7 +124,7 @@ func (c *Console) Run(ctx context.Context) error {
 }
 
 // Patterns are the routes the console takes on central's mux.
-var Patterns = []string{"GET /{$}", "/console/"}
+var Patterns = []string{"GET /{$}", "GET /favicon.ico", "/console/"}
 
 func (c *Console) routes() {
 	m := http.NewServeMux()
@@ -132,6 +132,12 @@ func (c *Console) routes() {
 	files := http.StripPrefix("/console/assets/", http.FileServerFS(static))
 	// Assets hold no data: the login page needs them before a login.
 	m.Handle("GET /console/assets/", cacheFor(time.Hour, files))
+	m.HandleFunc("GET /favicon.ico", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "image/svg+xml")
+		w.Header().Set("Cache-Control", "public, max-age=86400")
+		b, _ := assets.ReadFile("assets/favicon.svg")
+		w.Write(b)
+	})
 	m.HandleFunc("GET /console/login", c.loginPage)
 	m.HandleFunc("POST /console/login", c.login)
 	m.HandleFunc("POST /console/logout", c.logout)
