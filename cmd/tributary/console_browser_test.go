@@ -21,6 +21,7 @@ import (
 	firmwaresim "github.com/tributary-iot/tributary/firmware-sim"
 	"github.com/tributary-iot/tributary/internal/testprog"
 	"github.com/tributary-iot/tributary/sync/central"
+	"github.com/tributary-iot/tributary/sync/edgenode"
 )
 
 var consoleScreenshots = flag.Bool("console.screenshots", false, "write the console browser test's screenshots into docs/ (else a temporary folder)")
@@ -71,8 +72,8 @@ func startConsoleFleet(t *testing.T, token string) *consoleFleet {
 		if err := demoRegisterDevices(dir, e.devices); err != nil {
 			t.Fatal(err)
 		}
-		node, err := newEdgeNode(edge.Config{DataDir: dir, EdgeID: e.id, Central: url,
-			MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, Forward: edge.ForwardConfig{Token: tokens[e.id]}}, logger)
+		node, err := edgenode.New(edgenode.Config{Central: url, Forward: edgenode.ForwardConfig{Token: tokens[e.id]},
+			Config: edge.Config{DataDir: dir, EdgeID: e.id, MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, Logger: logger}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,7 +84,7 @@ func startConsoleFleet(t *testing.T, token string) *consoleFleet {
 				edgeErrs <- fmt.Errorf("edge %s: %w", e.id, err)
 			}
 		}()
-		fleet, err := firmwaresim.NewFleet(firmwaresim.Config{Broker: "tcp://" + node.agent.MQTTAddr(), Devices: e.devices, Rate: 5, QoS: 1,
+		fleet, err := firmwaresim.NewFleet(firmwaresim.Config{Broker: "tcp://" + node.Agent().MQTTAddr(), Devices: e.devices, Rate: 5, QoS: 1,
 			IDPrefix: "dev-", Passwords: firmwaresim.PasswordTemplate(demoPassword), Seed: int64(i + 1), Logger: logger, Duration: 5 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
