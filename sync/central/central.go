@@ -27,6 +27,7 @@ import (
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central/console"
 	"github.com/tributary-iot/tributary/sync/consume"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"github.com/tributary-iot/tributary/sync/kafkasink"
 	"github.com/tributary-iot/tributary/sync/protocol"
 	"github.com/tributary-iot/tributary/sync/receive"
@@ -145,21 +146,24 @@ func Run(ctx context.Context, cfg Config) error {
 		return err
 	}
 	mux := http.NewServeMux()
+	// Sync: the receiver answers a malformed lane path or another method itself (JSON, counted in
+	// its rejection metrics), so the bare prefix stays routed to it too.
+	mux.Handle("GET "+protocol.SyncPrefix+"{stream}/{partition}", rcv)
+	mux.Handle("POST "+protocol.SyncPrefix+"{stream}/{partition}", rcv)
 	mux.Handle(protocol.SyncPrefix, rcv)
 	// The API token guards everything but sync (edges have their own tokens) and /healthz; on a
 	// non-loopback listener /metrics too (lane names and offsets say who sends what).
 	api := requireToken(cfg.APIToken, &consume.Server{Log: log})
-	mux.Handle("/v1/streams", api)
-	mux.Handle("/v1/consume/", api)
-	mux.Handle("/v1/tail/", api)
-	mux.Handle("/v1/groups/", api)
-	mux.Handle("/v1/edges", requireToken(cfg.APIToken, edgesHandler(rcv)))
+	for _, p := range consume.Patterns {
+		mux.Handle(p, api)
+	}
+	mux.Handle("GET /v1/edges", requireToken(cfg.APIToken, edgesHandler(rcv)))
 	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if !IsLoopback(cfg.Listen) {
 		metrics = requireToken(cfg.APIToken, metrics)
 	}
-	mux.Handle("/metrics", metrics)
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	// The web console at / has its own login (a cookie from the API token) in front of the same
 	// token; its tail reads the consume API unguarded behind that login.
 	web, err := console.New(console.Config{Log: log, Fleet: rcv, Tail: &consume.Server{Log: log}, Token: cfg.APIToken,
@@ -308,7 +312,7 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
 	if cfg.ClientCA != "" {
-		pool, err := protocol.CertPool(cfg.ClientCA, "client CA")
+		pool, err := httpx.CertPool(cfg.ClientCA, "client CA")
 		if err != nil {
 			return nil, err
 		}
@@ -337,19 +341,19 @@ func edgesHandler(rcv *receive.Receiver) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		edges, err := rcv.Edges()
 		if err != nil {
-			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			httpx.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
 		gaps, err := rcv.Gaps()
 		if err != nil {
-			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			httpx.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
 		v := EdgesView{Edges: []EdgeView{}, Lanes: rcv.Lanes(), Gaps: gaps, Refused: rcv.Refusals()}
 		for _, e := range edges {
 			v.Edges = append(v.Edges, EdgeView{e.ID, e.Created, e.Revoked})
 		}
-		protocol.WriteJSON(w, http.StatusOK, v)
+		httpx.WriteJSON(w, http.StatusOK, v)
 	})
 }
 
@@ -380,33 +384,33 @@ func listenAdmin(dataDir string, rcv *receive.Receiver, log *storage.Log) (*admi
 			if errors.Is(err, receive.ErrEdgeExists) {
 				code = http.StatusConflict
 			}
-			protocol.WriteError(w, code, nil, "%v", err)
+			httpx.WriteError(w, code, "%v", err)
 			return
 		}
-		protocol.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "token": token})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "token": token})
 	})
 	mux.HandleFunc("DELETE /edges/{id}", func(w http.ResponseWriter, r *http.Request) {
 		if err := rcv.RevokeEdge(r.PathValue("id")); err != nil {
-			protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+			httpx.WriteError(w, http.StatusBadRequest, "%v", err)
 			return
 		}
-		protocol.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "revoked": "true"})
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"id": r.PathValue("id"), "revoked": "true"})
 	})
 	mux.HandleFunc("GET /inspect", func(w http.ResponseWriter, r *http.Request) {
 		rep, err := log.Report(r.URL.Query().Get("verify") == "1")
 		if err != nil {
-			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			httpx.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
-		protocol.WriteJSON(w, http.StatusOK, rep)
+		httpx.WriteJSON(w, http.StatusOK, rep)
 	})
 	mux.HandleFunc("GET /edges", func(w http.ResponseWriter, r *http.Request) {
 		edges, err := rcv.Edges()
 		if err != nil {
-			protocol.WriteError(w, http.StatusInternalServerError, nil, "%v", err)
+			httpx.WriteError(w, http.StatusInternalServerError, "%v", err)
 			return
 		}
-		protocol.WriteJSON(w, http.StatusOK, edges)
+		httpx.WriteJSON(w, http.StatusOK, edges)
 	})
 	return &adminServer{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}}, nil
 }

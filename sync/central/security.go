@@ -13,7 +13,7 @@ import (
 	// up its file descriptors (the log needs them too).
 	"golang.org/x/net/netutil"
 
-	"github.com/tributary-iot/tributary/sync/protocol"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 )
 
 // APITokenEnv passes central's API token without a flag that `ps` shows.
@@ -66,10 +66,10 @@ func requireToken(token string, h http.Handler) http.Handler {
 	}
 	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(protocol.BearerToken(r)), want) != 1 {
-			protocol.CloseUnread(w)
+		if subtle.ConstantTimeCompare([]byte(httpx.BearerToken(r)), want) != 1 {
+			httpx.CloseUnread(w)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
-			protocol.WriteError(w, http.StatusUnauthorized, nil, "this API needs central's API token: pass --token-file FILE (or set %s) to the command, or \"Authorization: Bearer TOKEN\"", APITokenEnv)
+			httpx.WriteError(w, http.StatusUnauthorized, "this API needs central's API token: pass --token-file FILE (or set %s) to the command, or \"Authorization: Bearer TOKEN\"", APITokenEnv)
 			return
 		}
 		h.ServeHTTP(w, r)

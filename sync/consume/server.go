@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"io"
 	"maps"
 	"net/http"
@@ -16,7 +17,6 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
-	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
 // Server is the HTTP consume API on central's log:
@@ -44,22 +44,38 @@ type Server struct {
 	Log *storage.Log
 	// Token, when set, is required as "Authorization: Bearer TOKEN".
 	Token string
+
+	routesOnce sync.Once
+	mux        *http.ServeMux
 }
 
 // GroupCursor is the cursor name a consumer group's offsets are stored under.
 func GroupCursor(group string) string { return "group." + group }
 
+// Patterns are the routes the Server answers, for central's mux (Go's method-and-path patterns).
+var Patterns = []string{
+	"GET /v1/streams",
+	"GET /v1/consume/{stream}",
+	"GET /v1/tail/{stream}",
+	"GET /v1/groups/{group}/offsets",
+	"POST /v1/groups/{group}/offsets",
+}
+
+// ServeHTTP serves Patterns; anything else is a JSON 404 or 405.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.Token != "" && subtle.ConstantTimeCompare([]byte(protocol.BearerToken(r)), []byte(s.Token)) != 1 {
-		protocol.WriteError(w, http.StatusUnauthorized, nil, "this API needs a token: pass --token (the central's --api-token)")
+	if s.Token != "" && subtle.ConstantTimeCompare([]byte(httpx.BearerToken(r)), []byte(s.Token)) != 1 {
+		httpx.WriteError(w, http.StatusUnauthorized, "this API needs a token: pass --token (the central's --api-token)")
 		return
 	}
-	path := r.URL.Path
-	switch {
-	case path == "/v1/streams" && r.Method == http.MethodGet:
-		s.streams(w)
-	case strings.HasPrefix(path, "/v1/consume/") && r.Method == http.MethodGet:
-		name := strings.TrimPrefix(path, "/v1/consume/")
+	s.routesOnce.Do(s.routes)
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) routes() {
+	m := http.NewServeMux()
+	m.HandleFunc(Patterns[0], func(w http.ResponseWriter, _ *http.Request) { s.streams(w) })
+	m.HandleFunc(Patterns[1], func(w http.ResponseWriter, r *http.Request) {
+		name := r.PathValue("stream")
 		if r.URL.Query().Get("format") == "jsonl" || strings.Contains(r.Header.Get("Accept"), ContentTypeLines) {
 			if st := s.stream(w, name); st != nil {
 				s.streamLines(w, r, st)
@@ -67,13 +83,20 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		s.fetch(w, r, name)
-	case strings.HasPrefix(path, "/v1/tail/") && r.Method == http.MethodGet:
-		s.tail(w, r, strings.TrimPrefix(path, "/v1/tail/"))
-	case strings.HasPrefix(path, "/v1/groups/") && strings.HasSuffix(path, "/offsets"):
-		s.groupOffsets(w, r, strings.TrimSuffix(strings.TrimPrefix(path, "/v1/groups/"), "/offsets"))
-	default:
-		protocol.WriteError(w, http.StatusNotFound, nil, "no such endpoint %s %s", r.Method, path)
-	}
+	})
+	m.HandleFunc(Patterns[2], func(w http.ResponseWriter, r *http.Request) { s.tail(w, r, r.PathValue("stream")) })
+	offsets := func(w http.ResponseWriter, r *http.Request) { s.groupOffsets(w, r, r.PathValue("group")) }
+	m.HandleFunc(Patterns[3], offsets)
+	m.HandleFunc(Patterns[4], offsets)
+	// The API answers in JSON even for a wrong path or method.
+	m.HandleFunc("/v1/groups/{group}/offsets", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", "GET, POST")
+		httpx.WriteError(w, http.StatusMethodNotAllowed, "use GET or POST")
+	})
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpx.WriteError(w, http.StatusNotFound, "no such endpoint %s %s", r.Method, r.URL.Path)
+	})
+	s.mux = m
 }
 
 func (s *Server) streams(w http.ResponseWriter) {
@@ -81,7 +104,7 @@ func (s *Server) streams(w http.ResponseWriter) {
 	for _, st := range s.Log.Streams() {
 		out = append(out, streamInfo(st))
 	}
-	protocol.WriteJSON(w, http.StatusOK, out)
+	httpx.WriteJSON(w, http.StatusOK, out)
 }
 
 func streamInfo(st *storage.Stream) StreamInfo {
@@ -96,7 +119,7 @@ func streamInfo(st *storage.Stream) StreamInfo {
 func (s *Server) stream(w http.ResponseWriter, name string) *storage.Stream {
 	st, err := s.Log.Stream(name)
 	if err != nil {
-		protocol.WriteError(w, http.StatusNotFound, nil, "stream %q does not exist (yet): no edge has forwarded to it", name)
+		httpx.WriteError(w, http.StatusNotFound, "stream %q does not exist (yet): no edge has forwarded to it", name)
 		return nil
 	}
 	return st
@@ -154,10 +177,10 @@ type paramError struct{ error }
 func writeStartError(w http.ResponseWriter, err error) {
 	var pe paramError
 	if errors.As(err, &pe) {
-		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		httpx.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
-	protocol.WriteError(w, http.StatusInternalServerError, nil, "find the start offsets: %v", err)
+	httpx.WriteError(w, http.StatusInternalServerError, "find the start offsets: %v", err)
 }
 
 // start resolves the starting offsets of the partitions a request reads. A since= seek stops
@@ -242,7 +265,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 	maxN := 1000
 	if v := q.Get("max"); v != "" {
 		if maxN, err = strconv.Atoi(v); err != nil || maxN < 1 {
-			protocol.WriteError(w, http.StatusBadRequest, nil, "max %q: give a positive number", v)
+			httpx.WriteError(w, http.StatusBadRequest, "max %q: give a positive number", v)
 			return
 		}
 		maxN = min(maxN, 10000)
@@ -250,7 +273,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 	var wait time.Duration
 	if v := q.Get("wait"); v != "" {
 		if wait, err = time.ParseDuration(v); err != nil || wait < 0 {
-			protocol.WriteError(w, http.StatusBadRequest, nil, "wait %q: give a duration such as 30s", v)
+			httpx.WriteError(w, http.StatusBadRequest, "wait %q: give a duration such as 30s", v)
 			return
 		}
 		wait = min(wait, time.Minute)
@@ -262,7 +285,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 			batch.Ends[p] = st.Partition(p).EndOffset()
 		}
 		if err := read(r.Context(), st, offsets, maxN, &batch); err != nil {
-			protocol.WriteError(w, http.StatusInternalServerError, nil, "read: %v", err)
+			httpx.WriteError(w, http.StatusInternalServerError, "read: %v", err)
 			return
 		}
 		if len(batch.Messages) > 0 || wait == 0 || time.Now().After(deadline) {
@@ -273,7 +296,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 			break // the client left or central is stopping: answer what there is, at once
 		}
 	}
-	protocol.WriteJSON(w, http.StatusOK, batch)
+	httpx.WriteJSON(w, http.StatusOK, batch)
 }
 
 // read fills batch from offsets, sharing max fairly: each partition gets a slice of it first.
@@ -339,7 +362,7 @@ func (s *Server) tail(w http.ResponseWriter, r *http.Request, name string) {
 	}
 	flusher, ok := w.(http.Flusher)
 	if !ok {
-		protocol.WriteError(w, http.StatusInternalServerError, nil, "streaming is not supported by this connection")
+		httpx.WriteError(w, http.StatusInternalServerError, "streaming is not supported by this connection")
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")
@@ -410,7 +433,7 @@ type GroupOffsets struct {
 
 func (s *Server) groupOffsets(w http.ResponseWriter, r *http.Request, group string) {
 	if group == "" || strings.Contains(group, "/") || len(group) > 128 {
-		protocol.WriteError(w, http.StatusBadRequest, nil, "group name %q: 1-128 characters without /", group)
+		httpx.WriteError(w, http.StatusBadRequest, "group name %q: 1-128 characters without /", group)
 		return
 	}
 	st := s.stream(w, r.URL.Query().Get("stream"))
@@ -418,37 +441,35 @@ func (s *Server) groupOffsets(w http.ResponseWriter, r *http.Request, group stri
 		return
 	}
 	switch r.Method {
-	case http.MethodGet:
+	case http.MethodGet, http.MethodHead:
 		out := GroupOffsets{Offsets: map[int]int64{}}
 		for i := 0; i < st.Partitions(); i++ {
 			if o, ok := s.Log.Cursor(GroupCursor(group), st.Name(), i); ok {
 				out.Offsets[i] = o
 			}
 		}
-		protocol.WriteJSON(w, http.StatusOK, out)
+		httpx.WriteJSON(w, http.StatusOK, out)
 	case http.MethodPost:
 		var in GroupOffsets
 		if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&in); err != nil {
-			protocol.WriteError(w, http.StatusBadRequest, nil, "decode offsets: %v", err)
+			httpx.WriteError(w, http.StatusBadRequest, "decode offsets: %v", err)
 			return
 		}
 		for p, o := range in.Offsets {
 			if p < 0 || p >= st.Partitions() || o < 0 {
-				protocol.WriteError(w, http.StatusBadRequest, nil, "offset %d for partition %d is out of range", o, p)
+				httpx.WriteError(w, http.StatusBadRequest, "offset %d for partition %d is out of range", o, p)
 				return
 			}
 			// A group past the end would skip every record until the partition got there.
 			if end := st.Partition(p).EndOffset(); o > end {
-				protocol.WriteError(w, http.StatusBadRequest, nil, "offset %d for partition %d is past its end %d: commit at most the end (the offset after the last record read)", o, p, end)
+				httpx.WriteError(w, http.StatusBadRequest, "offset %d for partition %d is past its end %d: commit at most the end (the offset after the last record read)", o, p, end)
 				return
 			}
 		}
 		if err := s.Log.SetCursors(GroupCursor(group), st.Name(), in.Offsets); err != nil {
-			protocol.WriteError(w, http.StatusServiceUnavailable, nil, "commit: %v", err)
+			httpx.WriteError(w, http.StatusServiceUnavailable, "commit: %v", err)
 			return
 		}
-		protocol.WriteJSON(w, http.StatusOK, in)
-	default:
-		protocol.WriteError(w, http.StatusMethodNotAllowed, nil, "use GET or POST")
+		httpx.WriteJSON(w, http.StatusOK, in)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"io"
 	"net/http"
 	"slices"
@@ -16,7 +17,6 @@ import (
 	"github.com/klauspost/compress/zstd"
 
 	"github.com/tributary-iot/tributary/storage"
-	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
 // Headers of a JSON-lines answer.
@@ -55,13 +55,13 @@ func (s *Server) streamLines(w http.ResponseWriter, r *http.Request, st *storage
 	}
 	headers, err := ParseHeaders(q.Get("headers"))
 	if err != nil {
-		protocol.WriteError(w, http.StatusBadRequest, nil, "%v", err)
+		httpx.WriteError(w, http.StatusBadRequest, "%v", err)
 		return
 	}
 	maxN := 0
 	if v := q.Get("max"); v != "" {
 		if maxN, err = strconv.Atoi(v); err != nil || maxN < 1 {
-			protocol.WriteError(w, http.StatusBadRequest, nil, "max %q: give a positive number", v)
+			httpx.WriteError(w, http.StatusBadRequest, "max %q: give a positive number", v)
 			return
 		}
 	}

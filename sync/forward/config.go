@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"log/slog"
 	"net"
 	"net/http"
@@ -11,8 +12,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
 // Config configures a Forwarder. Zero fields mean the defaults.
@@ -133,7 +132,7 @@ func (c Config) client() (*http.Client, error) {
 	if tlsCfg == nil && (c.CAFile != "" || c.CertFile != "" || c.KeyFile != "") {
 		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 		if c.CAFile != "" {
-			pool, err := protocol.CertPool(c.CAFile, "CA file")
+			pool, err := httpx.CertPool(c.CAFile, "CA file")
 			if err != nil {
 				return nil, err
 			}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -616,7 +617,7 @@ func do(client *http.Client, req *http.Request) (protocol.Position, error) {
 	if resp.StatusCode == http.StatusConflict && e.Position != nil {
 		return protocol.Position{}, &conflictError{*e.Position}
 	}
-	se := &statusError{code: resp.StatusCode, reason: e.Error, token: protocol.BearerToken(req)}
+	se := &statusError{code: resp.StatusCode, reason: e.Error, token: httpx.BearerToken(req)}
 	if se.reason == "" {
 		se.reason = http.StatusText(resp.StatusCode)
 	}

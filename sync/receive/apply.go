@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"io"
 	"net/http"
 	"os"
@@ -110,7 +111,7 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 			return
 		}
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			protocol.CloseUnread(w)
+			httpx.CloseUnread(w)
 			r.reject(w, http.StatusRequestTimeout, "body-timeout", nil, "the body did not arrive within %v", deadline)
 			return
 		}
@@ -140,7 +141,7 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 	labels := []string{edge, stream, strconv.Itoa(partition)}
 	if c.next <= s.next.Load() {
 		r.m.duplicates.WithLabelValues(labels...).Add(float64(len(c.records)))
-		protocol.WriteJSON(w, http.StatusOK, s.position())
+		httpx.WriteJSON(w, http.StatusOK, s.position())
 		return
 	}
 	ctx := req.Context()
@@ -198,7 +199,7 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 		r.m.wireBytes.WithLabelValues(labels...).Add(float64(c.wire))
 		r.m.rawBytes.WithLabelValues(labels...).Add(float64(c.raw))
 	}
-	protocol.WriteJSON(w, http.StatusOK, s.position())
+	httpx.WriteJSON(w, http.StatusOK, s.position())
 }
 
 func ptr[T any](v T) *T { return &v }

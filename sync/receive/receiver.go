@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"log/slog"
 	"net/http"
 	"regexp"
@@ -243,7 +244,7 @@ func (r *Receiver) authenticate(req *http.Request) (string, bool) {
 	e, ok := r.edges[id]
 	c := r.calls[id]
 	r.mu.Unlock()
-	if ok && e.accepts(protocol.BearerToken(req)) {
+	if ok && e.accepts(httpx.BearerToken(req)) {
 		c.lastAccepted.Store(time.Now().UnixNano())
 		return id, true
 	}
@@ -259,7 +260,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if !ok {
 		r.m.rejected.WithLabelValues("unauthenticated").Inc()
 		w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
-		protocol.CloseUnread(w) // the body of a refused request may never come
+		httpx.CloseUnread(w) // the body of a refused request may never come
 
 		protocol.WriteError(w, http.StatusUnauthorized, nil, "edge token refused: unknown or revoked edge id, or not the edge's "+
 			"current token (rotated); `tributary central edges list` at central shows the edge")
@@ -270,7 +271,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	if req.TLS != nil && len(req.TLS.PeerCertificates) > 0 {
 		if cn := req.TLS.PeerCertificates[0].Subject.CommonName; cn != edge {
 			r.m.rejected.WithLabelValues("certificate-mismatch").Inc()
-			protocol.CloseUnread(w)
+			httpx.CloseUnread(w)
 			protocol.WriteError(w, http.StatusForbidden, nil, "client certificate is for %q but the request is from edge %q: issue each edge a certificate with its edge id as CN", cn, edge)
 			return
 		}
@@ -294,7 +295,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 		s := r.lookup(edge, stream, partition)
 		if s == nil {
 			r.wait(laneID{edge, stream, partition}, req)
-			protocol.WriteJSON(w, http.StatusOK, protocol.Position{})
+			httpx.WriteJSON(w, http.StatusOK, protocol.Position{})
 			return
 		}
 		if rf := r.admit(s, inc, base); rf != nil {
@@ -302,7 +303,7 @@ func (r *Receiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			return
 		}
 		s.touch(req)
-		protocol.WriteJSON(w, http.StatusOK, s.position())
+		httpx.WriteJSON(w, http.StatusOK, s.position())
 	case http.MethodPost:
 		r.post(w, req, edge, stream, partition)
 	default:

@@ -2,6 +2,7 @@ package console
 
 import (
 	"encoding/json"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"io"
 	"net/http"
 	"net/url"
@@ -10,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
-	"github.com/tributary-iot/tributary/sync/protocol"
 	"github.com/tributary-iot/tributary/sync/receive"
 )
 
@@ -437,12 +437,12 @@ func (e *paramError) Error() string {
 
 func writeJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Cache-Control", "no-store")
-	protocol.WriteJSON(w, http.StatusOK, v)
+	httpx.WriteJSON(w, http.StatusOK, v)
 }
 
 func writeError(w http.ResponseWriter, code int, format string, args ...any) {
 	w.Header().Set("Cache-Control", "no-store")
-	protocol.WriteError(w, code, nil, format, args...)
+	httpx.WriteError(w, code, format, args...)
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -5,13 +5,12 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"html/template"
 	"net/http"
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
 // CookieName is the console's session cookie.
@@ -58,7 +57,7 @@ func (c *Console) authorized(r *http.Request) bool {
 	if ck, err := r.Cookie(CookieName); err == nil && c.validSession(ck.Value, time.Now()) {
 		return true
 	}
-	if tok := protocol.BearerToken(r); tok != "" {
+	if tok := httpx.BearerToken(r); tok != "" {
 		return subtle.ConstantTimeCompare([]byte(tok), []byte(c.cfg.Token)) == 1
 	}
 	return false
