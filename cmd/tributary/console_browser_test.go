@@ -73,7 +73,7 @@ func startConsoleFleet(t *testing.T, token string) *consoleFleet {
 			t.Fatal(err)
 		}
 		node, err := edgenode.New(edgenode.Config{Central: url, Forward: edgenode.ForwardConfig{Token: tokens[e.id]},
-			Config: edge.Config{DataDir: dir, EdgeID: e.id, MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, Logger: logger}})
+			Version: "v0.9.0-test", Config: edge.Config{DataDir: dir, EdgeID: e.id, MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, Logger: logger}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +230,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// Fleet: both edges by name; the working one forwarding with a drawn rate plot, the revoked one refused.
 	waitJS("plant-gw-1 forwards with points in its plot", `(() => {
 		const tr = document.querySelector('tr[data-edge="plant-gw-1"]'), u = tributary.charts["fleet:plant-gw-1"];
-		return tr && tr.className === "state-forwarding" && u && u.data[1].filter(v => v > 0).length >= 2; })()`)
+		return tr && tr.className === "state-forwarding" && tr.textContent.includes("v0.9.0-test") && u && u.data[1].filter(v => v > 0).length >= 2; })()`)
 	waitJS("yard-gw-2 is shown refused", `(() => { const tr = document.querySelector('tr[data-edge="yard-gw-2"]');
 		return tr && tr.className === "state-refused" && tr.textContent.includes("refused"); })()`)
 	if txt := eval(`document.querySelector("#edges").textContent`); !strings.Contains(txt, "plant-gw-1") || !strings.Contains(txt, "yard-gw-2") {

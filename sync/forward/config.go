@@ -18,7 +18,9 @@ import (
 type Config struct {
 	CentralURL string // e.g. https://central.example:7443
 	EdgeID     string
-	Token      string // from `tributary central edges add ID`
+	// Version is the edge's build version, sent with each call so central's console can show it.
+	Version string
+	Token   string // from `tributary central edges add ID`
 	// TokenFile, when set, holds the token instead of Token. The forwarder reads it again when it
 	// changes (it looks every second, and at once when central refuses the token), so a token
 	// rotated at central applies without a restart.

@@ -539,6 +539,9 @@ func (f *Forwarder) newRequest(ctx context.Context, method string, ln *lane, bod
 	req.Header.Set("Authorization", "Bearer "+f.token.get(false))
 	req.Header.Set(protocol.HeaderEdge, f.cfg.EdgeID)
 	req.Header.Set(protocol.HeaderEdgeEnd, strconv.FormatInt(ln.p.EndOffset(), 10))
+	if f.cfg.Version != "" {
+		req.Header.Set(protocol.HeaderEdgeVersion, f.cfg.Version)
+	}
 	if id := ln.ident.Load(); id != nil {
 		req.Header.Set(protocol.HeaderIncarnation, id.Incarnation)
 		if id.Base > 0 {

@@ -47,18 +47,20 @@ const (
 
 // Request and response headers.
 const (
-	HeaderEdge      = "Tributary-Edge"       // edge id
-	HeaderBase      = "Tributary-Base"       // chunk base offset
-	HeaderNext      = "Tributary-Next"       // offset after the chunk
-	HeaderRecords   = "Tributary-Records"    // records in the chunk
-	HeaderRawBytes  = "Tributary-Raw-Bytes"  // raw batch bytes inside the body
-	HeaderCRC       = "Tributary-Crc32c"     // CRC32-C of the body, decimal
-	HeaderSealed    = "Tributary-Sealed"     // "1" when the body is a sealed segment's stored frame
-	HeaderEdgeEnd   = "Tributary-Edge-End"   // the edge partition's end offset when sent (for lag)
-	HeaderGapFrom   = "Tributary-Gap-From"   // gap chunk: first missing offset
-	HeaderGapTo     = "Tributary-Gap-To"     // gap chunk: offset after the last missing one
-	HeaderGapReason = "Tributary-Gap-Reason" // gap chunk: why the range is missing
-	HeaderGapTime   = "Tributary-Gap-Time"   // gap chunk: when the edge recorded it, unix ms
+	HeaderEdge     = "Tributary-Edge"      // edge id
+	HeaderBase     = "Tributary-Base"      // chunk base offset
+	HeaderNext     = "Tributary-Next"      // offset after the chunk
+	HeaderRecords  = "Tributary-Records"   // records in the chunk
+	HeaderRawBytes = "Tributary-Raw-Bytes" // raw batch bytes inside the body
+	HeaderCRC      = "Tributary-Crc32c"    // CRC32-C of the body, decimal
+	HeaderSealed   = "Tributary-Sealed"    // "1" when the body is a sealed segment's stored frame
+	HeaderEdgeEnd  = "Tributary-Edge-End"  // the edge partition's end offset when sent (for lag)
+	// HeaderEdgeVersion is the edge's build version, which central's console shows.
+	HeaderEdgeVersion = "Tributary-Edge-Version"
+	HeaderGapFrom     = "Tributary-Gap-From"   // gap chunk: first missing offset
+	HeaderGapTo       = "Tributary-Gap-To"     // gap chunk: offset after the last missing one
+	HeaderGapReason   = "Tributary-Gap-Reason" // gap chunk: why the range is missing
+	HeaderGapTime     = "Tributary-Gap-Time"   // gap chunk: when the edge recorded it, unix ms
 	// HeaderIncarnation identifies the edge log the lane's offsets come from.
 	HeaderIncarnation = "Tributary-Incarnation"
 	// HeaderIncarnationBase is the offset from which this incarnation's records differ from the

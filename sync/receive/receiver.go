@@ -246,6 +246,7 @@ func (r *Receiver) authenticate(req *http.Request) (string, bool) {
 	r.mu.Unlock()
 	if ok && e.accepts(httpx.BearerToken(req)) {
 		c.lastAccepted.Store(time.Now().UnixNano())
+		c.noteVersion(req.Header.Get(protocol.HeaderEdgeVersion))
 		return id, true
 	}
 	r.refused(id, c, e.Revoked, req.RemoteAddr)

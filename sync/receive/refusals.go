@@ -14,6 +14,7 @@ type edgeCalls struct {
 	lastRefused  atomic.Int64 // unix nanos
 	refused      atomic.Int64
 	reason       atomic.Pointer[string]
+	version      atomic.Pointer[string] // the build version the edge last sent
 }
 
 // Reasons a call is refused with 401, as the metrics label them.
@@ -81,6 +82,34 @@ func (r *Receiver) Refusals() []RefusalInfo {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Edge < out[j].Edge })
 	return out
+}
+
+// EdgeVersions returns the build version each registered edge sent with its last accepted call.
+func (r *Receiver) EdgeVersions() map[string]string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := map[string]string{}
+	for id, c := range r.calls {
+		if v := c.version.Load(); v != nil {
+			out[id] = *v
+		}
+	}
+	return out
+}
+
+// noteVersion keeps an accepted call's version header: printable ASCII, at most 64 bytes.
+func (c *edgeCalls) noteVersion(v string) {
+	if v == "" || len(v) > 64 {
+		return
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < 0x20 || v[i] > 0x7e {
+			return
+		}
+	}
+	if old := c.version.Load(); old == nil || *old != v {
+		c.version.Store(&v)
+	}
 }
 
 // refusing tells, for every registered edge, whether its last call was refused.

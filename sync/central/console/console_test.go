@@ -79,7 +79,7 @@ func startRig(t *testing.T, devices int) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fwd := forward.New(edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: edgeToken,
+	fwd := forward.New(edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: edgeToken, Version: "v1.2.3-test",
 		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, CursorInterval: 100 * time.Millisecond})
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -266,7 +266,7 @@ func TestConsoleAPI(t *testing.T) {
 					}
 				}
 			}
-			return e.ID == "gw-1" && e.State == console.StateForwarding && e.Rate > 50 && e.Devices == r.devices && nonzero >= 2 && e.Lanes == 4,
+			return e.ID == "gw-1" && e.State == console.StateForwarding && e.Rate > 50 && e.Devices == r.devices && nonzero >= 2 && e.Lanes == 4 && e.Version == "v1.2.3-test",
 				fmt.Sprintf("%+v (%d points above 0)", e, nonzero)
 		})
 		if fv.History.BoundBytes <= 0 || fv.History.StepS != 1 || fv.History.Devices != r.devices {
