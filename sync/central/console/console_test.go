@@ -40,6 +40,9 @@ type rig struct {
 	edge    *storage.Log
 	stop    func()
 	devices int
+	// startForwarder starts the edge's forwarder and returns its stop.
+	startForwarder func() func()
+	stopForwarder  func()
 }
 
 func startRig(t *testing.T, devices int) *rig {
@@ -79,16 +82,24 @@ func startRig(t *testing.T, devices int) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fwd := forward.New(edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: edgeToken, Version: "v1.2.3-test",
-		BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, CursorInterval: 100 * time.Millisecond})
+	r := &rig{url: url, dir: cdir, edge: edge, devices: devices}
+	// startForwarder runs the edge's forwarder until the returned func stops it (an outage).
+	r.startForwarder = func() func() {
+		fwd := forward.New(edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: edgeToken, Version: "v1.2.3-test",
+			BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, CursorInterval: 100 * time.Millisecond})
+		fctx, stop := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			if err := fwd.Run(fctx); err != nil {
+				t.Errorf("forwarder: %v", err)
+			}
+		}()
+		return func() { stop(); <-done }
+	}
+	r.stopForwarder = r.startForwarder()
 	var wg sync.WaitGroup
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := fwd.Run(ctx); err != nil {
-			t.Errorf("forwarder: %v", err)
-		}
-	}()
+	wg.Add(1)
 	go func() { // devices: one reading each every 100 ms
 		defer wg.Done()
 		tick := time.NewTicker(100 * time.Millisecond)
@@ -108,10 +119,10 @@ func startRig(t *testing.T, devices int) *rig {
 			}
 		}
 	}()
-	r := &rig{url: url, dir: cdir, edge: edge, devices: devices}
 	r.stop = func() {
 		cancel()
 		wg.Wait()
+		r.stopForwarder()
 		if err := <-centralDone; err != nil {
 			t.Errorf("central: %v", err)
 		}
@@ -411,5 +422,51 @@ func TestConsoleAPI(t *testing.T) {
 		if code := getJSON(t, c, r.url+"/console/api/fleet", nil); code != http.StatusUnauthorized {
 			t.Errorf("after logout: %d, want 401", code)
 		}
+	})
+}
+
+// TestConsoleEdgeOutage stops the edge's forwarder for a few seconds while its devices go on
+// writing: the edge's throughput series shows the outage as steps at zero, then the catch-up as a
+// step well above the steady rate, and the backlog falls back to zero.
+func TestConsoleEdgeOutage(t *testing.T) {
+	r := startRig(t, 20)
+	defer r.stop()
+	c := login(t, r.url)
+	edgeView := func() console.EdgeView {
+		var ev console.EdgeView
+		getJSON(t, c, r.url+"/console/api/edges/gw-1", &ev)
+		return ev
+	}
+	// Steady state: three full steps near the devices' 200 readings/s.
+	waitFor(t, 20*time.Second, "steady forwarding", func() (bool, string) {
+		v := edgeView().Throughput.Values
+		n := len(v)
+		return v[n-2] > 100 && v[n-3] > 100 && v[n-4] > 100, fmt.Sprint(v[n-6:])
+	})
+	r.stopForwarder()
+	outage := time.Now()
+	waitFor(t, 20*time.Second, "the outage: two steps at zero", func() (bool, string) {
+		v := edgeView().Throughput.Values
+		n := len(v)
+		return time.Since(outage) > 4*time.Second && v[n-2] == 0 && v[n-3] == 0, fmt.Sprint(v[n-6:])
+	})
+	r.stopForwarder = r.startForwarder()
+	waitFor(t, 20*time.Second, "the catch-up: a burst above the steady rate after the zeros, then caught up", func() (bool, string) {
+		ev := edgeView()
+		v := ev.Throughput.Values
+		zeros, burst := 0, 0.0
+		for i := len(v) - 1; i >= 0; i-- {
+			if v[i] == 0 && burst > 0 {
+				zeros++
+			}
+			if zeros == 0 && v[i] > burst {
+				burst = v[i]
+			}
+			if zeros > 0 && v[i] > 0 {
+				break
+			}
+		}
+		return zeros >= 2 && burst > 400 && ev.Behind < 1000 && ev.State == console.StateForwarding,
+			fmt.Sprintf("%d zero steps, burst %.0f/s, %d behind, %s: %v", zeros, burst, ev.Behind, ev.State, v[len(v)-20:])
 	})
 }
