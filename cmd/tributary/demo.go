@@ -231,7 +231,10 @@ func runDemo(ctx context.Context, out io.Writer, o demoOptions) (err error) {
 	}()
 
 	start := time.Now()
-	view := &demoView{out: out, plain: o.plain, start: start, devices: o.devices, rate: o.rate, root: root}
+	view := &demoView{out: out, plain: o.plain, start: start, devices: o.devices, rate: o.rate, root: root, console: centralURL + "/"}
+	if o.plain {
+		fmt.Fprintf(out, "central's web console: %s (while the demo runs)\n", view.console)
+	}
 	tick := time.NewTicker(o.refresh)
 	defer tick.Stop()
 	var fleetErr error
@@ -330,6 +333,7 @@ type demoView struct {
 	devices int
 	rate    float64
 	root    string
+	console string // central's web console
 	lastN   int64
 	lastAt  time.Time
 }
@@ -377,7 +381,7 @@ func (v *demoView) draw(t *demoTally, edgeLog *storage.Log, lanes []forward.Lane
 	fmt.Fprintf(&b, "  edge: stored %d readings, %d fsyncs (%.1f readings per fsync), %s on disk\n", st.RecordsAppended, st.Fsyncs,
 		float64(st.RecordsAppended)/float64(max(st.Fsyncs, 1)), byteSize(st.DiskBytes))
 	fmt.Fprintf(&b, "  forward: %d behind, compression saved %s on the wire\n", behind, saved)
-	fmt.Fprintf(&b, "  central: consumed %d readings (%.0f/s)\n\n", consumed, rate)
+	fmt.Fprintf(&b, "  central: consumed %d readings (%.0f/s); web console at %s\n\n", consumed, rate, v.console)
 	tw := tabwriter.NewWriter(&b, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "DEVICE\tSEQ\tTEMP °C\tHUMIDITY %\tPRESSURE hPa\tVIBRATION\tBATTERY %\tRECEIVED\tGAPS\tDUPS")
 	shown := rows
