@@ -53,7 +53,11 @@ certificate (mTLS). Edges authenticate with a token from "tributary central edge
 			merged.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			return central.Run(ctx, merged)
+			node, err := central.New(merged)
+			if err != nil {
+				return err
+			}
+			return node.Run(ctx)
 		},
 	}
 	f := cmd.Flags()
@@ -64,11 +68,11 @@ certificate (mTLS). Edges authenticate with a token from "tributary central edge
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "PEM private key for TLS")
 	f.StringVar(&cfg.ClientCA, "client-ca", "", "PEM CA bundle: require edge client certificates signed by it (mTLS)")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "allow plain HTTP on a non-loopback address (only behind a TLS-terminating proxy)")
-	f.IntVar(&cfg.Partitions, "partitions", 8, "partitions of central streams created from now on")
+	f.IntVar(&cfg.Partitions, "partitions", 0, fmt.Sprintf("partitions of central streams created from now on (default %d)", central.DefaultPartitions))
 	f.StringVar(&cfg.APIToken, "api-token", "", "require this bearer token on the consume, groups and edges API (visible in ps: prefer --api-token-file or "+central.APITokenEnv+")")
 	f.StringVar(&cfg.APITokenFile, "api-token-file", "", "file holding the API token (required with a non-loopback --listen unless --client-ca is set)")
-	f.IntVar(&cfg.MaxConnections, "max-connections", central.DefaultMaxConnections, "open connections the listener accepts at most")
-	f.IntVar(&cfg.MaxStreams, "max-streams", 64, "streams edges may create at central; a chunk for one more is refused")
+	f.IntVar(&cfg.MaxConnections, "max-connections", 0, fmt.Sprintf("open connections the listener accepts at most (default %d)", central.DefaultMaxConnections))
+	f.IntVar(&cfg.MaxStreams, "max-streams", 0, fmt.Sprintf("streams edges may create at central; a chunk for one more is refused (default %d)", central.DefaultMaxStreams))
 	f.StringVar(&cfg.Fsync, "fsync", "group", "fsync policy of central's log: group, interval or none")
 	f.StringVar(&cfg.Kafka.Listen, "kafka-listen", "", "also serve the streams to Kafka clients (kcat, librdkafka, ...) on this address, read-only, e.g. 127.0.0.1:9092")
 	f.Int64Var(&cfg.QuotaBytes, "quota-bytes", 0, "disk quota of central's log; when full, edges are told to retry later (0: none)")
@@ -78,7 +82,7 @@ certificate (mTLS). Edges authenticate with a token from "tributary central edge
 
 // loadCentralConfig reads the YAML file, then lets every flag set on the command line win.
 func loadCentralConfig(path string, cmd *cobra.Command, flags central.Config) (central.Config, error) {
-	cfg := central.Config{Partitions: 8}
+	var cfg central.Config // New fills in what neither the file nor a flag sets
 	if path != "" {
 		b, err := os.ReadFile(path)
 		if err != nil {

@@ -43,19 +43,19 @@ type Config struct {
 	ClientCA string `yaml:"client_ca"` // require client certificates signed by this CA (mTLS)
 	Insecure bool   `yaml:"insecure"`  // allow plain HTTP on a non-loopback listener
 
-	Partitions int    `yaml:"partitions"` // of central streams created on first sight; default 8
+	Partitions int    `yaml:"partitions"` // of central streams created on first sight; default DefaultPartitions
 	APIToken   string `yaml:"api_token"`  // required by the consume, groups and edges API when set
 	// APITokenFile holds the API token (read at start), so it is neither in the config nor in ps.
 	APITokenFile string `yaml:"api_token_file"`
 
-	// MaxConnections caps the listener's open connections; default 1024.
+	// MaxConnections caps the listener's open connections; default DefaultMaxConnections.
 	MaxConnections int `yaml:"max_connections"`
 	// BodyTimeout bounds how long a chunk's body may take to arrive (plus 1 s per 4 KiB of it);
 	// default 30s.
 	BodyTimeout time.Duration `yaml:"body_timeout"`
 
 	// MaxStreams bounds the streams edges may create at central (each holds open files per
-	// partition); default 64.
+	// partition); default DefaultMaxStreams.
 	MaxStreams int `yaml:"max_streams"`
 
 	Fsync      string `yaml:"fsync"`       // group (default), interval, none
@@ -68,6 +68,7 @@ type Config struct {
 	// Console tunes the web console's plot history.
 	Console ConsoleOptions `yaml:"console"`
 
+	// Logger receives central's logs; nil discards them.
 	Logger *slog.Logger `yaml:"-"`
 	// Ready, when set, receives the bound address once serving.
 	Ready func(addr string) `yaml:"-"`
@@ -107,32 +108,77 @@ func IsLoopback(addr string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
-// Run serves until ctx ends, then shuts down in order: listener, receiver checkpoint, log.
-func Run(ctx context.Context, cfg Config) error {
-	logger := cfg.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
+// Defaults applied by New to a Config's zero fields.
+const (
+	// DefaultPartitions is the partition count of central streams created on first sight.
+	DefaultPartitions = 8
+	// DefaultMaxStreams bounds the streams edges may create at central.
+	DefaultMaxStreams = 64
+)
+
+// withDefaults fills in the zero fields of a Config: the one place central's defaults live.
+func (c Config) withDefaults() Config {
+	if c.Partitions <= 0 {
+		c.Partitions = DefaultPartitions
 	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = DefaultMaxStreams
+	}
+	if c.MaxConnections <= 0 {
+		c.MaxConnections = DefaultMaxConnections
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	return c
+}
+
+// Node is the central process; [Node.Run] serves it.
+type Node struct {
+	cfg   Config
+	fsync storage.FsyncPolicy
+}
+
+// New applies the defaults to cfg and checks it (addresses, TLS, credentials off loopback, the
+// API token file), saying what to change; Run opens the log and the listeners.
+func New(cfg Config) (*Node, error) {
+	cfg = cfg.withDefaults()
 	if cfg.DataDir == "" || cfg.Listen == "" {
-		return errors.New("central needs --data-dir DIR and --listen ADDR")
+		return nil, errors.New("central needs --data-dir DIR and --listen ADDR")
 	}
 	useTLS := cfg.TLSCert != "" || cfg.TLSKey != ""
 	if !useTLS && !IsLoopback(cfg.Listen) && !cfg.Insecure {
-		return fmt.Errorf("refusing plain HTTP on %s, which is not a loopback address: edge tokens and readings would travel in clear. Give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure if a trusted proxy terminates TLS", cfg.Listen)
+		return nil, fmt.Errorf("refusing plain HTTP on %s, which is not a loopback address: edge tokens and readings would travel in clear. Give --tls-cert and --tls-key, listen on 127.0.0.1, or pass --insecure if a trusted proxy terminates TLS", cfg.Listen)
 	}
 	if cfg.ClientCA != "" && !useTLS {
-		return errors.New("--client-ca needs --tls-cert and --tls-key: client certificates are checked in the TLS handshake")
+		return nil, errors.New("--client-ca needs --tls-cert and --tls-key: client certificates are checked in the TLS handshake")
 	}
 	if err := resolveAPIToken(&cfg); err != nil {
-		return err
+		return nil, err
 	}
 	if err := checkExposure(cfg); err != nil {
-		return err
+		return nil, err
 	}
 	fsync, err := storage.ParseFsyncPolicy(cfg.Fsync)
 	if err != nil {
+		return nil, err
+	}
+	return &Node{cfg: cfg, fsync: fsync}, nil
+}
+
+// Run is New followed by [Node.Run], for callers that keep no Node.
+func Run(ctx context.Context, cfg Config) error {
+	n, err := New(cfg)
+	if err != nil {
 		return err
 	}
+	return n.Run(ctx)
+}
+
+// Run serves until ctx ends, then shuts down in order: listener, receiver checkpoint, log.
+func (n *Node) Run(ctx context.Context) error {
+	cfg, fsync, logger := n.cfg, n.fsync, n.cfg.Logger
+	useTLS := cfg.TLSCert != "" || cfg.TLSKey != ""
 	log, err := storage.Open(cfg.DataDir, &storage.Options{Logger: logger, Fsync: fsync, QuotaBytes: cfg.QuotaBytes})
 	if err != nil {
 		return fmt.Errorf("open central log: %w", err)
@@ -295,9 +341,6 @@ func Run(ctx context.Context, cfg Config) error {
 func ensureStream(log *storage.Log, name string, partitions int) error {
 	if _, err := log.Stream(name); !errors.Is(err, storage.ErrNoStream) {
 		return err
-	}
-	if partitions <= 0 {
-		partitions = 8
 	}
 	if _, err := log.CreateStream(name, storage.StreamConfig{Partitions: partitions}); err != nil {
 		return fmt.Errorf("create stream %q: %w", name, err)

@@ -76,11 +76,8 @@ func requireToken(token string, h http.Handler) http.Handler {
 	})
 }
 
-// limitConnections caps the listener's open connections (0 means DefaultMaxConnections): past
-// the cap, new connections wait in the kernel's backlog until one closes.
+// limitConnections caps the listener's open connections: past the cap, new connections wait in
+// the kernel's backlog until one closes.
 func limitConnections(ln net.Listener, max int) net.Listener {
-	if max <= 0 {
-		max = DefaultMaxConnections
-	}
 	return netutil.LimitListener(ln, max)
 }
