@@ -79,6 +79,9 @@ type Config struct {
 // ConsoleOptions size the web console's in-memory plot history (see console.History.Bound);
 // zero values take the defaults: 10s steps over 1h, 10,000 devices, 1,000 edges.
 type ConsoleOptions struct {
+	// Off serves no console (GET / answers 404) and keeps no history: central then does not read
+	// its log a second time for the device pages.
+	Off        bool          `yaml:"off"`
 	Step       time.Duration `yaml:"step"`
 	Window     time.Duration `yaml:"window"`
 	MaxDevices int           `yaml:"max_devices"`
@@ -212,14 +215,17 @@ func (n *Node) Run(ctx context.Context) error {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("ok\n")) })
 	// The web console at / has its own login (a cookie from the API token) in front of the same
 	// token; its tail reads the consume API unguarded behind that login.
-	web, err := console.New(console.Config{Log: log, Fleet: rcv, Tail: &consume.Server{Log: log}, Token: cfg.APIToken,
-		Step: cfg.Console.Step, Window: cfg.Console.Window, MaxDevices: cfg.Console.MaxDevices, MaxEdges: cfg.Console.MaxEdges,
-		Logger: logger.With("component", "console")})
-	if err != nil {
-		return err
-	}
-	for _, p := range console.Patterns {
-		mux.Handle(p, web)
+	var web *console.Console
+	if !cfg.Console.Off {
+		web, err = console.New(console.Config{Log: log, Fleet: rcv, Tail: &consume.Server{Log: log}, Token: cfg.APIToken,
+			Step: cfg.Console.Step, Window: cfg.Console.Window, MaxDevices: cfg.Console.MaxDevices, MaxEdges: cfg.Console.MaxEdges,
+			Logger: logger.With("component", "console")})
+		if err != nil {
+			return err
+		}
+		for _, p := range console.Patterns {
+			mux.Handle(p, web)
+		}
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -282,9 +288,12 @@ func (n *Node) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 5)
-	running := 4
+	running := 3
 	go func() { errc <- rcv.Run(ctx) }()
-	go func() { errc <- web.Run(ctx) }()
+	if web != nil {
+		running++
+		go func() { errc <- web.Run(ctx) }()
+	}
 	if sink != nil {
 		running++
 		go func() {

@@ -177,7 +177,8 @@ func startCentralTB(t testing.TB, dir string) (url string, stop func()) {
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
 	go func() {
-		done <- central.Run(ctx, central.Config{DataDir: dir, Listen: "127.0.0.1:0", Fsync: os.Getenv("BENCH_FSYNC"), Ready: func(a string) { addr <- a }})
+		done <- central.Run(ctx, central.Config{DataDir: dir, Listen: "127.0.0.1:0", Fsync: os.Getenv("BENCH_FSYNC"),
+			Console: central.ConsoleOptions{Off: os.Getenv("BENCH_CONSOLE") == "off"}, Ready: func(a string) { addr <- a }})
 	}()
 	select {
 	case a := <-addr:

@@ -57,14 +57,18 @@ type FleetView struct {
 
 // HistoryInfo is the plot history's shape and its bound in bytes.
 type HistoryInfo struct {
-	StepS       float64 `json:"step_s"`
-	WindowS     float64 `json:"window_s"`
-	Devices     int     `json:"devices"`
-	Edges       int     `json:"edges"`
-	Evicted     int64   `json:"devices_evicted"`
-	BoundBytes  int     `json:"bound_bytes"`
-	DeviceBytes int     `json:"device_bytes"`
-	EdgeBytes   int     `json:"edge_bytes"`
+	StepS   float64 `json:"step_s"`
+	WindowS float64 `json:"window_s"`
+	Devices int     `json:"devices"`
+	Edges   int     `json:"edges"`
+	Evicted int64   `json:"devices_evicted"`
+	// Skipped counts records of central's log the history did not read: it jumps to the newest
+	// when more than 20,000 behind a partition's end (a catch-up burst), so device rates then
+	// undercount.
+	Skipped     int64 `json:"records_skipped"`
+	BoundBytes  int   `json:"bound_bytes"`
+	DeviceBytes int   `json:"device_bytes"`
+	EdgeBytes   int   `json:"edge_bytes"`
 }
 
 // EdgeView is the answer of GET /console/api/edges/{id}.
@@ -192,7 +196,7 @@ func (c *Console) summaries(d fleetData, now time.Time, withHistory bool) []Edge
 
 func (c *Console) historyInfo() HistoryInfo {
 	dev, edges, evicted := c.hist.Len()
-	return HistoryInfo{StepS: c.cfg.Step.Seconds(), WindowS: c.cfg.Window.Seconds(), Devices: dev, Edges: edges, Evicted: evicted,
+	return HistoryInfo{StepS: c.cfg.Step.Seconds(), WindowS: c.cfg.Window.Seconds(), Devices: dev, Edges: edges, Evicted: evicted, Skipped: c.coll.skipped.Load(),
 		BoundBytes: c.hist.Bound(), DeviceBytes: c.hist.DeviceBytes(), EdgeBytes: c.hist.EdgeBytes()}
 }
 

@@ -7,9 +7,11 @@ import (
 	"encoding/hex"
 	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"html/template"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -89,9 +91,52 @@ func (c *Console) guardAPI(h http.Handler) http.Handler {
 var loginTmpl = template.Must(template.ParseFS(assets, "assets/login.html"))
 
 type loginView struct {
-	Next    string
-	Failed  bool
-	NoToken bool
+	Next      string
+	Failed    bool
+	Throttled bool
+	NoToken   bool
+}
+
+// Failed logins allowed per address and minute: enough for typos, too few to guess a token.
+const (
+	maxLoginFailures  = 20
+	maxLoginAddresses = 4096 // addresses tracked; past it, new ones share one budget
+)
+
+// loginLimiter counts failed logins per remote address over the current minute.
+type loginLimiter struct {
+	mu     sync.Mutex
+	window time.Time
+	fails  map[string]int
+}
+
+func (l *loginLimiter) allow(ip string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if now.Sub(l.window) >= time.Minute {
+		l.window, l.fails = now, map[string]int{}
+	}
+	if _, ok := l.fails[ip]; !ok && len(l.fails) >= maxLoginAddresses {
+		ip = ""
+	}
+	return l.fails[ip] < maxLoginFailures
+}
+
+func (l *loginLimiter) fail(ip string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if _, ok := l.fails[ip]; !ok && len(l.fails) >= maxLoginAddresses {
+		ip = ""
+	}
+	l.fails[ip]++
+}
+
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
 }
 
 // safeNext keeps a redirect target on this site: a path, not "//host" or a URL.
@@ -124,8 +169,15 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, next, http.StatusSeeOther)
 		return
 	}
+	ip := remoteIP(r)
+	if !c.logins.allow(ip, time.Now()) {
+		w.Header().Set("Retry-After", "60")
+		c.renderLogin(w, http.StatusTooManyRequests, loginView{Next: next, Failed: true, Throttled: true})
+		return
+	}
 	tok := strings.TrimSpace(r.PostForm.Get("token"))
 	if subtle.ConstantTimeCompare([]byte(tok), []byte(c.cfg.Token)) != 1 {
+		c.logins.fail(ip)
 		c.logger.Warn("console login refused: wrong token", "remote", r.RemoteAddr)
 		c.renderLogin(w, http.StatusUnauthorized, loginView{Next: next, Failed: true})
 		return

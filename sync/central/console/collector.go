@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
@@ -18,6 +19,11 @@ type laneKey struct {
 	partition int
 }
 
+// maxLag is how far the collector may fall behind a partition's end before it jumps to the
+// newest records: a catch-up burst at central then costs the console a bounded read, not a second
+// pass over the whole backlog (its records count for no device's rate).
+const maxLag = 20_000
+
 // maxLaneTimes bounds the lanes whose newest forwarded record time is kept.
 const maxLaneTimes = 100_000
 
@@ -29,6 +35,8 @@ type collector struct {
 	fleet Fleet
 	hist  *History
 	seed  int64 // records read back per partition at start, so devices show at once
+	// skipped counts records the collector jumped over to stay within maxLag of a partition's end.
+	skipped atomic.Int64
 
 	mu        sync.Mutex
 	laneTimes map[laneKey]time.Time // newest record time central has from each lane
@@ -85,7 +93,14 @@ func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
 func (c *collector) tail(ctx context.Context, stream string, p *storage.Partition) {
 	from := max(p.EndOffset()-c.seed, p.StartOffset())
 	rd := p.NewReader(from, &storage.ReaderOptions{Follow: true, ReadBytes: 256 << 10})
-	for {
+	for n := 0; ; n++ {
+		if n%1024 == 0 {
+			if end := p.EndOffset(); end-rd.Offset() > maxLag {
+				to := end - c.seed
+				c.skipped.Add(to - rd.Offset())
+				rd = p.NewReader(to, &storage.ReaderOptions{Follow: true, ReadBytes: 256 << 10})
+			}
+		}
 		e, err := rd.Next(ctx)
 		if err != nil {
 			return // ctx ended or the log closed

@@ -61,6 +61,7 @@ type Console struct {
 	coll    *collector
 	mux     *http.ServeMux
 	started time.Time
+	logins  loginLimiter
 }
 
 //go:embed assets

@@ -423,6 +423,32 @@ func TestConsoleAPI(t *testing.T) {
 			t.Errorf("after logout: %d, want 401", code)
 		}
 	})
+
+	t.Run("guessing is throttled", func(t *testing.T) {
+		// Guessing is cut short: past 20 failures a minute from one address, even the right token waits.
+		for i := 0; i < 25; i++ {
+			resp, err := anon.PostForm(r.url+"/console/login", url.Values{"token": {fmt.Sprintf("guess-%d", i)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			want := http.StatusUnauthorized // the subtest "without a login" failed once already
+			if i >= 19 {
+				want = http.StatusTooManyRequests
+			}
+			if resp.StatusCode != want {
+				t.Fatalf("failed login %d: %s, want %d", i+1, resp.Status, want)
+			}
+		}
+		resp, err := anon.PostForm(r.url+"/console/login", url.Values{"token": {apiToken}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTooManyRequests || len(resp.Cookies()) != 0 {
+			t.Fatalf("right token after 25 failures: %s, cookies %v; want 429 and none", resp.Status, resp.Cookies())
+		}
+	})
 }
 
 // TestConsoleEdgeOutage stops the edge's forwarder for a few seconds while its devices go on
