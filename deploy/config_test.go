@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -70,6 +71,9 @@ func TestCentralConfig(t *testing.T) {
 	var cfg centralFile
 	if err := yaml.Unmarshal(uncomment(b), &cfg); err != nil {
 		t.Fatal(err)
+	}
+	if c := cfg.Console; c.Step != 10*time.Second || c.Window != time.Hour || c.MaxDevices != 10000 || c.MaxEdges != 1000 {
+		t.Errorf("console not documented with its defaults: %+v", c)
 	}
 	if k := cfg.Sinks.Kafka; k == nil || k.Topic == "" || k.SASL == nil || k.TLS == nil {
 		t.Errorf("sinks.kafka not fully documented: %+v", k)
