@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,11 +75,19 @@ func benchTarget(b *testing.B, durable bool) (string, func()) {
 
 // BenchmarkDevices1000 has 1,000 devices, each publishing QoS 1 and waiting for the PUBACK
 // before its next reading, as simple firmware does.
-func BenchmarkDevices1000(b *testing.B) {
+func BenchmarkDevices1000(b *testing.B) { benchDevices(b, 1000) }
+
+// BenchmarkDevices100 is the same with 100 devices.
+func BenchmarkDevices100(b *testing.B) { benchDevices(b, 100) }
+
+// benchDevices runs n waiting devices against the bare broker (ceiling) and the agent (durable)
+// in one run. allocs/reading counts the whole process's heap allocations, the load generator's
+// included: the durable figure less the ceiling's is what the agent adds to mochi's own.
+func benchDevices(b *testing.B, n int) {
 	for _, mode := range []string{"ceiling", "durable"} {
 		b.Run(mode, func(b *testing.B) {
+			b.ReportAllocs()
 			addr, report := benchTarget(b, mode == "durable")
-			const n = 1000
 			clients := make([]*rawClient, n)
 			for i := range clients {
 				clients[i], _ = dialRaw(b, addr, fmt.Sprintf("bench-%d", i), 4, "", "")
@@ -87,6 +96,9 @@ func BenchmarkDevices1000(b *testing.B) {
 			payload := []byte(`{"ts":1700000000000,"temp":21.5,"hum":40.1,"seq":0}`)
 			b.ResetTimer()
 			cpu := processCPU()
+			var ms runtime.MemStats
+			runtime.ReadMemStats(&ms)
+			mallocs := ms.Mallocs
 			var wg sync.WaitGroup
 			for i, c := range clients {
 				topic := "devices/bench-" + strconv.Itoa(i) + "/readings"
@@ -100,8 +112,10 @@ func BenchmarkDevices1000(b *testing.B) {
 			}
 			wg.Wait()
 			total := per * n
+			runtime.ReadMemStats(&ms)
 			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "readings/s")
 			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(total), "CPU-µs/reading")
+			b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(total), "allocs/reading")
 			b.ReportMetric(rssMiB(), "RSS-MiB")
 			report()
 		})

@@ -178,13 +178,6 @@ func (n *powerNode) tail() string {
 	return string(b)
 }
 
-func writeFile(t *testing.T, p, s string) {
-	t.Helper()
-	if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestPowerCut runs the real edge and central, each on its own lossy mount, under a fleet of 100
 // QoS 1 devices, and cuts the power of the edge, of central or of both, at random moments and
 // right after the risky ones (a segment roll, a seal, a retention or quota drop, a bbolt commit,

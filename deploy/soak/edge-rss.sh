@@ -142,6 +142,7 @@ while kill -0 "$sim_pid" 2>/dev/null; do
 done
 sim_status=0
 wait "$sim_pid" || sim_status=$?
+run_seconds=$((SECONDS - started)) # the fleet's connects, publishing and ack drain
 sim_pid=""
 kill -0 "$edge_pid" 2>/dev/null || { tail -20 "$work/edge.log" >&2; echo "edge-rss: the edge died during the run" >&2; exit 1; }
 final_kib=$(rss_kib "$edge_pid")
@@ -202,7 +203,7 @@ printf '  %-28s %s\n' \
 	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
 	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms" \
-	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'))" \
+	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'); $(awk -v f="${fsyncs:-0}" -v s="$run_seconds" 'BEGIN {if (s > 0) printf "%.0f", f / s; else print "?"}')/s over the ${run_seconds}s from the fleet's start to its end)" \
 	"duplicates recognised" "${duplicates:-?}" \
 	"data dir" "$data_bytes bytes ($(per_reading "$data_bytes") bytes/reading)" \
 	"log segments only" "$log_bytes bytes ($(per_reading "$log_bytes") bytes/reading)" \
