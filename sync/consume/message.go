@@ -2,7 +2,6 @@ package consume
 
 import (
 	"encoding/json"
-	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -30,18 +29,12 @@ type Message struct {
 func NewMessage(stream string, partition int, offset int64, rec *storage.Record) Message {
 	m := Message{Stream: stream, Partition: partition, Offset: offset, Key: string(rec.Key),
 		Timestamp: rec.Timestamp.UTC(), EdgePartition: -1, EdgeOffset: -1, Headers: map[string]string{}}
+	pv, _ := protocol.ParseProvenance(rec.Headers)
+	m.Edge, m.EdgePartition, m.EdgeOffset = pv.Edge, pv.Partition, pv.Offset
 	for _, h := range rec.Headers {
 		switch h.Key {
-		case protocol.ProvEdge:
-			m.Edge = string(h.Value)
-		case protocol.ProvEdgePartition:
-			if n, err := strconv.Atoi(string(h.Value)); err == nil {
-				m.EdgePartition = n
-			}
-		case protocol.ProvEdgeOffset:
-			if n, err := strconv.ParseInt(string(h.Value), 10, 64); err == nil {
-				m.EdgeOffset = n
-			}
+		case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset:
+			// the edge fields above
 		default:
 			m.Headers[h.Key] = string(h.Value)
 		}

@@ -337,8 +337,7 @@ func waitAny(ctx context.Context, st *storage.Stream, offsets map[int]int64, d t
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := st.Partition(p).NewReader(off, &storage.ReaderOptions{Follow: true, ReadBytes: 64 << 10})
-			if _, err := r.Next(ctx); err == nil {
+			if st.Partition(p).Wait(ctx, off) == nil {
 				cancel()
 			}
 		}()

@@ -513,18 +513,10 @@ func (ln *lane) update(pos protocol.Position) {
 	ln.lastErr.Store(nil)
 }
 
-// waitForData blocks until the partition holds a record (or gap) at or past from.
+// waitForData blocks until the partition holds a record (or gap) at or past from: it parks on
+// the partition's notification (storage.Partition.Wait), reading nothing.
 func waitForData(ctx context.Context, p *storage.Partition, from int64) error {
-	if p.EndOffset() > from {
-		return nil
-	}
-	// A following reader parks on the partition's notification channel: no polling.
-	r := p.NewReader(from, &storage.ReaderOptions{Follow: true, ReadBytes: 64 << 10})
-	_, err := r.Next(ctx)
-	if err != nil && !errors.Is(err, storage.ErrClosed) {
-		return err
-	}
-	return err
+	return p.Wait(ctx, from)
 }
 
 func (f *Forwarder) newRequest(ctx context.Context, method string, ln *lane, body []byte) (*http.Request, error) {
@@ -571,23 +563,7 @@ func (f *Forwarder) send(ctx context.Context, client *http.Client, ln *lane, ch 
 	if err != nil {
 		return protocol.Position{}, err
 	}
-	h := req.Header
-	h.Set(protocol.HeaderBase, strconv.FormatInt(ch.Base, 10))
-	h.Set(protocol.HeaderNext, strconv.FormatInt(ch.Next, 10))
-	if ch.Gap != nil {
-		h.Set(protocol.HeaderGapFrom, strconv.FormatInt(ch.Gap.From, 10))
-		h.Set(protocol.HeaderGapTo, strconv.FormatInt(ch.Gap.To, 10))
-		h.Set(protocol.HeaderGapReason, ch.Gap.Reason)
-		h.Set(protocol.HeaderGapTime, strconv.FormatInt(ch.Gap.Time.UnixMilli(), 10))
-	} else {
-		h.Set("Content-Type", "application/zstd")
-		h.Set(protocol.HeaderRecords, strconv.Itoa(ch.Records))
-		h.Set(protocol.HeaderRawBytes, strconv.Itoa(ch.RawBytes))
-		h.Set(protocol.HeaderCRC, strconv.FormatUint(uint64(protocol.ChunkCRC(ch.Data)), 10))
-		if ch.Sealed {
-			h.Set(protocol.HeaderSealed, "1")
-		}
-	}
+	protocol.NewChunkMeta(ch).Encode(req.Header)
 	pos, err := do(client, req)
 	if err == nil {
 		f.tokenRefused.Store(false)

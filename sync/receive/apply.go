@@ -293,19 +293,13 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 	s.inflight = append(s.inflight, pa)
 	s.state.Unlock()
 
-	// One provenance buffer and one header slice for the whole chunk: storage encodes a record
+	// One provenance encoder and one header slice for the whole chunk: storage encodes a record
 	// into its group buffer before AppendAsync returns, so neither needs to outlive the call.
-	prov := make([]byte, 0, 64)
-	prov = strconv.AppendInt(prov, time.Now().UnixMilli(), 10)
-	nowHdr := prov[:len(prov):len(prov)]
-	prov = strconv.AppendInt(prov[len(prov):], int64(s.key.partition), 10)
-	partHdr := prov[:len(prov):len(prov)]
-	edgeHdr := []byte(s.key.edge)
-	var incHdr []byte
+	lane := protocol.Provenance{Edge: s.key.edge, Partition: s.key.partition, CentralTime: time.Now()}
 	if rec := s.rec.Load(); rec != nil {
-		incHdr = []byte(rec.Incarnation)
+		lane.Incarnation = rec.Incarnation
 	}
-	var offBuf [20]byte
+	prov := protocol.NewProvenanceEncoder(lane)
 	var headers []storage.Header
 	trackers := make([]*partitionTracker, cs.stream.Partitions())
 	stopped := false
@@ -329,20 +323,11 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 		}
 		headers = headers[:0]
 		for _, h := range e.Headers {
-			switch h.Key {
-			case protocol.ProvEdge, protocol.ProvEdgePartition, protocol.ProvEdgeOffset, protocol.ProvCentralTime, protocol.ProvEdgeIncarnation:
-				continue // provenance is central's to write; an edge cannot forge it
+			if !protocol.IsProvenance(h.Key) { // provenance is central's to write; an edge cannot forge it
+				headers = append(headers, h)
 			}
-			headers = append(headers, h)
 		}
-		headers = append(headers,
-			storage.Header{Key: protocol.ProvEdge, Value: edgeHdr},
-			storage.Header{Key: protocol.ProvEdgePartition, Value: partHdr},
-			storage.Header{Key: protocol.ProvEdgeOffset, Value: strconv.AppendInt(offBuf[:0], e.Offset, 10)},
-			storage.Header{Key: protocol.ProvCentralTime, Value: nowHdr})
-		if incHdr != nil {
-			headers = append(headers, storage.Header{Key: protocol.ProvEdgeIncarnation, Value: incHdr})
-		}
+		headers = prov.Append(headers, e.Offset)
 		tr := trackers[p]
 		if tr == nil {
 			tr = &partitionTracker{s: s, pa: pa, p: p}

@@ -100,12 +100,13 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 				continue
 			}
 			scanned++
-			edge, ep, eo, ok := provenance(&e.Record)
+			pv, ok := protocol.ParseProvenance(e.Record.Headers)
 			if !ok {
 				continue // not forwarded by an edge
 			}
-			k := sourceKey{edge, ep}
-			if !recs[k].belongs(string(e.Record.HeaderValue(protocol.ProvEdgeIncarnation))) {
+			eo := pv.Offset
+			k := sourceKey{pv.Edge, pv.Partition}
+			if !recs[k].belongs(pv.Incarnation) {
 				continue // stored in an earlier epoch of the lane
 			}
 			s := cs.source(k)
@@ -118,21 +119,6 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 		s.restored()
 	}
 	return scanned, nil
-}
-
-func provenance(rec *storage.Record) (edge string, partition int, offset int64, ok bool) {
-	ev := rec.HeaderValue(protocol.ProvEdge)
-	pv := rec.HeaderValue(protocol.ProvEdgePartition)
-	ov := rec.HeaderValue(protocol.ProvEdgeOffset)
-	if ev == nil || pv == nil || ov == nil {
-		return "", 0, 0, false
-	}
-	p, err1 := strconv.Atoi(string(pv))
-	o, err2 := strconv.ParseInt(string(ov), 10, 64)
-	if err1 != nil || err2 != nil {
-		return "", 0, 0, false
-	}
-	return string(ev), p, o, true
 }
 
 // Checkpoint writes the dedupe state of every changed stream to the log's metadata (one bbolt

@@ -369,36 +369,15 @@ type chunk struct {
 // parseChunk validates a request's headers and body and decodes it. Nothing is applied here, so
 // a malformed request changes nothing.
 func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
-	base, err := protocol.Int64Header(h, protocol.HeaderBase)
+	m, err := protocol.ParseChunkMeta(h)
 	if err != nil {
 		return nil, err
 	}
-	next, err := protocol.Int64Header(h, protocol.HeaderNext)
-	if err != nil {
-		return nil, err
-	}
-	if base < 0 || next <= base {
-		return nil, fmt.Errorf("chunk range [%d, %d) is empty or negative", base, next)
-	}
+	base, next := m.Base, m.Next
 	c := &chunk{base: base, next: next, wire: len(body)}
-	if h.Get(protocol.HeaderGapFrom) != "" {
-		from, err := protocol.Int64Header(h, protocol.HeaderGapFrom)
-		if err != nil {
-			return nil, err
-		}
-		to, err := protocol.Int64Header(h, protocol.HeaderGapTo)
-		if err != nil {
-			return nil, err
-		}
-		if from != base || to != next || len(body) != 0 {
-			return nil, fmt.Errorf("gap chunk must have an empty body and gap [%d, %d) equal to the chunk range [%d, %d)", from, to, base, next)
-		}
-		g := storage.Gap{From: from, To: to, Records: to - from, Reason: h.Get(protocol.HeaderGapReason)}
-		if ms, err := protocol.Int64Header(h, protocol.HeaderGapTime); err == nil {
-			g.Time = time.UnixMilli(ms).UTC()
-		}
-		if g.Reason == "" || len(g.Reason) > 200 {
-			return nil, errors.New("gap chunk needs a reason of at most 200 bytes")
+	if g := m.Gap; g != nil {
+		if len(body) != 0 {
+			return nil, fmt.Errorf("gap chunk must have an empty body and gap [%d, %d) equal to the chunk range [%d, %d)", g.From, g.To, base, next)
 		}
 		// A gap moves the lane without data: it may not move it past the end the edge reports,
 		// or one forged header would make every later record of the lane a "duplicate".
@@ -406,27 +385,13 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 		if err != nil {
 			return nil, fmt.Errorf("gap chunk: %w", err)
 		}
-		if to > end {
-			return nil, fmt.Errorf("gap [%d, %d) ends past the edge partition's end %d", from, to, end)
+		if g.To > end {
+			return nil, fmt.Errorf("gap [%d, %d) ends past the edge partition's end %d", g.From, g.To, end)
 		}
-		c.gap = &g
+		c.gap = g
 		return c, nil
 	}
-	records, err := protocol.Int64Header(h, protocol.HeaderRecords)
-	if err != nil {
-		return nil, err
-	}
-	rawBytes, err := protocol.Int64Header(h, protocol.HeaderRawBytes)
-	if err != nil {
-		return nil, err
-	}
-	crc, err := protocol.Int64Header(h, protocol.HeaderCRC)
-	if err != nil {
-		return nil, err
-	}
-	if records != next-base {
-		return nil, fmt.Errorf("chunk says %d records but spans [%d, %d)", records, base, next)
-	}
+	records, rawBytes := m.Records, m.RawBytes
 	if rawBytes <= 0 || rawBytes > int64(maxRaw) {
 		return nil, fmt.Errorf("chunk of %d raw bytes: the limit is %d", rawBytes, maxRaw)
 	}
@@ -441,8 +406,8 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 	if records > rawBytes/minRecordBytes {
 		return nil, fmt.Errorf("chunk declares %d records in %d raw bytes: a record takes at least %d", records, rawBytes, minRecordBytes)
 	}
-	if got := protocol.ChunkCRC(body); int64(got) != crc {
-		return nil, fmt.Errorf("body checksum %d does not match header %d: damaged or truncated in transit", got, crc)
+	if got := protocol.ChunkCRC(body); got != m.CRC {
+		return nil, fmt.Errorf("body checksum %d does not match header %d: damaged or truncated in transit", got, m.CRC)
 	}
 	c.raw = int(rawBytes)
 	// Sized for what the body can hold, not what the headers claim; append grows past it.
