@@ -17,6 +17,7 @@ import (
 	// chromedp drives Debian's chromium over the DevTools protocol, for the console's browser test.
 	"github.com/chromedp/chromedp"
 
+	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/edge"
 	firmwaresim "github.com/tributary-iot/tributary/firmware-sim"
 	"github.com/tributary-iot/tributary/internal/testprog"
@@ -38,10 +39,11 @@ func startConsoleFleet(t *testing.T, token string) *consoleFleet {
 	root := t.TempDir()
 	centralDir := filepath.Join(root, "central")
 	logger := slog.New(slog.DiscardHandler)
+	// Device ids differ between the edges: a key is a device wherever it sends from.
 	edges := []struct {
-		id      string
-		devices int
-	}{{"plant-gw-1", 12}, {"yard-gw-2", 4}}
+		id, prefix string
+		devices    int
+	}{{"plant-gw-1", "dev-", 12}, {"yard-gw-2", "yard-", 4}}
 	tokens := map[string]string{}
 	for _, e := range edges {
 		tok, err := demoRegisterEdge(centralDir, e.id)
@@ -69,8 +71,12 @@ func startConsoleFleet(t *testing.T, token string) *consoleFleet {
 	edgeErrs := make(chan error, 2*len(edges))
 	for i, e := range edges {
 		dir := filepath.Join(root, e.id)
-		if err := demoRegisterDevices(dir, e.devices); err != nil {
-			t.Fatal(err)
+		reg := devices.NewRegistry(filepath.Join(dir, "devices.db"), &devices.RegistryOptions{BcryptCost: 4})
+		for n := 1; n <= e.devices; n++ {
+			id := firmwaresim.DeviceID(e.prefix, n)
+			if err := reg.Add(devices.Device{ID: id}, firmwaresim.PasswordTemplate(demoPassword)(id)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		node, err := edgenode.New(edgenode.Config{Central: url, Forward: edgenode.ForwardConfig{Token: tokens[e.id]},
 			Version: "v0.9.0-test", Config: edge.Config{DataDir: dir, EdgeID: e.id, MQTT: edge.MQTTConfig{Listen: "127.0.0.1:0"}, Logger: logger}})
@@ -85,7 +91,7 @@ func startConsoleFleet(t *testing.T, token string) *consoleFleet {
 			}
 		}()
 		fleet, err := firmwaresim.NewFleet(firmwaresim.Config{Broker: "tcp://" + node.Agent().MQTTAddr(), Devices: e.devices, Rate: 5, QoS: 1,
-			IDPrefix: "dev-", Passwords: firmwaresim.PasswordTemplate(demoPassword), Seed: int64(i + 1), Logger: logger, Duration: 5 * time.Minute})
+			IDPrefix: e.prefix, Passwords: firmwaresim.PasswordTemplate(demoPassword), Seed: int64(i + 1), Logger: logger, Duration: 5 * time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}

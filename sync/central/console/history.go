@@ -72,6 +72,7 @@ type deviceState struct {
 	offset    int64
 	value     []byte // the last value, at most MaxValueBytes (capacity fixed at MaxValueBytes)
 	cut       bool   // value was longer than MaxValueBytes
+	first     int64  // step of its oldest reading counted, so a new device's rate is over its own time
 	counts    ring[uint32]
 }
 
@@ -173,8 +174,12 @@ func (h *History) AddReading(r Reading, now time.Time) {
 		d = &deviceState{id: string(key), value: make([]byte, 0, MaxValueBytes), counts: newRing[uint32](h.steps)}
 		h.devices[d.id] = d
 	}
-	if p := d.counts.at(h.stepOf(r.Timestamp)); p != nil {
+	step := h.stepOf(r.Timestamp)
+	if p := d.counts.at(step); p != nil {
 		*p++
+		if d.first == 0 || step < d.first {
+			d.first = step
+		}
 	}
 	if !r.Timestamp.Before(d.lastSeen) {
 		d.lastSeen, d.arrived = r.Timestamp, now
@@ -291,7 +296,9 @@ func (h *History) info(d *deviceState, now int64, withHistory bool) DeviceInfo {
 	full := max(int(time.Minute/h.step), 1)
 	var sum uint32
 	n := 0
-	for i := len(counts) - 2; i >= 0 && n < full; i-- {
+	// A device seen for less than a minute has its rate over the steps since its first reading.
+	oldest := len(counts) - 1 - int(now-d.first)
+	for i := len(counts) - 2; i >= max(oldest, 0) && n < full; i-- {
 		sum += counts[i]
 		n++
 	}
