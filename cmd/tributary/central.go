@@ -25,8 +25,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/receive"
 )
 
-func init() { register(newCentralCmd) }
-
 func newCentralCmd() *cobra.Command {
 	var cfg central.Config
 	var configFile string

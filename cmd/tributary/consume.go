@@ -17,8 +17,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/consume"
 )
 
-func init() { register(newConsumeCmd) }
-
 func newConsumeCmd() *cobra.Command {
 	var (
 		centralURL, group, format, since, offsets, headers, compress string

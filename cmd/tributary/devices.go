@@ -20,8 +20,6 @@ import (
 	"github.com/tributary-iot/tributary/devices"
 )
 
-func init() { register(newDevicesCmd) }
-
 // devicesRegistryFlags locate the registry file; every devices subcommand shares them.
 type devicesRegistryFlags struct {
 	dataDir     string

@@ -17,8 +17,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/forward"
 )
 
-func init() { register(newEdgeCmd) }
-
 // edgeFlags are the flags of "tributary edge"; each one set on the command line overrides the
 // config file.
 type edgeFlags struct {

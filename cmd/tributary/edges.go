@@ -16,8 +16,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
-func init() { register(newEdgesCmd) }
-
 func newEdgesCmd() *cobra.Command {
 	var centralURL string
 	var tokens apiTokenFlags

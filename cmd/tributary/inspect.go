@@ -17,8 +17,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/central"
 )
 
-func init() { register(newInspectCmd) }
-
 func newInspectCmd() *cobra.Command {
 	var verify, segments bool
 	var format string

@@ -1,8 +1,7 @@
 // Command tributary is the one binary of Tributary: the edge agent, the central node, the consumer,
 // the device registry, the log inspector and the demo, each a subcommand.
 //
-// This file only wires subcommands together; each lives in its own file and registers itself with
-// [register] from an init function, so subcommands can be added without touching this file.
+// This file only wires subcommands together: each lives in its own file, and newRootCmd lists them.
 package main
 
 import (
@@ -14,11 +13,6 @@ import (
 	// from tools such as kubectl and etcdctl.
 	"github.com/spf13/cobra"
 )
-
-var subcommands []func() *cobra.Command
-
-// register adds a subcommand constructor; call it from an init function.
-func register(newCmd func() *cobra.Command) { subcommands = append(subcommands, newCmd) }
 
 func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
@@ -32,9 +26,16 @@ Start with "tributary demo" to see the whole flow in one process.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	for _, newCmd := range subcommands {
-		root.AddCommand(newCmd())
-	}
+	root.AddCommand(
+		newEdgeCmd(),    // edge.go: the edge node
+		newCentralCmd(), // central.go: the central node, and its edges admin
+		newConsumeCmd(), // consume.go: read central's merged stream
+		newDevicesCmd(), // devices.go: the edge's device registry
+		newEdgesCmd(),   // edges.go: the edges view at central
+		newInspectCmd(), // inspect.go: a log directory, offline or live
+		newDemoCmd(),    // demo.go: everything in one process
+		newVersionCmd(), // version.go
+	)
 	return root
 }
 

@@ -105,28 +105,27 @@ func (bi BuildInfo) write(w io.Writer) {
 	fmt.Fprintf(w, "  platform:   %s\n", bi.Platform)
 }
 
-func init() {
-	register(func() *cobra.Command {
-		var asJSON bool
-		cmd := &cobra.Command{
-			Use:   "version",
-			Short: "Print the version, commit, build date, Go version and platform of this binary",
-			Long: `Print the version, commit and build date stamped into this binary at release time, the Go
+// newVersionCmd is "tributary version".
+func newVersionCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "version",
+		Short: "Print the version, commit, build date, Go version and platform of this binary",
+		Long: `Print the version, commit and build date stamped into this binary at release time, the Go
 version it was built with and the platform it was built for. Binaries built without release stamps
 report the git commit and commit time the Go toolchain recorded, or "unknown".`,
-			Args: cobra.NoArgs,
-			RunE: func(cmd *cobra.Command, _ []string) error {
-				bi := currentBuildInfo()
-				if asJSON {
-					enc := json.NewEncoder(cmd.OutOrStdout())
-					enc.SetIndent("", "  ")
-					return enc.Encode(bi)
-				}
-				bi.write(cmd.OutOrStdout())
-				return nil
-			},
-		}
-		cmd.Flags().BoolVar(&asJSON, "json", false, "print as a JSON object")
-		return cmd
-	})
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			bi := currentBuildInfo()
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(bi)
+			}
+			bi.write(cmd.OutOrStdout())
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print as a JSON object")
+	return cmd
 }
