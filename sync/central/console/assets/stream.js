@@ -19,9 +19,9 @@ function open(stream) {
   source.onmessage = ev => {
     received++;
     window.tributary.updates++;
-    if (paused) { whilePaused++; return; }
     const m = JSON.parse(ev.data);
     if (!matches(m)) return;
+    if (paused) whilePaused++; // kept (the newest maxRows), shown on resume
     shown.push(m);
     if (shown.length > maxRows) shown.splice(0, shown.length - maxRows);
     dirty = true;
@@ -29,8 +29,8 @@ function open(stream) {
 }
 
 function render() {
-  document.getElementById("counts").textContent = received + " received" + (paused ? " · paused, " + whilePaused + " not shown" : "");
-  if (!dirty) return;
+  document.getElementById("counts").textContent = received + " received" + (paused ? " · paused, " + whilePaused + " new not shown yet" : "");
+  if (!dirty || paused) return;
   dirty = false;
   const body = document.querySelector("#tail tbody");
   body.replaceChildren(...shown.filter(matches).reverse().map(m => el("tr", { "data-key": m.key },
