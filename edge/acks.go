@@ -21,7 +21,8 @@ type result struct {
 	mu      sync.Mutex
 	done    bool
 	err     error
-	waiters []*clientAcks
+	first   *clientAcks   // the one waiter nearly every result has, without a slice to allocate
+	waiters []*clientAcks // the others (a resend waiting on the original's append)
 	closed  chan struct{} // made on demand by doneChan, closed by complete
 	// refusal is set, before complete, when the reading was stored in the dead-letter stream
 	// because its payload broke the stream's format: MQTT 5 clients get PUBACK 0x99 (payload
@@ -49,12 +50,15 @@ var storedResult = &result{done: true}
 func (r *result) complete(err error) {
 	r.mu.Lock()
 	r.done, r.err = true, err
-	ws := r.waiters
-	r.waiters = nil
+	first, ws := r.first, r.waiters
+	r.first, r.waiters = nil, nil
 	if r.closed != nil {
 		close(r.closed)
 	}
 	r.mu.Unlock()
+	if first != nil {
+		first.complete()
+	}
 	for _, w := range ws {
 		w.complete()
 	}
@@ -64,7 +68,11 @@ func (r *result) complete(err error) {
 func (r *result) watch(w *clientAcks) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.done {
+	switch {
+	case r.done:
+	case r.first == nil:
+		r.first = w
+	default:
 		r.waiters = append(r.waiters, w)
 	}
 	return r.done
@@ -114,6 +122,7 @@ type pendingAck struct {
 type clientAcks struct {
 	cl      *mqtt.Client
 	raw     syscall.RawConn // the socket, for writes that must not block; nil for TLS and WebSocket
+	direct  *directWriter   // writes to raw; nil with it
 	server  *mqtt.Server
 	metrics *metrics
 	pending *atomic.Int64 // agent-wide count of queued acks, for draining at shutdown
@@ -153,6 +162,9 @@ func newClientAcks(cl *mqtt.Client, server *mqtt.Server, m *metrics, pending *at
 		stopped: make(chan struct{}),
 	}
 	c.raw = directConn(cl.Net.Conn)
+	if c.raw != nil {
+		c.direct = newDirectWriter(c.raw)
+	}
 	c.lazy = c.raw != nil
 	if !c.lazy {
 		c.running.Store(true)
@@ -341,7 +353,7 @@ func (c *clientAcks) tryWrite() (n int, held bool) {
 		return 0, false
 	}
 	b := c.out.Bytes()
-	n = writeNow(c.raw, b)
+	n = c.direct.write(b)
 	if n > 0 && n < len(b) {
 		return n, true
 	}

@@ -14,6 +14,13 @@ func directConn(net.Conn) syscall.RawConn { return nil }
 // writeNow is never called without a raw connection; it writes nothing.
 func writeNow(syscall.RawConn, []byte) int { return 0 }
 
+// directWriter is never made without a raw connection; it writes nothing.
+type directWriter struct{}
+
+func newDirectWriter(syscall.RawConn) *directWriter { return &directWriter{} }
+
+func (*directWriter) write([]byte) int { return 0 }
+
 // fdConnectionLimit: no descriptor limit to read here; the max_connections setting bounds
 // connections.
 func fdConnectionLimit() int { return 1 << 20 }

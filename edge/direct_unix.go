@@ -25,19 +25,40 @@ func directConn(c net.Conn) syscall.RawConn {
 
 // writeNow writes b to raw without waiting for the socket to drain and returns how much it took:
 // 0 on EAGAIN, EINTR or a broken connection (the writer goroutine finds out which).
-func writeNow(raw syscall.RawConn, b []byte) int {
-	var n int
-	err := raw.Write(func(fd uintptr) bool {
-		var err error
-		if n, err = syscall.Write(int(fd), b); err != nil {
-			n = 0
-		}
-		return true // never wait for the socket to drain here
-	})
+func writeNow(raw syscall.RawConn, b []byte) int { return newDirectWriter(raw).write(b) }
+
+// directWriter is writeNow for one connection, made once: raw.Write takes a callback, and a
+// closure made per ack, with the count it sets, cost two allocations per reading. Its user
+// holds the client's write lock, so one write runs at a time.
+type directWriter struct {
+	raw syscall.RawConn
+	b   []byte
+	n   int
+	fn  func(fd uintptr) bool // writeFD, bound once
+}
+
+func newDirectWriter(raw syscall.RawConn) *directWriter {
+	w := &directWriter{raw: raw}
+	w.fn = w.writeFD
+	return w
+}
+
+func (w *directWriter) writeFD(fd uintptr) bool {
+	var err error
+	if w.n, err = syscall.Write(int(fd), w.b); err != nil {
+		w.n = 0
+	}
+	return true // never wait for the socket to drain here
+}
+
+func (w *directWriter) write(b []byte) int {
+	w.b, w.n = b, 0
+	err := w.raw.Write(w.fn)
+	w.b = nil
 	if err != nil {
 		return 0
 	}
-	return n
+	return w.n
 }
 
 // fdConnectionLimit is the most MQTT connections the file descriptor limit leaves room for:
