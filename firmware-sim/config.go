@@ -58,6 +58,9 @@ type Config struct {
 	// Faults are the misbehaviours to inject; the zero value injects none.
 	Faults Faults
 
+	// Sparkplug, when set, makes each device a Sparkplug B edge node (see [SparkplugConfig]).
+	Sparkplug *SparkplugConfig
+
 	// Logger receives connection events and errors; nil discards them.
 	Logger *slog.Logger
 }
@@ -132,6 +135,11 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Sparkplug != nil {
+		sp := *c.Sparkplug
+		sp.withDefaults()
+		c.Sparkplug = &sp
+	}
 	return c
 }
 
@@ -175,6 +183,14 @@ func (c Config) validate() error {
 	}
 	if f.ReconnectEvery < 0 || f.FlakyMeanInterval < 0 || f.ClockSkew < 0 {
 		errs = append(errs, errors.New("fault intervals and clock skew must not be negative"))
+	}
+	if c.Sparkplug != nil {
+		if err := c.Sparkplug.validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if c.QoS != 1 {
+			errs = append(errs, errors.New("Sparkplug mode needs QoS 1: births must be acked before data can be resolved"))
+		}
 	}
 	return errors.Join(errs...)
 }

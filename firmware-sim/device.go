@@ -15,6 +15,8 @@ import (
 	// paho is the MQTT 3.1.1 client most device firmware ports mirror; one client per simulated
 	// device gives each its own connection, client id and credentials, as real devices have.
 	paho "github.com/eclipse/paho.mqtt.golang"
+
+	"github.com/tributary-iot/tributary/devices/sparkplug"
 )
 
 // maxConnectFailures bounds how long a device keeps retrying a broker that refuses or is down
@@ -29,7 +31,9 @@ const (
 // goroutine that waits for their PUBACKs in publish order, and the current MQTT client, which is
 // replaced on every reconnect because paho warns against reusing a disconnected client.
 type device struct {
-	id         string
+	id         string // the reading's device id, and the key reports and manifests use
+	clientID   string // MQTT client id and username: id, or <group>:<node> in Sparkplug mode
+	sp         *sparkplugNode
 	index      int
 	topic      string
 	wrongTopic string // another device's topic, for wrong-topic faults
@@ -86,7 +90,16 @@ func newDevice(cfg *Config, index int, epoch time.Time) *device {
 	if s := cfg.Faults.ClockSkew; s > 0 {
 		d.skew = time.Duration((2*d.rng.Float64() - 1) * float64(s))
 	}
-	d.stats.Device = id
+	d.clientID = id
+	if sp := cfg.Sparkplug; sp != nil {
+		d.sp = &sparkplugNode{cfg: sp, node: id}
+		d.clientID = sp.Group + ":" + id
+		d.id = SparkplugKey(sp, id)
+		d.topic = d.sp.topic(sparkplug.DDATA)
+		d.wrongTopic = (&sparkplugNode{cfg: sp, node: other}).topic(sparkplug.DDATA)
+		d.signal.device = d.id
+	}
+	d.stats.Device = d.id
 	d.stats.ClockSkew = d.skew
 	return d
 }
@@ -132,7 +145,7 @@ func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, err
 	}
 	opts := paho.NewClientOptions().
 		AddBroker(d.cfg.Broker).
-		SetClientID(d.id).
+		SetClientID(d.clientID).
 		// A clean session and no automatic reconnect: the simulator decides when to reconnect and
 		// never resends a reading, so every duplicate verification finds was made downstream.
 		SetCleanSession(true).
@@ -145,8 +158,13 @@ func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, err
 	// Without passwords the device connects anonymously, its client id naming it, which a broker
 	// on loopback accepts; a username without a password would be refused as an unknown login.
 	if d.cfg.Passwords != nil {
-		opts.SetUsername(d.id)
-		opts.SetPassword(d.cfg.Passwords(d.id))
+		opts.SetUsername(d.clientID)
+		opts.SetPassword(d.cfg.Passwords(d.clientID))
+	}
+	if d.sp != nil {
+		// A new connection is a new birth/death pair: the will is this connection's NDEATH.
+		d.sp.bdSeq++
+		opts.SetBinaryWill(d.sp.topic(sparkplug.NDEATH), d.sp.death(), 1, false)
 	}
 	if d.cfg.TLS != nil {
 		opts.SetTLSConfig(d.cfg.TLS)
@@ -167,6 +185,13 @@ func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, err
 	if err := tok.Error(); err != nil {
 		d.count(func(s *DeviceStats) { s.ConnectErrors++ })
 		return nil, nil, fmt.Errorf("connect %s to %s: %w", d.id, d.cfg.Broker, err)
+	}
+	if d.sp != nil {
+		if err := d.sp.births(client, d.signal.Reading(d.lastSeq(), time.Now().Add(d.skew)), d.cfg.AckTimeout); err != nil {
+			client.Disconnect(0)
+			d.count(func(s *DeviceStats) { s.ConnectErrors++ })
+			return nil, nil, fmt.Errorf("Sparkplug births of %s: %w", d.id, err)
+		}
 	}
 	d.client = client
 	d.lost = make(chan struct{})
@@ -229,8 +254,18 @@ func (d *device) disconnect() {
 	d.client = nil
 	d.mu.Unlock()
 	if c != nil && c.IsConnectionOpen() {
+		if d.sp != nil {
+			// A clean DISCONNECT discards the will, so the node says NDEATH itself.
+			c.Publish(d.sp.topic(sparkplug.NDEATH), 1, false, d.sp.death()).WaitTimeout(d.cfg.AckTimeout)
+		}
 		c.Disconnect(250)
 	}
+}
+
+func (d *device) lastSeq() uint64 {
+	d.statsMu.Lock()
+	defer d.statsMu.Unlock()
+	return d.stats.LastSeq
 }
 
 func (d *device) count(f func(*DeviceStats)) {
@@ -298,9 +333,18 @@ func (d *device) publish(ctx context.Context, start time.Time, out chan<- pendin
 		}
 		seq++
 		r := d.signal.Reading(seq, deviceTime)
-		buf = r.padTo(buf, d.cfg.PayloadSize)
-		// paho keeps the slice until it is written, so each publish gets its own copy.
-		payload := append([]byte(nil), buf...)
+		var payload []byte
+		if d.sp != nil {
+			skip := d.cfg.Sparkplug.SkipFraction > 0 && d.rng.Float64() < d.cfg.Sparkplug.SkipFraction
+			if skip {
+				d.count(func(s *DeviceStats) { s.SeqSkipped++ })
+			}
+			payload = d.sp.data(r, skip)
+		} else {
+			buf = r.padTo(buf, d.cfg.PayloadSize)
+			// paho keeps the slice until it is written, so each publish gets its own copy.
+			payload = append([]byte(nil), buf...)
+		}
 		tok := client.Publish(d.topic, d.cfg.QoS, false, payload)
 		d.count(func(s *DeviceStats) { s.Offered++; s.LastSeq = seq; s.Bytes += uint64(len(payload)) })
 		out <- pending{seq: seq, tok: tok, sent: now, lost: lost}

@@ -25,7 +25,7 @@ func ExampleVerify() {
 	fmt.Println(v.Err())
 	// Output:
 	// received 4 lost 1 duplicated 1 out of order 0
-	// verification failed: 1 lost, 1 duplicated, 0 out of order, 0 unreadable lines
+	// verification failed: 1 lost, 1 duplicated, 0 out of order, 0 unreadable lines, 0 Sparkplug metrics with unresolved aliases
 }
 
 // The payload a device publishes: the documented reading shape.

@@ -34,8 +34,10 @@ type DeviceStats struct {
 	// Faults counts faulty publishes sent, by kind; FaultsAcked how many of them a broker acked.
 	Faults      map[string]uint64 `json:"faults,omitempty"`
 	FaultsAcked uint64            `json:"faults_acked"`
-	ClockSkew   time.Duration     `json:"clock_skew_ns"`
-	AckLatency  LatencySummary    `json:"ack_latency"`
+	// SeqSkipped counts Sparkplug seqs the node skipped on purpose (SparkplugConfig.SkipFraction).
+	SeqSkipped uint64         `json:"sparkplug_seq_skipped,omitempty"`
+	ClockSkew  time.Duration  `json:"clock_skew_ns"`
+	AckLatency LatencySummary `json:"ack_latency"`
 }
 
 // Report is the load report of a run: what was offered, what was acked, how fast, and per device.

@@ -123,11 +123,13 @@ type Verification struct {
 	NegativeLatency uint64                `json:"negative_latency"`
 	NoArrivalTime   uint64                `json:"no_arrival_time"`
 	Devices         []*DeviceVerification `json:"devices"`
+	// Sparkplug counts Sparkplug B messages and gap markers, when the stream holds any.
+	Sparkplug SparkplugVerification `json:"sparkplug"`
 }
 
 // OK reports whether nothing was lost, duplicated or reordered and every line was a record.
 func (v *Verification) OK() bool {
-	return v.Lost == 0 && v.Duplicated == 0 && v.OutOfOrder == 0 && v.BadLines == 0
+	return v.Lost == 0 && v.Duplicated == 0 && v.OutOfOrder == 0 && v.BadLines == 0 && v.Sparkplug.UnresolvedAliases == 0
 }
 
 // Err returns nil when [Verification.OK], else an error wrapping [ErrVerificationFailed] that
@@ -136,8 +138,8 @@ func (v *Verification) Err() error {
 	if v.OK() {
 		return nil
 	}
-	return fmt.Errorf("%w: %d lost, %d duplicated, %d out of order, %d unreadable lines",
-		ErrVerificationFailed, v.Lost, v.Duplicated, v.OutOfOrder, v.BadLines)
+	return fmt.Errorf("%w: %d lost, %d duplicated, %d out of order, %d unreadable lines, %d Sparkplug metrics with unresolved aliases",
+		ErrVerificationFailed, v.Lost, v.Duplicated, v.OutOfOrder, v.BadLines, v.Sparkplug.UnresolvedAliases)
 }
 
 // VerifySource opens src and verifies what it yields; see [Verify].
@@ -197,7 +199,12 @@ func Verify(r io.Reader, opts *VerifyOptions) (*Verification, error) {
 		}
 		v.Records++
 		var p payloadFields
-		if len(rec.Value) == 0 || json.Unmarshal(rec.Value, &p) != nil || p.Device == "" {
+		if sp, reading, ok := sparkplugReading(rec.Value, &v.Sparkplug); ok {
+			if !reading {
+				continue
+			}
+			p = sp
+		} else if len(rec.Value) == 0 || json.Unmarshal(rec.Value, &p) != nil || p.Device == "" {
 			v.Undecodable++
 			continue
 		}

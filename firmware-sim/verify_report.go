@@ -37,6 +37,10 @@ func (v *Verification) WriteTable(w io.Writer, maxDevices int) error {
 	fmt.Fprintf(tw, "faults delivered\t%s\n", fmtCounts(v.FaultsDelivered))
 	fmt.Fprintf(tw, "latency (%s - device ts)\tp50 %s  p99 %s  max %s  (%d negative, %d without arrival time)\n",
 		v.LatencySource, v.Latency.fmt(v.Latency.P50), v.Latency.fmt(v.Latency.P99), v.Latency.fmt(v.Latency.Max), v.NegativeLatency, v.NoArrivalTime)
+	if sp := v.Sparkplug; sp != (SparkplugVerification{}) {
+		fmt.Fprintf(tw, "sparkplug	%d births, %d data, %d deaths; %d seq gaps (%d messages missing); %d unresolved aliases\n",
+			sp.Births, sp.Data, sp.Deaths, sp.SeqGaps, sp.MissingMessages, sp.UnresolvedAliases)
+	}
 	fmt.Fprintln(tw)
 
 	rows := slices.Clone(v.Devices)

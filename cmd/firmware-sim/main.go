@@ -73,6 +73,8 @@ type simFlags struct {
 	rows             int
 	verbose          bool
 	progress         string
+	sparkplug        bool
+	sp               firmwaresim.SparkplugConfig
 }
 
 func newRootCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -95,6 +97,14 @@ and, with --manifest, writes which seqs each device had acked, for "firmware-sim
 
 Misbehaviour on demand: --reconnect-every (storms), --flaky-every (random link loss),
 --clock-skew, --malformed-fraction, --oversized-fraction, --wrong-topic-fraction.
+
+--sparkplug makes each device a Sparkplug B edge node instead: node <id> of --sparkplug-group
+carrying one device (--sparkplug-device), with client id and username <group>:<id>. Every
+connection starts with NBIRTH (seq 0) and DBIRTH naming the metrics seq, temperature, humidity,
+pressure, vibration and battery with aliases 1-6; readings follow as DDATA with aliases only, seq
+0-255 per node, and the reading's seq as the "seq" metric; NDEATH is the will, and is published
+before a clean disconnect. --sparkplug-skip-fraction skips Sparkplug seqs to make gaps. verify
+checks the keys <group>/<id>/<device> and fails on metrics stored without a name.
 
 Exit status: 0 when the run completed, 2 when it could not run (bad flags, broker refused).`,
 		Example: `  # 100 devices, 2 readings/s each, QoS 1, for a minute, against a local edge agent
@@ -152,6 +162,11 @@ Exit status: 0 when the run completed, 2 when it could not run (bad flags, broke
 	fl.IntVar(&f.rows, "max-device-rows", defaultRows, "device rows in the table report (0 = all)")
 	fl.BoolVarP(&f.verbose, "verbose", "v", false, "log connection events to stderr")
 
+	fl.BoolVar(&f.sparkplug, "sparkplug", false, "Sparkplug B mode: each device is an edge node (client id and username <group>:<id>) publishing NBIRTH, DBIRTH, then DDATA with aliases to spBv1.0/<group>/DDATA/<id>/<device>, NDEATH as its will")
+	fl.StringVar(&f.sp.Group, "sparkplug-group", "sim", "Sparkplug group id")
+	fl.StringVar(&f.sp.Device, "sparkplug-device", "sensor", "Sparkplug device id each node carries")
+	fl.Float64Var(&f.sp.SkipFraction, "sparkplug-skip-fraction", 0, "fraction of DDATA before which the node skips a seq, as if a message were lost (the edge records a sparkplug_seq gap)")
+
 	cmd.AddCommand(newVerifyCmd(stdout, stderr))
 	return cmd
 }
@@ -162,6 +177,9 @@ func runSim(ctx context.Context, f *simFlags, stdout, stderr io.Writer) error {
 	}
 	cfg := f.cfg
 	cfg.QoS = f.qos
+	if f.sparkplug {
+		cfg.Sparkplug = &f.sp
+	}
 	level := slog.LevelWarn
 	if f.verbose {
 		level = slog.LevelDebug
@@ -305,8 +323,8 @@ Exit status: 0 when nothing was lost, duplicated or reordered; 1 when something 
 				return err
 			}
 			if v.Err() != nil {
-				return fmt.Errorf("%w: %d lost, %d duplicated, %d out of order, %d unreadable lines",
-					errVerifyFailed, v.Lost, v.Duplicated, v.OutOfOrder, v.BadLines)
+				return fmt.Errorf("%w: %d lost, %d duplicated, %d out of order, %d unreadable lines, %d Sparkplug metrics with unresolved aliases",
+					errVerifyFailed, v.Lost, v.Duplicated, v.OutOfOrder, v.BadLines, v.Sparkplug.UnresolvedAliases)
 			}
 			return nil
 		},
