@@ -208,8 +208,11 @@ func startFeeder(tb testing.TB, dir, url, token string) *feeder {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	fwd := forward.New(log, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
+	fwd, err := forward.New(log, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &feeder{tb: tb, url: url, log: log, st: st, gen: newReadingGen(200, 7), cancel: cancel, done: make(chan error, 1)}
 	go func() { f.done <- fwd.Run(ctx) }()

@@ -26,7 +26,10 @@ func runForwarder(t testing.TB, log *storage.Log, cfg forward.Config) (*forward.
 		cfg.BackoffMin, cfg.BackoffMax = 50*time.Millisecond, 500*time.Millisecond
 	}
 	cfg.CursorInterval = 100 * time.Millisecond
-	fwd := forward.New(log, cfg)
+	fwd, err := forward.New(log, cfg)
+	if err != nil {
+		panic(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- fwd.Run(ctx) }()

@@ -71,9 +71,12 @@ func edgeChild(ctx context.Context) error {
 	out.Flush()
 
 	bandwidth, _ := strconv.ParseInt(os.Getenv("EDGE_BANDWIDTH"), 10, 64)
-	fwd := forward.New(log, forward.Config{CentralURL: os.Getenv("CENTRAL_URL"), EdgeID: "gw-1", Token: os.Getenv("EDGE_TOKEN"),
+	fwd, err := forward.New(log, forward.Config{CentralURL: os.Getenv("CENTRAL_URL"), EdgeID: "gw-1", Token: os.Getenv("EDGE_TOKEN"),
 		MaxChunkBytes: 32 << 10, BackoffMin: 20 * time.Millisecond, BackoffMax: 500 * time.Millisecond, CursorInterval: 100 * time.Millisecond,
 		BandwidthBytesPerSec: bandwidth})
+	if err != nil {
+		panic(err)
+	}
 	fwdDone := make(chan error, 1)
 	go func() { fwdDone <- fwd.Run(ctx) }()
 

@@ -106,7 +106,10 @@ func verifyExactlyOnce(t *testing.T, cl *consume.Client, f *fleet) {
 func refusedForwarder(t *testing.T, log *storage.Log, cfg forward.Config, cl *consume.Client) {
 	t.Helper()
 	cfg.BackoffMin, cfg.BackoffMax = 20*time.Millisecond, 100*time.Millisecond
-	fwd := forward.New(log, cfg)
+	fwd, err := forward.New(log, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- fwd.Run(ctx) }()

@@ -161,12 +161,16 @@ func New(cfg Config) (*Node, error) {
 	}
 	n := &Node{agent: agent}
 	if cfg.Central != "" {
-		n.fwd = forward.New(agent.Log(), forward.Config{
+		n.fwd, err = forward.New(agent.Log(), forward.Config{
 			CentralURL: cfg.Central, EdgeID: cfg.EdgeID, Version: cfg.Version, Token: token, TokenFile: tokenFile(cfg.Forward),
 			CAFile: cfg.Forward.CAFile, CertFile: cfg.Forward.CertFile, KeyFile: cfg.Forward.KeyFile,
 			InFlight: cfg.Forward.InFlight, BandwidthBytesPerSec: cfg.Forward.BandwidthBytesPerSec,
 			BackoffMax: cfg.Forward.BackoffMax, Logger: logger.With("component", "forwarder"), Registerer: agent.Registerer(),
 		})
+		if err != nil {
+			agent.Close()
+			return nil, err
+		}
 	}
 	if edge.HTTPEnabled(cfg.HTTPListen) {
 		if n.page, err = newStatusPage(cfg, n, logger); err != nil {

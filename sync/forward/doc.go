@@ -15,7 +15,7 @@
 //
 // Wiring in the edge agent:
 //
-//	fwd := forward.New(log, forward.Config{CentralURL: url, EdgeID: id, Token: token, Logger: logger, Registerer: reg})
+//	fwd, err := forward.New(log, forward.Config{CentralURL: url, EdgeID: id, Token: token, Logger: logger, Registerer: reg})
 //	go func() { done <- fwd.Run(ctx) }()
 //	// ... on shutdown: cancel ctx, <-done, then close the log.
 package forward

@@ -210,8 +210,11 @@ func TestBandwidthCapLiveFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := New(log, Config{CentralURL: url, EdgeID: "gw-1", Token: token, BandwidthBytesPerSec: capBytes,
+	f, err := New(log, Config{CentralURL: url, EdgeID: "gw-1", Token: token, BandwidthBytesPerSec: capBytes,
 		MaxChunkBytes: 32 << 10, InFlight: 8, BackoffMin: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	stop := run(t, f)
 	defer stop()
@@ -325,8 +328,11 @@ func TestConflictResumesAtCentralOffset(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, MaxChunkBytes: 4 << 10, InFlight: 4,
-		BackoffMin: 5 * time.Second}) // a backoff would show as a multi-second stall
+	f, err := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, MaxChunkBytes: 4 << 10, InFlight: 4,
+		BackoffMin: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	} // a backoff would show as a multi-second stall
 	start := time.Now()
 	stop := run(t, f)
 	for laneOf(f, 0).Acked < n {
@@ -425,7 +431,10 @@ func TestBackoffRestartsAfterProgress(t *testing.T) {
 	}
 	appendOne(0)
 	const backoffMin = time.Millisecond
-	f := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, BackoffMin: backoffMin, BackoffMax: 10 * time.Second})
+	f, err := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, BackoffMin: backoffMin, BackoffMax: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop := run(t, f)
 	defer stop()
 	wait := func(n int64, within time.Duration) {

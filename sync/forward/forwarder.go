@@ -74,8 +74,10 @@ type lane struct {
 	verified atomic.Bool                  // central's position was checked against the log's end at open
 }
 
-// New returns a forwarder of log's streams to cfg.CentralURL. Nothing starts until Run.
-func New(log *storage.Log, cfg Config) *Forwarder {
+// New returns a forwarder of log's streams to cfg.CentralURL, with cfg's defaults applied
+// (Config.withDefaults). Nothing starts until Run, which checks the configuration. It returns an
+// error only when cfg.Registerer refuses the forwarder's metrics, as receive.New does.
+func New(log *storage.Log, cfg Config) (*Forwarder, error) {
 	cfg = cfg.withDefaults()
 	f := &Forwarder{log: log, cfg: cfg, logger: cfg.Logger, lanes: map[laneKey]*lane{},
 		token: newTokenSource(cfg.Token, cfg.TokenFile, cfg.Logger)}
@@ -85,10 +87,10 @@ func New(log *storage.Log, cfg Config) *Forwarder {
 	f.m = newMetrics(f)
 	if cfg.Registerer != nil {
 		if err := cfg.Registerer.Register(f.m); err != nil {
-			f.logger.Error("register forwarder metrics", "err", err)
+			return nil, fmt.Errorf("register forwarder metrics: %w", err)
 		}
 	}
-	return f
+	return f, nil
 }
 
 // Run forwards until ctx ends; it then waits for its goroutines, stores the cursor once more and

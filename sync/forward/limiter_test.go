@@ -202,8 +202,11 @@ func TestForwarderLiveOvertakesBacklog(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	f := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, BandwidthBytesPerSec: capBytes,
+	f, err := New(log, Config{CentralURL: srv.URL, EdgeID: "gw-1", Token: token, BandwidthBytesPerSec: capBytes,
 		MaxChunkBytes: 3 << 10, InFlight: 8, BackoffMin: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	stop := run(t, f)
 	defer stop()

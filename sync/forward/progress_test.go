@@ -47,10 +47,13 @@ func TestCatchUpIsReported(t *testing.T) {
 	log, st := openLog(t, t.TempDir(), 2)
 	defer log.Close()
 	var out lockedBuffer
-	f := New(log, Config{CentralURL: "http://" + proxy.Addr(), EdgeID: "gw-1", Token: token,
+	f, err := New(log, Config{CentralURL: "http://" + proxy.Addr(), EdgeID: "gw-1", Token: token,
 		BackoffMin: 20 * time.Millisecond, BackoffMax: 100 * time.Millisecond, ProgressInterval: 100 * time.Millisecond,
 		MaxChunkBytes: 32 << 10, // many chunks, so the rate shows between them
 		Logger:        slog.New(slog.NewTextHandler(&out, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	stop := run(t, f)
 	defer stop()
 

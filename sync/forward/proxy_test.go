@@ -54,8 +54,11 @@ func runProxyChild() int {
 			return 1
 		}
 	}
-	f := New(log, Config{CentralURL: os.Getenv("CENTRAL_URL"), EdgeID: "gw-1", Token: os.Getenv("EDGE_TOKEN"),
+	f, err := New(log, Config{CentralURL: os.Getenv("CENTRAL_URL"), EdgeID: "gw-1", Token: os.Getenv("EDGE_TOKEN"),
 		CAFile: os.Getenv("CA_FILE"), BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond})
+	if err != nil {
+		panic(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- f.Run(ctx) }()

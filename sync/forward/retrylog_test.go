@@ -21,9 +21,12 @@ func TestRetryLinesPerLaneAreBounded(t *testing.T) {
 	log, _ := openLog(t, t.TempDir(), 1)
 	defer log.Close()
 	var out lockedBuffer
-	f := New(log, Config{CentralURL: "http://" + addr, EdgeID: "gw-1", Token: "trb_x",
+	f, err := New(log, Config{CentralURL: "http://" + addr, EdgeID: "gw-1", Token: "trb_x",
 		BackoffMin: 2 * time.Millisecond, BackoffMax: 10 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(&out, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	if err := f.Run(ctx); err != nil {

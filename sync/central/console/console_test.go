@@ -85,8 +85,11 @@ func startRig(t *testing.T, devices int) *rig {
 	r := &rig{url: url, dir: cdir, edge: edge, devices: devices}
 	// startForwarder runs the edge's forwarder until the returned func stops it (an outage).
 	r.startForwarder = func() func() {
-		fwd := forward.New(edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: edgeToken, Version: "v1.2.3-test",
+		fwd, err := forward.New(edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: edgeToken, Version: "v1.2.3-test",
 			BackoffMin: 50 * time.Millisecond, BackoffMax: 300 * time.Millisecond, CursorInterval: 100 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
 		fctx, stop := context.WithCancel(ctx)
 		done := make(chan struct{})
 		go func() {
