@@ -56,7 +56,7 @@ type source struct {
 // pendingApply is one chunk's records on their way to durability.
 type pendingApply struct {
 	next      int64
-	remaining atomic.Int64  // partition trackers still to finish (+ trackerGuard while queuing)
+	remaining countdown     // partition trackers still to finish; sealed when queuing ends
 	err       error         // set under the lane's state lock
 	done      chan struct{} // closed when the apply retires
 }
@@ -287,7 +287,7 @@ func (s *source) waitCovered(ctx context.Context, next int64) error {
 // them are durable. s.mu is held; c.base <= s.queued < c.next.
 func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApply, applied, duplicates int) {
 	pa = &pendingApply{next: c.next, done: make(chan struct{})}
-	pa.remaining.Store(trackerGuard)
+	pa.remaining.arm()
 	s.state.Lock()
 	s.started++
 	s.inflight = append(s.inflight, pa)
@@ -331,10 +331,10 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 		tr := trackers[p]
 		if tr == nil {
 			tr = &partitionTracker{s: s, pa: pa, p: p}
-			tr.left.Store(trackerGuard)
+			tr.left.arm()
 			tr.done = tr.complete
 			trackers[p] = tr
-			pa.remaining.Add(1)
+			pa.remaining.add(1)
 		}
 		tr.offsets = append(tr.offsets, e.Offset)
 		applied++
@@ -346,20 +346,15 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 		s.moveQueuedLocked()
 	}
 	for _, tr := range trackers {
-		if tr != nil && tr.left.Add(int64(len(tr.offsets))-trackerGuard) == 0 {
+		if tr != nil && tr.left.seal(int64(len(tr.offsets))) {
 			tr.finish()
 		}
 	}
-	if pa.remaining.Add(-trackerGuard) == 0 {
+	if pa.remaining.seal(0) {
 		s.retire()
 	}
 	return pa, applied, duplicates
 }
-
-// trackerGuard is added to a countdown while records are still being queued, so callbacks that
-// run meanwhile cannot bring it to zero; it is swapped for the real count once queuing ends.
-// One atomic add per record is all a storage callback costs, on the committer goroutine.
-const trackerGuard = 1 << 40
 
 // partitionTracker follows one apply's records in one central partition. Storage completes a
 // partition's records in offset order and stops the partition at its first failed write, so the
@@ -370,7 +365,7 @@ type partitionTracker struct {
 	p       int
 	offsets []int64 // edge offsets queued, in order; complete until queuing ends
 	ok      atomic.Int64
-	left    atomic.Int64 // callbacks to come (+ trackerGuard while queuing)
+	left    countdown // storage callbacks to come; sealed with len(offsets) when queuing ends
 	err     atomic.Pointer[error]
 	done    func(int64, error) // tr.complete, allocated once
 }
@@ -382,7 +377,7 @@ func (tr *partitionTracker) complete(_ int64, err error) {
 	} else {
 		tr.ok.Add(1)
 	}
-	if tr.left.Add(-1) == 0 {
+	if tr.left.done() {
 		tr.finish()
 	}
 }
@@ -401,7 +396,7 @@ func (tr *partitionTracker) finish() {
 		tr.pa.err = *e
 	}
 	s.state.Unlock()
-	if tr.pa.remaining.Add(-1) == 0 {
+	if tr.pa.remaining.done() {
 		s.retire()
 	}
 }
@@ -416,7 +411,7 @@ func (s *source) retire() {
 // only when it and every apply before it stored all their records. s.state is held.
 func (s *source) retireLocked() {
 	moved := false
-	for len(s.inflight) > 0 && s.inflight[0].remaining.Load() == 0 {
+	for len(s.inflight) > 0 && s.inflight[0].remaining.zero() {
 		pa := s.inflight[0]
 		s.inflight[0] = nil
 		s.inflight = s.inflight[1:]
