@@ -17,9 +17,9 @@ import (
 	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
-// source is the dedupe state of one lane (edge, stream, edge partition). See doc.go.
-type source struct {
-	key    sourceKey
+// lane is the dedupe state of one lane (edge, stream, edge partition). See doc.go.
+type lane struct {
+	key    laneKey
 	stream string
 
 	// mu orders the lane's applies. It is held while a chunk's records are handed to central's
@@ -61,8 +61,8 @@ type pendingApply struct {
 	done      chan struct{} // closed when the apply retires
 }
 
-func newSource(k sourceKey, stream string, partitions int) *source {
-	s := &source{key: k, stream: stream, applied: make([]int64, partitions), queuedApplied: make([]int64, partitions),
+func newLane(k laneKey, stream string, partitions int) *lane {
+	s := &lane{key: k, stream: stream, applied: make([]int64, partitions), queuedApplied: make([]int64, partitions),
 		changed: make(chan struct{}), queuedMoved: make(chan struct{})}
 	for i := range s.applied {
 		s.applied[i], s.queuedApplied[i] = -1, -1
@@ -71,13 +71,13 @@ func newSource(k sourceKey, stream string, partitions int) *source {
 }
 
 // restored sets the queued state from the durable one, after a rebuild.
-func (s *source) restored() {
+func (s *lane) restored() {
 	s.queued = s.expected
 	copy(s.queuedApplied, s.applied)
 	s.next.Store(s.expected)
 }
 
-func (s *source) position() protocol.Position {
+func (s *lane) position() protocol.Position {
 	return protocol.Position{Next: s.next.Load(), Committed: s.committed.Load()}
 }
 
@@ -129,7 +129,7 @@ func (r *Receiver) post(w http.ResponseWriter, req *http.Request, edge, stream s
 		return
 	}
 	// Only now, with a well-formed chunk in hand, may the stream and the lane be created.
-	s, rf := r.source(edge, stream, partition)
+	s, rf := r.lane(edge, stream, partition)
 	if rf == nil {
 		rf = r.admit(s, inc, incBase)
 	}
@@ -206,7 +206,7 @@ func ptr[T any](v T) *T { return &v }
 
 // lockAt locks s.mu once the lane has queued everything below base, waiting up to wait for
 // predecessors. After a failed apply it first resets the queued state to the durable one.
-func (s *source) lockAt(ctx context.Context, base int64, wait time.Duration) bool {
+func (s *lane) lockAt(ctx context.Context, base int64, wait time.Duration) bool {
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for {
@@ -232,7 +232,7 @@ func (s *source) lockAt(ctx context.Context, base int64, wait time.Duration) boo
 // drainLocked waits until every queued apply has retired, then makes the queued state the
 // durable one again and returns the failure among them, if any. s.mu is held, so nothing new is
 // queued meanwhile; the wait is bounded by storage completing what it was given.
-func (s *source) drainLocked() error {
+func (s *lane) drainLocked() error {
 	s.state.Lock()
 	for len(s.inflight) > 0 {
 		ch := s.changed
@@ -252,14 +252,14 @@ func (s *source) drainLocked() error {
 	return err
 }
 
-func (s *source) moveQueuedLocked() {
+func (s *lane) moveQueuedLocked() {
 	close(s.queuedMoved)
 	s.queuedMoved = make(chan struct{})
 }
 
 // waitCovered waits until every edge offset below next is durable, or an apply in flight
 // before it failed.
-func (s *source) waitCovered(ctx context.Context, next int64) error {
+func (s *lane) waitCovered(ctx context.Context, next int64) error {
 	s.state.Lock()
 	defer s.state.Unlock()
 	for s.expected < next {
@@ -285,7 +285,7 @@ func (s *source) waitCovered(ctx context.Context, next int64) error {
 // queue hands the records of c at or past queued that are not yet queued into their central
 // partition to storage, in edge offset order, and registers the apply that retires once all of
 // them are durable. s.mu is held; c.base <= s.queued < c.next.
-func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApply, applied, duplicates int) {
+func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply, applied, duplicates int) {
 	pa = &pendingApply{next: c.next, done: make(chan struct{})}
 	pa.remaining.arm()
 	s.state.Lock()
@@ -295,11 +295,11 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 
 	// One provenance encoder and one header slice for the whole chunk: storage encodes a record
 	// into its group buffer before AppendAsync returns, so neither needs to outlive the call.
-	lane := protocol.Provenance{Edge: s.key.edge, Partition: s.key.partition, CentralTime: time.Now()}
+	origin := protocol.Provenance{Edge: s.key.edge, Partition: s.key.partition, CentralTime: time.Now()}
 	if rec := s.rec.Load(); rec != nil {
-		lane.Incarnation = rec.Incarnation
+		origin.Incarnation = rec.Incarnation
 	}
-	prov := protocol.NewProvenanceEncoder(lane)
+	prov := protocol.NewProvenanceEncoder(origin)
 	var headers []storage.Header
 	trackers := make([]*partitionTracker, cs.stream.Partitions())
 	stopped := false
@@ -360,7 +360,7 @@ func (r *Receiver) queue(cs *centralStream, s *source, c *chunk) (pa *pendingApp
 // partition's records in offset order and stops the partition at its first failed write, so the
 // successes are a prefix of offsets: the highest durable edge offset is offsets[ok-1].
 type partitionTracker struct {
-	s       *source
+	s       *lane
 	pa      *pendingApply
 	p       int
 	offsets []int64 // edge offsets queued, in order; complete until queuing ends
@@ -401,7 +401,7 @@ func (tr *partitionTracker) finish() {
 	}
 }
 
-func (s *source) retire() {
+func (s *lane) retire() {
 	s.state.Lock()
 	s.retireLocked()
 	s.state.Unlock()
@@ -409,7 +409,7 @@ func (s *source) retire() {
 
 // retireLocked retires finished applies from the oldest on: expected advances to an apply's next
 // only when it and every apply before it stored all their records. s.state is held.
-func (s *source) retireLocked() {
+func (s *lane) retireLocked() {
 	moved := false
 	for len(s.inflight) > 0 && s.inflight[0].remaining.zero() {
 		pa := s.inflight[0]
@@ -440,7 +440,7 @@ func (s *source) retireLocked() {
 
 // applyGap stores the gap marker durably once everything before it is durable, then advances
 // the lane past it. s.mu is held.
-func (r *Receiver) applyGap(s *source, c *chunk) error {
+func (r *Receiver) applyGap(s *lane, c *chunk) error {
 	if err := s.drainLocked(); err != nil {
 		return err
 	}
@@ -462,7 +462,7 @@ func (r *Receiver) applyGap(s *source, c *chunk) error {
 
 // snapshot returns the lane's durable state once every apply registered before the call has
 // retired, so that it covers every record durable in central before the call (see doc.go).
-func (s *source) snapshot(timeout time.Duration) (sourceCheckpoint, bool, error) {
+func (s *lane) snapshot(timeout time.Duration) (laneCheckpoint, bool, error) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	s.state.Lock()
@@ -475,29 +475,29 @@ func (s *source) snapshot(timeout time.Duration) (sourceCheckpoint, bool, error)
 		case <-ch:
 		case <-timer.C:
 			s.state.Lock()
-			return sourceCheckpoint{}, false, fmt.Errorf("lane %s/%d: applies did not finish in %v", s.key.edge, s.key.partition, timeout)
+			return laneCheckpoint{}, false, fmt.Errorf("lane %s/%d: applies did not finish in %v", s.key.edge, s.key.partition, timeout)
 		}
 		s.state.Lock()
 	}
 	dirty := s.dirty
 	s.dirty = false
-	return sourceCheckpoint{Edge: s.key.edge, Partition: s.key.partition, Incarnation: s.incarnation(), Expected: s.expected,
+	return laneCheckpoint{Edge: s.key.edge, Partition: s.key.partition, Incarnation: s.incarnation(), Expected: s.expected,
 		Applied: append([]int64(nil), s.applied...)}, dirty, nil
 }
 
-func (s *source) markDirty() {
+func (s *lane) markDirty() {
 	s.state.Lock()
 	s.dirty = true
 	s.state.Unlock()
 }
 
-func (cs *centralStream) source(k sourceKey) *source {
+func (cs *centralStream) lane(k laneKey) *lane {
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	s, ok := cs.sources[k]
+	s, ok := cs.lanes[k]
 	if !ok {
-		s = newSource(k, cs.name, cs.stream.Partitions())
-		cs.sources[k] = s
+		s = newLane(k, cs.name, cs.stream.Partitions())
+		cs.lanes[k] = s
 	}
 	return s
 }

@@ -26,12 +26,12 @@ const checkpointWait = 30 * time.Second
 type checkpoint struct {
 	// Positions are the central partitions' end offsets taken before the lanes were snapshot:
 	// every record at or past them is found by the startup scan.
-	Positions []int64            `json:"positions"`
-	Sources   []sourceCheckpoint `json:"sources"`
-	Time      time.Time          `json:"time"`
+	Positions []int64          `json:"positions"`
+	Lanes     []laneCheckpoint `json:"sources"` // the name on disk predates "lane"
+	Time      time.Time        `json:"time"`
 }
 
-type sourceCheckpoint struct {
+type laneCheckpoint struct {
 	Edge        string  `json:"edge"`
 	Partition   int     `json:"partition"`
 	Incarnation string  `json:"incarnation,omitempty"`
@@ -52,7 +52,7 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 		return 0, err
 	}
 	for k, rec := range recs {
-		s := cs.source(k)
+		s := cs.lane(k)
 		s.rec.Store(rec)
 		s.expected = rec.Start
 		s.committed.Store(rec.Start)
@@ -70,15 +70,15 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 			return 0, fmt.Errorf("checkpoint has %d partitions, the stream %d", len(cp.Positions), n)
 		}
 		copy(positions, cp.Positions)
-		for _, sc := range cp.Sources {
+		for _, sc := range cp.Lanes {
 			if len(sc.Applied) != n {
 				return 0, fmt.Errorf("checkpoint lane %s/%d has %d partitions, the stream %d", sc.Edge, sc.Partition, len(sc.Applied), n)
 			}
-			k := sourceKey{sc.Edge, sc.Partition}
+			k := laneKey{sc.Edge, sc.Partition}
 			if !recs[k].belongs(sc.Incarnation) {
 				continue // checkpointed in an earlier epoch: the lane starts at its record's Start
 			}
-			s := cs.source(k)
+			s := cs.lane(k)
 			s.expected = sc.Expected
 			copy(s.applied, sc.Applied)
 			s.committed.Store(sc.Expected)
@@ -105,17 +105,17 @@ func (r *Receiver) rebuild(cs *centralStream) (int, error) {
 				continue // not forwarded by an edge
 			}
 			eo := pv.Offset
-			k := sourceKey{pv.Edge, pv.Partition}
+			k := laneKey{pv.Edge, pv.Partition}
 			if !recs[k].belongs(pv.Incarnation) {
 				continue // stored in an earlier epoch of the lane
 			}
-			s := cs.source(k)
+			s := cs.lane(k)
 			if eo > s.applied[c] {
 				s.applied[c] = eo
 			}
 		}
 	}
-	for _, s := range cs.sources {
+	for _, s := range cs.lanes {
 		s.restored()
 	}
 	return scanned, nil
@@ -151,21 +151,21 @@ func (r *Receiver) checkpointStream(cs *centralStream) error {
 		cp.Positions[c] = cs.stream.Partition(c).EndOffset()
 	}
 	cs.mu.Lock()
-	sources := make([]*source, 0, len(cs.sources))
-	for _, s := range cs.sources {
-		sources = append(sources, s)
+	lanes := make([]*lane, 0, len(cs.lanes))
+	for _, s := range cs.lanes {
+		lanes = append(lanes, s)
 	}
 	cs.mu.Unlock()
 	changed := false
-	for _, s := range sources {
+	for _, s := range lanes {
 		sc, dirty, err := s.snapshot(checkpointWait)
 		if err != nil {
-			for _, s := range sources {
+			for _, s := range lanes {
 				s.markDirty()
 			}
 			return err
 		}
-		cp.Sources = append(cp.Sources, sc)
+		cp.Lanes = append(cp.Lanes, sc)
 		changed = changed || dirty
 	}
 	if !changed {
@@ -173,13 +173,13 @@ func (r *Receiver) checkpointStream(cs *centralStream) error {
 	}
 	v, _ := json.Marshal(cp)
 	if err := r.log.SetMeta(dedupeNamespace, cs.name, v); err != nil {
-		for _, s := range sources {
+		for _, s := range lanes {
 			s.markDirty()
 		}
 		return err
 	}
-	for i, s := range sources {
-		s.committed.Store(cp.Sources[i].Expected)
+	for i, s := range lanes {
+		s.committed.Store(cp.Lanes[i].Expected)
 	}
 	return nil
 }
@@ -206,7 +206,7 @@ func gapKey(g GapInfo) string {
 }
 
 // storeGap stores a gap chunk's marker durably.
-func (r *Receiver) storeGap(s *source, c *chunk) error {
+func (r *Receiver) storeGap(s *lane, c *chunk) error {
 	// Keyed by the edge's own From, so a gap resent after a central restart overwrites itself.
 	return r.putGap(GapInfo{Edge: s.key.edge, Stream: s.stream, Partition: s.key.partition, Incarnation: s.incarnation(),
 		From: c.gap.From, To: c.gap.To, Reason: c.gap.Reason, Time: c.gap.Time, Received: time.Now().UTC()})

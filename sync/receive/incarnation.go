@@ -44,20 +44,20 @@ type laneRecord struct {
 	Retired []string `json:"retired,omitempty"` // incarnations this lane moved on from, newest last
 }
 
-func laneKey(edge, stream string, partition int) string {
+func laneRecordKey(edge, stream string, partition int) string {
 	return fmt.Sprintf("%s\x00%s\x00%010d", edge, stream, partition)
 }
 
 // loadLaneRecords reads the lane records of one central stream.
-func (r *Receiver) loadLaneRecords(stream string) (map[sourceKey]*laneRecord, error) {
-	out := map[sourceKey]*laneRecord{}
+func (r *Receiver) loadLaneRecords(stream string) (map[laneKey]*laneRecord, error) {
+	out := map[laneKey]*laneRecord{}
 	err := r.log.ScanMeta(laneNamespace, func(_ string, v []byte) error {
 		var rec laneRecord
 		if err := json.Unmarshal(v, &rec); err != nil {
 			return fmt.Errorf("read lane record: %w", err)
 		}
 		if rec.Stream == stream {
-			out[sourceKey{rec.Edge, rec.Partition}] = &rec
+			out[laneKey{rec.Edge, rec.Partition}] = &rec
 		}
 		return nil
 	})
@@ -73,7 +73,7 @@ func (rec *laneRecord) belongs(inc string) bool {
 	return inc == rec.Incarnation || rec.Legacy && inc == ""
 }
 
-func (s *source) incarnation() string {
+func (s *lane) incarnation() string {
 	if rec := s.rec.Load(); rec != nil {
 		return rec.Incarnation
 	}
@@ -107,7 +107,7 @@ func requestIncarnation(h http.Header) (inc string, base int64, err error) {
 // admit checks that a request's incarnation is the lane's, adopting it or starting a new epoch
 // when the edge's log changed. It runs before the request's edge end is recorded, so the old
 // log's last reported end is still known for the gap.
-func (r *Receiver) admit(s *source, inc string, base int64) *refusal {
+func (r *Receiver) admit(s *lane, inc string, base int64) *refusal {
 	cur := s.rec.Load()
 	if cur != nil && inc == cur.Incarnation || cur == nil && inc == "" {
 		return nil
@@ -201,7 +201,7 @@ func (r *Receiver) admit(s *source, inc string, base int64) *refusal {
 
 func (r *Receiver) storeLane(rec *laneRecord) error {
 	v, _ := json.Marshal(rec)
-	if err := r.log.SetMeta(laneNamespace, laneKey(rec.Edge, rec.Stream, rec.Partition), v); err != nil {
+	if err := r.log.SetMeta(laneNamespace, laneRecordKey(rec.Edge, rec.Stream, rec.Partition), v); err != nil {
 		return fmt.Errorf("store lane record: %w", err)
 	}
 	return nil

@@ -79,15 +79,15 @@ type Receiver struct {
 	checkpointMu sync.Mutex // one checkpoint at a time
 }
 
-// centralStream is a central stream with the lanes (sources) that feed it.
+// centralStream is a central stream with the lanes that feed it.
 type centralStream struct {
-	name    string
-	stream  *storage.Stream
-	mu      sync.Mutex
-	sources map[sourceKey]*source
+	name   string
+	stream *storage.Stream
+	mu     sync.Mutex
+	lanes  map[laneKey]*lane
 }
 
-type sourceKey struct {
+type laneKey struct {
 	edge      string
 	partition int
 }
@@ -160,13 +160,13 @@ func New(cfg Config) (*Receiver, error) {
 		r.m.knownEdge(id)
 	}
 	for _, st := range cfg.Log.Streams() {
-		cs := &centralStream{name: st.Name(), stream: st, sources: map[sourceKey]*source{}}
+		cs := &centralStream{name: st.Name(), stream: st, lanes: map[laneKey]*lane{}}
 		start := time.Now()
 		scanned, err := r.rebuild(cs)
 		if err != nil {
 			return nil, fmt.Errorf("new receiver: rebuild dedupe state of stream %q: %w", st.Name(), err)
 		}
-		r.logger.Info("dedupe state rebuilt", "stream", st.Name(), "lanes", len(cs.sources), "scanned", scanned, "took", time.Since(start))
+		r.logger.Info("dedupe state rebuilt", "stream", st.Name(), "lanes", len(cs.lanes), "scanned", scanned, "took", time.Since(start))
 		r.streams[st.Name()] = cs
 	}
 	if cfg.Registerer != nil {
@@ -334,7 +334,7 @@ func (r *Receiver) reject(w http.ResponseWriter, code int, reason string, pos *p
 	protocol.WriteError(w, code, pos, format, args...)
 }
 
-func (s *source) touch(req *http.Request) {
+func (s *lane) touch(req *http.Request) {
 	s.lastSeen.Store(time.Now().UnixNano())
 	if v := req.Header.Get(protocol.HeaderEdgeEnd); v != "" {
 		if n, err := strconv.ParseInt(v, 10, 64); err == nil && n >= 0 {
@@ -431,19 +431,19 @@ func parseChunk(h http.Header, body []byte, maxRaw int) (*chunk, error) {
 }
 
 // lookup returns the lane state, or nil when neither the stream nor the lane exists yet.
-func (r *Receiver) lookup(edge, stream string, partition int) *source {
+func (r *Receiver) lookup(edge, stream string, partition int) *lane {
 	cs := r.stream(stream)
 	if cs == nil {
 		return nil
 	}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
-	return cs.sources[sourceKey{edge, partition}]
+	return cs.lanes[laneKey{edge, partition}]
 }
 
-// source returns the lane state, creating the central stream (up to MaxStreams) and the lane on
+// lane returns the lane state, creating the central stream (up to MaxStreams) and the lane on
 // first sight. Only a request with data to apply calls it.
-func (r *Receiver) source(edge, stream string, partition int) (*source, *refusal) {
+func (r *Receiver) lane(edge, stream string, partition int) (*lane, *refusal) {
 	r.mu.Lock()
 	cs, ok := r.streams[stream]
 	if !ok {
@@ -460,7 +460,7 @@ func (r *Receiver) source(edge, stream string, partition int) (*source, *refusal
 			r.mu.Unlock()
 			return nil, &refusal{http.StatusServiceUnavailable, "storage", fmt.Sprintf("open stream: %v", err)}
 		}
-		cs = &centralStream{name: stream, stream: st, sources: map[sourceKey]*source{}}
+		cs = &centralStream{name: stream, stream: st, lanes: map[laneKey]*lane{}}
 		r.streams[stream] = cs
 	}
 	delete(r.waiting, laneID{edge, stream, partition})
@@ -470,7 +470,7 @@ func (r *Receiver) source(edge, stream string, partition int) (*source, *refusal
 	part := strconv.Itoa(partition)
 	r.m.gapRecords.WithLabelValues(edge, stream, part)
 	r.m.epochs.WithLabelValues(edge, stream, part)
-	return cs.source(sourceKey{edge, partition}), nil
+	return cs.lane(laneKey{edge, partition}), nil
 }
 
 func (r *Receiver) stream(name string) *centralStream {
@@ -514,7 +514,7 @@ func (r *Receiver) Lanes() []LaneInfo {
 	now := time.Now()
 	for _, cs := range streams {
 		cs.mu.Lock()
-		for _, s := range cs.sources {
+		for _, s := range cs.lanes {
 			li := LaneInfo{Edge: s.key.edge, Stream: cs.name, Partition: s.key.partition, Next: s.next.Load(),
 				Committed: s.committed.Load(), EdgeEnd: s.edgeEnd.Load()}
 			li.Behind = max(li.EdgeEnd-li.Next, 0)
