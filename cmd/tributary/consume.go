@@ -30,7 +30,8 @@ func newConsumeCmd() *cobra.Command {
 		Short: "Print central's merged stream as JSON lines",
 		Long: `Print central's merged stream, one JSON object per line:
 {"stream","partition","offset","key","timestamp","edge","edge_partition","edge_offset","headers","value"}
-where "value" is the payload when it is JSON, else "value_base64" holds it. "headers" carries
+where "value" is the payload when it is JSON, or the decoded value as JSON for protobuf and Avro
+streams (their schema comes from central's registry), else "value_base64" holds it. "headers" carries
 the topic, the device's time (device-time) and the edge log's incarnation (edge-incarnation,
 which with the edge fields names a reading uniquely) by default; --headers all adds the edge's
 bookkeeping (content type, client id, packet id, payload hash, receive times), --headers none
@@ -67,7 +68,7 @@ partitions and the last offset printed per partition.`,
 			if _, err := consume.ParseHeaders(headers); err != nil {
 				return fmt.Errorf("--headers: %w", err)
 			}
-			opts.Headers = headers
+			opts.Headers = withSchemaHeaders(headers)
 			switch compress {
 			case "auto", "zstd", "gzip", "none":
 				opts.Compress = compress
@@ -119,7 +120,8 @@ partitions and the last offset printed per partition.`,
 			}
 			cl := &consume.Client{BaseURL: centralURL, Token: token}
 			began := time.Now()
-			sum, err := cl.Lines(ctx, opts, func(line []byte, _ int, _ int64) error { return write(w, line) })
+			decoder := newSchemaDecoder(centralURL, token, func(msg string) { fmt.Fprintln(errOut, msg) })
+			sum, err := cl.Lines(ctx, opts, func(line []byte, _ int, _ int64) error { return write(w, decoder.rewrite(ctx, line)) })
 			if ferr := w.Flush(); err == nil && ferr != nil {
 				err = fmt.Errorf("write output: %w", ferr)
 			}

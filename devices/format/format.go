@@ -146,18 +146,23 @@ func Load(spec Spec, dir string) (*Schema, error) {
 	return s, nil
 }
 
-// Parse rebuilds a schema from its registry form (a schemas-stream record, or what a registry
-// serves), for decoding values.
+// Parse rebuilds a schema from its registry form, for decoding values: a schemas-stream record,
+// or what a registry serves (a protobuf schema without Descriptor is compiled from its Text, the
+// message picked by Index; "AVRO" is also what an empty Type means there).
 func Parse(s Schema) (*Schema, error) {
 	var out *Schema
 	var err error
 	switch s.Type {
 	case TypeJSON:
 		out, err = newJSONSchema(s.Text)
-	case TypeAvro:
+	case TypeAvro, "":
 		out, err = newAvro(s.Text)
 	case TypeProtobuf:
-		out, err = newProtoFromSet(s.Descriptor, s.Message, s.Text)
+		if s.Descriptor == nil {
+			out, err = newProtoRegistryText(s.Text, s.Index)
+		} else {
+			out, err = newProtoFromSet(s.Descriptor, s.Message, s.Text)
+		}
 	default:
 		return nil, fmt.Errorf("schema type %q: want JSON, PROTOBUF or AVRO", s.Type)
 	}

@@ -204,3 +204,41 @@ func malformedAt(b []byte) int {
 	}
 	return -1
 }
+
+// newProtoRegistryText builds a protobuf schema from what a registry serves: .proto source, or
+// the base64 of a FileDescriptorProto; index picks the message (Confluent's message-index path).
+func newProtoRegistryText(text string, index []int) (*Schema, error) {
+	var fd protoreflect.FileDescriptor
+	if raw, err := base64.StdEncoding.DecodeString(text); err == nil && !strings.Contains(text, "message") {
+		var fdp descriptorpb.FileDescriptorProto
+		if err := proto.Unmarshal(raw, &fdp); err != nil {
+			return nil, fmt.Errorf("serialized schema: %w", err)
+		}
+		if fd, err = protodesc.NewFile(&fdp, protoregistry.GlobalFiles); err != nil {
+			return nil, fmt.Errorf("serialized schema: %w", err)
+		}
+	} else {
+		const name = "registry.proto"
+		c := protocompile.Compiler{Resolver: protocompile.WithStandardImports(&protocompile.SourceResolver{
+			Accessor: protocompile.SourceAccessorFromMap(map[string]string{name: text}),
+		})}
+		files, err := c.Compile(context.Background(), name)
+		if err != nil {
+			return nil, err
+		}
+		fd = files[0]
+	}
+	if len(index) == 0 {
+		index = []int{0}
+	}
+	ms := fd.Messages()
+	var md protoreflect.MessageDescriptor
+	for _, i := range index {
+		if i < 0 || i >= ms.Len() {
+			return nil, fmt.Errorf("message index %v: not in the schema", index)
+		}
+		md = ms.Get(i)
+		ms = md.Messages()
+	}
+	return newProto(fd, string(md.FullName()), text)
+}

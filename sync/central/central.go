@@ -31,6 +31,7 @@ import (
 	"github.com/tributary-iot/tributary/sync/kafkasink"
 	"github.com/tributary-iot/tributary/sync/protocol"
 	"github.com/tributary-iot/tributary/sync/receive"
+	"github.com/tributary-iot/tributary/sync/registry"
 )
 
 // Config is what `tributary central` takes.
@@ -207,6 +208,15 @@ func (n *Node) Run(ctx context.Context) error {
 		mux.Handle(p, api)
 	}
 	mux.Handle("GET /v1/edges", requireToken(cfg.APIToken, edgesHandler(rcv)))
+	// The schema registry's read subset sits at the root, where Schema Registry clients look
+	// (schema.registry.url = central's URL), behind the same token.
+	schemas, err := registry.New(log, registry.Config{Logger: logger.With("component", "registry")})
+	if err != nil {
+		return err
+	}
+	for _, p := range registry.Patterns {
+		mux.Handle(p, requireToken(cfg.APIToken, schemas.Handler()))
+	}
 	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if !IsLoopback(cfg.Listen) {
 		metrics = requireToken(cfg.APIToken, metrics)

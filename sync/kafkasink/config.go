@@ -44,6 +44,12 @@ type Config struct {
 	// ScanTimeout bounds the read of Kafka's tail at start and after an error; default 2m.
 	ScanTimeout time.Duration `yaml:"scan_timeout"`
 
+	// ConfluentFraming prefixes the values of readings checked against a schema (protobuf, Avro,
+	// JSON Schema streams) with the Confluent wire format: magic byte 0, the 4-byte schema id
+	// central's registry serves the schema under and, for protobuf, the message index. Standard
+	// Schema Registry deserializers then decode them. Other values pass unchanged.
+	ConfluentFraming bool `yaml:"confluent_framing"`
+
 	TLS  *TLSConfig  `yaml:"tls"`
 	SASL *SASLConfig `yaml:"sasl"`
 

@@ -359,9 +359,13 @@ func (s *Sink) kafkaRecord(stream string, p int, e storage.Entry) *kgo.Record {
 		kgo.RecordHeader{Key: HeaderCentralPartition, Value: strconv.AppendInt(nil, int64(p), 10)},
 		kgo.RecordHeader{Key: HeaderCentralOffset, Value: strconv.AppendInt(nil, e.Offset, 10)},
 	)
+	value := e.Value
+	if s.cfg.ConfluentFraming {
+		value = confluentValue(e.Record)
+	}
 	return &kgo.Record{
 		Key:       e.Key,
-		Value:     e.Value,
+		Value:     value,
 		Headers:   headers,
 		Timestamp: ReceiveTime(e.Record),
 	}
