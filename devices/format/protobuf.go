@@ -82,7 +82,7 @@ func newProto(fd protoreflect.FileDescriptor, message, text string) (*Schema, er
 	var md protoreflect.MessageDescriptor
 	if message == "" {
 		if fd.Messages().Len() != 1 {
-			return nil, fmt.Errorf("%s declares %d top-level messages: name one with message:", fd.Path(), fd.Messages().Len())
+			return nil, fmt.Errorf("%s declares %d top-level messages: name the one to decode with message: NAME", fd.Path(), fd.Messages().Len())
 		}
 		md = fd.Messages().Get(0)
 	} else {

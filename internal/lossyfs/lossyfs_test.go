@@ -14,6 +14,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 
 	"github.com/tributary-iot/tributary/internal/lossyfs"
 )
@@ -442,7 +443,7 @@ func TestBboltChild(t *testing.T) {
 			put(k)
 		}
 		// flock: a second open of the same file must wait for the first.
-		if _, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 200 * time.Millisecond}); !errors.Is(err, bolt.ErrTimeout) {
+		if _, err := bolt.Open(path, 0o644, &bolt.Options{Timeout: 200 * time.Millisecond}); !errors.Is(err, bolterrors.ErrTimeout) {
 			t.Fatalf("second open while locked = %v, want a timeout on the flock", err)
 		}
 		db.NoSync = true

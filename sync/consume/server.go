@@ -136,7 +136,7 @@ func ParseOffsets(s string) (map[int]int64, error) {
 		p, err1 := strconv.Atoi(ps)
 		o, err2 := strconv.ParseInt(os, 10, 64)
 		if !ok || err1 != nil || err2 != nil || p < 0 || o < 0 {
-			return nil, fmt.Errorf("offsets %q: want PARTITION:OFFSET,...", s)
+			return nil, fmt.Errorf("offsets %q: want comma-separated PARTITION:OFFSET pairs", s)
 		}
 		out[p] = o
 	}

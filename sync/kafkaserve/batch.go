@@ -48,8 +48,6 @@ type batchBuilder struct {
 	maxTS   int64
 }
 
-func (b *batchBuilder) empty() bool { return b.count == 0 }
-
 func varintLen(v int64) int {
 	u := uint64(v<<1) ^ uint64(v>>63)
 	n := 1
