@@ -203,7 +203,7 @@ func TestBandwidthCapLiveFirst(t *testing.T) {
 	liveKey := keyFor(3, 4)
 	rng := rand.New(rand.NewPCG(1, 2))
 	var backlogBytes int
-	for i := 0; i < 1500; i++ {
+	for i := 0; i < 3000; i++ {
 		v := random(rng, 1000)
 		backlogBytes += len(v)
 		if _, _, err := st.Append(context.Background(), storage.Record{Key: keyFor(i%3, 4), Value: v, Timestamp: time.Now()}); err != nil {
