@@ -189,7 +189,7 @@ func (c Config) validate() error {
 			errs = append(errs, err)
 		}
 		if c.QoS != 1 {
-			errs = append(errs, errors.New("Sparkplug mode needs QoS 1: births must be acked before data can be resolved"))
+			errs = append(errs, errors.New("the Sparkplug mode needs QoS 1: births must be acked before data can be resolved"))
 		}
 	}
 	return errors.Join(errs...)

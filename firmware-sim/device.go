@@ -190,7 +190,7 @@ func (d *device) connect(ctx context.Context) (paho.Client, <-chan struct{}, err
 		if err := d.sp.births(client, d.signal.Reading(d.lastSeq(), time.Now().Add(d.skew)), d.cfg.AckTimeout); err != nil {
 			client.Disconnect(0)
 			d.count(func(s *DeviceStats) { s.ConnectErrors++ })
-			return nil, nil, fmt.Errorf("Sparkplug births of %s: %w", d.id, err)
+			return nil, nil, fmt.Errorf("publish the Sparkplug births of %s: %w", d.id, err)
 		}
 	}
 	d.client = client

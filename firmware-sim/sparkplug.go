@@ -68,11 +68,11 @@ func (c *SparkplugConfig) withDefaults() {
 func (c *SparkplugConfig) validate() error {
 	for name, id := range map[string]string{"group": c.Group, "device": c.Device} {
 		if strings.ContainsAny(id, "/+#:") {
-			return fmt.Errorf("Sparkplug %s %q: must not hold '/', '+', '#' or ':'", name, id)
+			return fmt.Errorf("the Sparkplug %s %q must not hold '/', '+', '#' or ':'", name, id)
 		}
 	}
 	if c.SkipFraction < 0 || c.SkipFraction > 0.5 {
-		return fmt.Errorf("Sparkplug skip fraction %g is outside 0..0.5", c.SkipFraction)
+		return fmt.Errorf("the Sparkplug skip fraction %g is outside 0..0.5", c.SkipFraction)
 	}
 	return nil
 }
