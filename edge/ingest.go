@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -148,10 +149,12 @@ func (a *Agent) ingest(in *inbound, done func(error)) {
 	if reason == devices.ReasonNone {
 		reading, reason = devices.Validate(in.payload, policy)
 	}
-	rec := a.record(in, reading, reason, policy)
+	sc := recordScratchPool.Get().(*recordScratch)
+	rec, buf := a.recordInto(sc.buf, sc.headers, in, reading, reason, policy)
 	if reason != devices.ReasonNone {
 		target = a.deadLetter
 	}
+	defer sc.put(rec, buf) // AppendAsync copies the record before it returns
 	target.AppendAsync(rec, func(_ int, _ int64, err error) {
 		if err != nil {
 			a.failed(in, done, err)
@@ -207,11 +210,36 @@ var (
 	contentTypeBinary = []byte(devices.ContentTypeBinary)
 )
 
-// record builds the log record of a reading. The header values share one buffer: storage copies
-// the record while queueing it, so one allocation serves them all.
+// record builds the log record of a reading. The key and header values share one buffer.
 func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p devices.Policy) storage.Record {
-	buf := make([]byte, 0, len(in.topic)+len(in.clientID)+len(in.device)+len(reason)+len(r.Detail)+112)
-	headers := make([]storage.Header, 0, 12)
+	rec, _ := a.recordInto(make([]byte, 0, len(in.topic)+len(in.clientID)+len(in.device)+len(reason)+len(r.Detail)+112),
+		make([]storage.Header, 0, 12), in, r, reason, p)
+	return rec
+}
+
+// recordScratch is the buffers of one record, kept for the next reading: storage copies a record
+// before AppendAsync returns, so the durable path builds reading after reading in the same ones.
+type recordScratch struct {
+	buf     []byte
+	headers []storage.Header
+}
+
+var recordScratchPool = sync.Pool{New: func() any {
+	return &recordScratch{buf: make([]byte, 0, 512), headers: make([]storage.Header, 0, 12)}
+}}
+
+// put returns sc to the pool with rec's buffers, unless an unusual reading grew them large.
+func (sc *recordScratch) put(rec storage.Record, buf []byte) {
+	if cap(buf) > 4096 || cap(rec.Headers) > 32 {
+		return
+	}
+	sc.buf, sc.headers = buf[:0], rec.Headers[:0]
+	recordScratchPool.Put(sc)
+}
+
+// recordInto is record, building in buf and headers (both empty); it returns the buffer as it
+// grew, to be reused once the record is appended.
+func (a *Agent) recordInto(buf []byte, headers []storage.Header, in *inbound, r devices.Reading, reason devices.Reason, p devices.Policy) (storage.Record, []byte) {
 	add := func(key string, start int) {
 		headers = append(headers, storage.Header{Key: key, Value: buf[start:len(buf):len(buf)]})
 	}
@@ -277,7 +305,9 @@ func (a *Agent) record(in *inbound, r devices.Reading, reason devices.Reason, p 
 			value = value[:limit]
 		}
 	}
-	return storage.Record{Key: []byte(key), Value: value, Timestamp: in.receiveTime, Headers: headers}
+	start = len(buf)
+	buf = append(buf, key...)
+	return storage.Record{Key: buf[start:len(buf):len(buf)], Value: value, Timestamp: in.receiveTime, Headers: headers}, buf
 }
 
 // httpHandler serves /metrics, /healthz (the process runs) and /readyz (the broker accepts

@@ -141,7 +141,7 @@ func (p *Partition) Append(ctx context.Context, rec Record) (int64, error) {
 // AppendAsync queues rec and calls done with its offset, or the error, once the fsync policy is
 // satisfied. Callbacks run on the partition's committer goroutine in offset order and must not
 // block. AppendAsync blocks only while too many bytes are queued, which paces a pipelining writer
-// to the disk.
+// to the disk. rec's bytes are copied before AppendAsync returns: the caller may reuse them.
 func (p *Partition) AppendAsync(rec Record, done func(offset int64, err error)) {
 	if _, _, err := p.enqueue(&rec, done, true); err != nil {
 		done(-1, err)
