@@ -203,7 +203,11 @@ func (n *Node) Run(ctx context.Context) error {
 	mux.Handle(protocol.SyncPrefix, rcv)
 	// The API token guards everything but sync (edges have their own tokens) and /healthz; on a
 	// non-loopback listener /metrics too (lane names and offsets say who sends what).
-	api := requireToken(cfg.APIToken, &consume.Server{Log: log})
+	consumeAPI, err := consume.New(log, consume.Config{Logger: logger.With("component", "consume")})
+	if err != nil {
+		return err
+	}
+	api := requireToken(cfg.APIToken, consumeAPI)
 	for _, p := range consume.Patterns {
 		mux.Handle(p, api)
 	}
@@ -227,7 +231,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// token; its tail reads the consume API unguarded behind that login.
 	var web *console.Console
 	if !cfg.Console.Off {
-		web, err = console.New(console.Config{Log: log, Fleet: rcv, Tail: &consume.Server{Log: log}, Token: cfg.APIToken,
+		web, err = console.New(console.Config{Log: log, Fleet: rcv, Tail: consumeAPI, Token: cfg.APIToken,
 			Step: cfg.Console.Step, Window: cfg.Console.Window, MaxDevices: cfg.Console.MaxDevices, MaxEdges: cfg.Console.MaxEdges,
 			Logger: logger.With("component", "console")})
 		if err != nil {

@@ -71,7 +71,7 @@ func BenchmarkStreamLines(b *testing.B) {
 	}
 	defer l.Close()
 	st := fillLog(b, l, 8, n)
-	srv := httptest.NewServer(&Server{Log: l})
+	srv := httptest.NewServer(newServer(b, l))
 	defer srv.Close()
 	b.ResetTimer()
 	var bytes int64
@@ -119,7 +119,7 @@ func BenchmarkFollowLatency(b *testing.B) {
 			b.Fatal(err)
 		}
 		st := fillLog(b, l, 8, 1)
-		srv := httptest.NewServer(&Server{Log: l})
+		srv := httptest.NewServer(newServer(b, l))
 		var mu sync.Mutex
 		sent := make([]time.Time, rate*seconds+rate) // by the edge-offset each record carries
 		var lat []time.Duration

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -41,12 +42,31 @@ import (
 // Otherwise the answer is one JSON page (Batch) with every header: max=N (default 1000, at most
 // 10000); wait=DURATION long-polls until a record arrives (at most 60s).
 type Server struct {
-	Log *storage.Log
+	log    *storage.Log
+	cfg    Config
+	logger *slog.Logger
+	mux    *http.ServeMux
+}
+
+// Config is a Server's configuration; the zero value serves without a token and logs nothing.
+type Config struct {
 	// Token, when set, is required as "Authorization: Bearer TOKEN".
 	Token string
+	// Logger gets the API's internal errors (a read that failed); nil means discard.
+	Logger *slog.Logger
+}
 
-	routesOnce sync.Once
-	mux        *http.ServeMux
+// New returns the consume API on log.
+func New(log *storage.Log, cfg Config) (*Server, error) {
+	if log == nil {
+		return nil, errors.New("consume: no log to serve")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{log: log, cfg: cfg, logger: cfg.Logger}
+	s.routes()
+	return s, nil
 }
 
 // GroupCursor is the cursor name a consumer group's offsets are stored under.
@@ -63,11 +83,10 @@ var Patterns = []string{
 
 // ServeHTTP serves Patterns; anything else is a JSON 404 or 405.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if s.Token != "" && subtle.ConstantTimeCompare([]byte(httpx.BearerToken(r)), []byte(s.Token)) != 1 {
+	if s.cfg.Token != "" && subtle.ConstantTimeCompare([]byte(httpx.BearerToken(r)), []byte(s.cfg.Token)) != 1 {
 		httpx.WriteError(w, http.StatusUnauthorized, "this API needs a token: pass --token (the central's --api-token)")
 		return
 	}
-	s.routesOnce.Do(s.routes)
 	s.mux.ServeHTTP(w, r)
 }
 
@@ -101,7 +120,7 @@ func (s *Server) routes() {
 
 func (s *Server) streams(w http.ResponseWriter) {
 	out := []StreamInfo{}
-	for _, st := range s.Log.Streams() {
+	for _, st := range s.log.Streams() {
 		out = append(out, streamInfo(st))
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
@@ -117,7 +136,7 @@ func streamInfo(st *storage.Stream) StreamInfo {
 }
 
 func (s *Server) stream(w http.ResponseWriter, name string) *storage.Stream {
-	st, err := s.Log.Stream(name)
+	st, err := s.log.Stream(name)
 	if err != nil {
 		httpx.WriteError(w, http.StatusNotFound, "stream %q does not exist (yet): no edge has forwarded to it", name)
 		return nil
@@ -232,7 +251,7 @@ func (s *Server) start(ctx context.Context, st *storage.Stream, get func(string)
 			continue
 		}
 		if group != "" {
-			if o, ok := s.Log.Cursor(GroupCursor(group), st.Name(), p); ok {
+			if o, ok := s.log.Cursor(GroupCursor(group), st.Name(), p); ok {
 				out[p] = o
 				continue
 			}
@@ -285,6 +304,7 @@ func (s *Server) fetch(w http.ResponseWriter, r *http.Request, name string) {
 			batch.Ends[p] = st.Partition(p).EndOffset()
 		}
 		if err := read(r.Context(), st, offsets, maxN, &batch); err != nil {
+			s.logger.Warn("consume API: read failed", "stream", name, "err", err)
 			httpx.WriteError(w, http.StatusInternalServerError, "read: %v", err)
 			return
 		}
@@ -443,7 +463,7 @@ func (s *Server) groupOffsets(w http.ResponseWriter, r *http.Request, group stri
 	case http.MethodGet, http.MethodHead:
 		out := GroupOffsets{Offsets: map[int]int64{}}
 		for i := 0; i < st.Partitions(); i++ {
-			if o, ok := s.Log.Cursor(GroupCursor(group), st.Name(), i); ok {
+			if o, ok := s.log.Cursor(GroupCursor(group), st.Name(), i); ok {
 				out.Offsets[i] = o
 			}
 		}
@@ -465,7 +485,7 @@ func (s *Server) groupOffsets(w http.ResponseWriter, r *http.Request, group stri
 				return
 			}
 		}
-		if err := s.Log.SetCursors(GroupCursor(group), st.Name(), in.Offsets); err != nil {
+		if err := s.log.SetCursors(GroupCursor(group), st.Name(), in.Offsets); err != nil {
 			httpx.WriteError(w, http.StatusServiceUnavailable, "commit: %v", err)
 			return
 		}

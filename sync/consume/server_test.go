@@ -26,7 +26,7 @@ func TestTailEventStream(t *testing.T) {
 	}
 	defer l.Close()
 	st := fillLog(t, l, 2, 10)
-	srv := httptest.NewServer(&Server{Log: l})
+	srv := httptest.NewServer(newServer(t, l))
 	defer srv.Close()
 
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -126,7 +126,7 @@ func TestServerRoutes(t *testing.T) {
 	}
 	defer l.Close()
 	fillLog(t, l, 2, 4)
-	srv := httptest.NewServer(&Server{Log: l})
+	srv := httptest.NewServer(newServer(t, l))
 	defer srv.Close()
 	for _, c := range []struct {
 		method, path, body string
@@ -157,3 +157,11 @@ func TestServerRoutes(t *testing.T) {
 
 func itoa(n int) string     { return itoa64(int64(n)) }
 func itoa64(n int64) string { return strconv.FormatInt(n, 10) }
+
+func newServer(tb testing.TB, l *storage.Log) *Server {
+	s, err := New(l, Config{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}

@@ -16,7 +16,7 @@ func TestLinesCount(t *testing.T) {
 	}
 	defer l.Close()
 	fillLog(t, l, 8, 5000)
-	srv := httptest.NewServer(&Server{Log: l})
+	srv := httptest.NewServer(newServer(t, l))
 	defer srv.Close()
 	cl := &Client{BaseURL: srv.URL}
 	for _, n := range []int{1, 7, 4999, 5000, 6000} {
@@ -66,7 +66,7 @@ func TestLinesSince(t *testing.T) {
 			}
 		}
 	}
-	srv := httptest.NewServer(&Server{Log: l})
+	srv := httptest.NewServer(newServer(t, l))
 	defer srv.Close()
 	first := map[int]int64{}
 	_, err = (&Client{BaseURL: srv.URL}).Lines(context.Background(), Options{Since: since}, func(_ []byte, p int, off int64) error {
