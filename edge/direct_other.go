@@ -11,9 +11,6 @@ import (
 // mochi's public WritePacket (see direct_unix.go for the fast path).
 func directConn(net.Conn) syscall.RawConn { return nil }
 
-// writeNow is never called without a raw connection; it writes nothing.
-func writeNow(syscall.RawConn, []byte) int { return 0 }
-
 // directWriter is never made without a raw connection; it writes nothing.
 type directWriter struct{}
 

@@ -23,12 +23,10 @@ func directConn(c net.Conn) syscall.RawConn {
 	return raw
 }
 
-// writeNow writes b to raw without waiting for the socket to drain and returns how much it took:
-// 0 on EAGAIN, EINTR or a broken connection (the writer goroutine finds out which).
-func writeNow(raw syscall.RawConn, b []byte) int { return newDirectWriter(raw).write(b) }
-
-// directWriter is writeNow for one connection, made once: raw.Write takes a callback, and a
-// closure made per ack, with the count it sets, cost two allocations per reading. Its user
+// directWriter writes to one connection without waiting for the socket to drain; write returns
+// how much it took: 0 on EAGAIN, EINTR or a broken connection (the writer goroutine finds out
+// which). It is made once per connection: raw.Write takes a callback, and a closure made per
+// ack, with the count it sets, cost two allocations per reading. Its user
 // holds the client's write lock, so one write runs at a time.
 type directWriter struct {
 	raw syscall.RawConn
