@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -258,9 +259,25 @@ func (n *Node) Run(ctx context.Context) error {
 		defer inFlight.Add(-1)
 		mux.ServeHTTP(w, r)
 	})
+	// A connection accepted but not yet carrying a request (a client's spare dial) is not idle to
+	// http.Server.Shutdown until it is 5 s old, so the stop closes those itself.
+	var unused sync.Map // net.Conn in http.StateNew
 	srv := &http.Server{Handler: counted, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 		BaseContext: func(net.Listener) context.Context { return requestsCtx },
-		ErrorLog:    slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+		ConnState: func(c net.Conn, s http.ConnState) {
+			if s == http.StateNew {
+				unused.Store(c, struct{}{})
+			} else {
+				unused.Delete(c)
+			}
+		},
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelDebug)}
+	srv.RegisterOnShutdown(func() {
+		unused.Range(func(c, _ any) bool {
+			c.(net.Conn).Close()
+			return true
+		})
+	})
 	var tcfg *tls.Config
 	if useTLS {
 		if tcfg, err = serverTLS(cfg); err != nil {
