@@ -220,7 +220,7 @@ func (n *Node) Run(ctx context.Context) error {
 		return err
 	}
 	for _, p := range registry.Patterns {
-		mux.Handle(p, requireToken(cfg.APIToken, schemas.Handler()))
+		mux.Handle(p, requireRegistryToken(cfg.APIToken, schemas.Handler()))
 	}
 	var metrics http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if !IsLoopback(cfg.Listen) {

@@ -61,12 +61,28 @@ func checkExposure(cfg Config) error {
 // requireToken guards h with the API token (when one is set), compared in constant time. A
 // refused request's connection is closed without reading its body.
 func requireToken(token string, h http.Handler) http.Handler {
+	return guard(token, h, httpx.BearerToken)
+}
+
+// requireRegistryToken is requireToken for the schema registry's routes. Schema Registry
+// clients send credentials as HTTP Basic (Confluent's: basic.auth.user.info=USER:PASSWORD), so
+// there the token is also taken as a Basic password, under any user name.
+func requireRegistryToken(token string, h http.Handler) http.Handler {
+	return guard(token, h, func(r *http.Request) string {
+		if _, password, ok := r.BasicAuth(); ok {
+			return password
+		}
+		return httpx.BearerToken(r)
+	})
+}
+
+func guard(token string, h http.Handler, presented func(*http.Request) string) http.Handler {
 	if token == "" {
 		return h
 	}
 	want := []byte(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if subtle.ConstantTimeCompare([]byte(httpx.BearerToken(r)), want) != 1 {
+		if subtle.ConstantTimeCompare([]byte(presented(r)), want) != 1 {
 			httpx.CloseUnread(w)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="tributary"`)
 			httpx.WriteError(w, http.StatusUnauthorized, "this API needs central's API token: pass --token-file FILE (or set %s) to the command, or \"Authorization: Bearer TOKEN\"", APITokenEnv)

@@ -92,7 +92,7 @@ func TestAPITokenGuardsEveryAPI(t *testing.T) {
 	if code, msg := hostilePost(t, url, "gw-1", edgeToken, chunkHeaderMap(ch.Base, ch.Next, ch.Records, ch.RawBytes, ch.Data), ch.Data); code != 200 {
 		t.Fatalf("sync: %d %s", code, msg)
 	}
-	for _, path := range []string{"/v1/streams", "/v1/consume/readings", "/v1/groups/g/offsets?stream=readings", "/v1/edges", "/v1/tail/readings"} {
+	for _, path := range []string{"/v1/streams", "/v1/consume/readings", "/v1/groups/g/offsets?stream=readings", "/v1/edges", "/subjects", "/v1/tail/readings"} {
 		for _, tok := range []string{"", "wrong", "the-api-token-but-longer"} {
 			resp, body := get(t, url+path, tok)
 			if resp.StatusCode != http.StatusUnauthorized || !resp.Close || !strings.Contains(body, "token") {
@@ -104,6 +104,24 @@ func TestAPITokenGuardsEveryAPI(t *testing.T) {
 		}
 		if resp, body := get(t, url+path, "the-api-token"); resp.StatusCode != http.StatusOK {
 			t.Fatalf("GET %s with the token: %d %s", path, resp.StatusCode, body)
+		}
+	}
+	// The schema registry's routes also take the token as an HTTP Basic password, the way Schema
+	// Registry clients send it; a wrong password is refused like a wrong token.
+	for _, c := range []struct {
+		user, password string
+		want           int
+	}{{"reader", "the-api-token", http.StatusOK}, {"", "the-api-token", http.StatusOK}, {"reader", "wrong", http.StatusUnauthorized}, {"the-api-token", "", http.StatusUnauthorized}} {
+		req, _ := http.NewRequest(http.MethodGet, url+"/subjects", nil)
+		req.SetBasicAuth(c.user, c.password)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("GET /subjects with Basic %q:%q: %d, want %d", c.user, c.password, resp.StatusCode, c.want)
 		}
 	}
 	if resp, _ := get(t, url+"/metrics", ""); resp.StatusCode != http.StatusOK {
