@@ -310,6 +310,10 @@ func (n *Node) Run(ctx context.Context) error {
 			return fmt.Errorf("kafka sink: %w", err)
 		}
 		kcfg.Logger = logger.With("component", "kafka-sink")
+		kcfg.SchemaKnown = func(ctx context.Context, id int32) (bool, error) {
+			_, ok, err := schemas.ByID(ctx, id)
+			return ok, err
+		}
 		if sink, err = kafkasink.New(log, kcfg); err != nil {
 			ln.Close()
 			return fmt.Errorf("kafka sink: %w", err)

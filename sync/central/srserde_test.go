@@ -2,8 +2,10 @@ package central_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -27,6 +29,7 @@ import (
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central"
+	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/forward"
 	"github.com/tributary-iot/tributary/sync/kafkasink"
 )
@@ -136,21 +139,34 @@ func TestKafkaSinkFramingFranzGoSerde(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			// The schema reaches central first, as a producer registers before it produces: the
-			// sink does not wait for central's registry to serve a value's schema id, and the
-			// forwarder's lanes are independent, so otherwise a value can be in Kafka before its
-			// schema is served.
-			_, stopSchemas := runForwarder(t, log, forward.Config{CentralURL: centralURL, EdgeID: "gw-1", Token: token,
-				Streams: []string{devices.SchemaStream}})
-			for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-				if _, err := reg.SchemaByID(ctx, int(schema.ID)); err == nil {
-					break
-				} else if time.Now().After(deadline) {
-					t.Fatalf("central's registry never served schema %d: %v", schema.ID, err)
+			// The readings reach central before their schema (the forwarder's lanes are
+			// independent): the sink must hold their framed values back until central's
+			// registry serves the schema id, or Schema Registry deserializers fail on them.
+			_, stopData := runForwarder(t, log, forward.Config{CentralURL: centralURL, EdgeID: "gw-1", Token: token,
+				Streams: []string{c.stream}})
+			defer stopData()
+			for deadline := time.Now().Add(20 * time.Second); streamRecords(t, centralURL, c.stream) < devs*perDevice; time.Sleep(50 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("central holds %d of the %d readings after 20s", streamRecords(t, centralURL, c.stream), devs*perDevice)
 				}
 			}
-			stopSchemas()
-			_, stopFwd := runForwarder(t, log, forward.Config{CentralURL: centralURL, EdgeID: "gw-1", Token: token})
+			held, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("tributary-"+c.stream),
+				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			hctx, hcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
+			early := held.PollFetches(hctx).NumRecords()
+			hcancel()
+			held.Close()
+			if early != 0 {
+				t.Fatalf("%d framed values reached Kafka before central's registry served their schema", early)
+			}
+			if _, err := reg.SchemaByID(ctx, int(schema.ID)); err == nil {
+				t.Fatal("central's registry serves the schema before the edge's schemas stream was forwarded")
+			}
+			_, stopFwd := runForwarder(t, log, forward.Config{CentralURL: centralURL, EdgeID: "gw-1", Token: token,
+				Streams: []string{devices.SchemaStream}})
 			defer stopFwd()
 			var header sr.ConfluentHeader
 			cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("tributary-"+c.stream),
@@ -279,4 +295,27 @@ func decodeAvro(t *testing.T, s sr.Schema, _ []int, payload []byte) sentReading 
 		t.Fatalf("hamba/avro: %v", err)
 	}
 	return sentReading{v.Device, v.Seq, v.Temp}
+}
+
+// streamRecords is how many records central's stream holds, from GET /v1/streams.
+func streamRecords(t *testing.T, url, stream string) int {
+	t.Helper()
+	resp, err := http.Get(url + "/v1/streams")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var streams []consume.StreamInfo
+	if err := json.NewDecoder(resp.Body).Decode(&streams); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, s := range streams {
+		if s.Name == stream {
+			for _, p := range s.Partitions {
+				n += int(p.End - p.Start)
+			}
+		}
+	}
+	return n
 }

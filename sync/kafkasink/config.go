@@ -1,6 +1,7 @@
 package kafkasink
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -49,6 +50,11 @@ type Config struct {
 	// central's registry serves the schema under and, for protobuf, the message index. Standard
 	// Schema Registry deserializers then decode them. Other values pass unchanged.
 	ConfluentFraming bool `yaml:"confluent_framing"`
+	// SchemaKnown tells whether central's registry serves a schema id yet. With framing on, the
+	// sink holds a value back until its schema is served: the edge forwards its schemas stream
+	// and its readings independently, and a value in Kafka whose id the registry does not know
+	// fails Schema Registry deserializers. Central sets it; nil produces at once.
+	SchemaKnown func(ctx context.Context, id int32) (bool, error) `yaml:"-"`
 
 	TLS  *TLSConfig  `yaml:"tls"`
 	SASL *SASLConfig `yaml:"sasl"`

@@ -1,9 +1,11 @@
 package kafkasink
 
 import (
+	"context"
 	"encoding/binary"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/tributary-iot/tributary/storage"
 )
@@ -20,8 +22,8 @@ const (
 // the message-index path as zigzag varints, a lone 0 for the first message. Records without a
 // schema id keep their value.
 func confluentValue(rec storage.Record) []byte {
-	id, err := strconv.ParseInt(string(rec.HeaderValue(headerSchemaID)), 10, 32)
-	if err != nil || id <= 0 {
+	id, ok := schemaID(rec)
+	if !ok {
 		return rec.Value
 	}
 	out := make([]byte, 0, len(rec.Value)+8)
@@ -40,4 +42,50 @@ func confluentValue(rec storage.Record) []byte {
 		}
 	}
 	return append(out, rec.Value...)
+}
+
+// schemaID is the schema id a record's schema-id header names, if any.
+func schemaID(rec storage.Record) (int32, bool) {
+	id, err := strconv.ParseInt(string(rec.HeaderValue(headerSchemaID)), 10, 32)
+	if err != nil || id <= 0 {
+		return 0, false
+	}
+	return int32(id), true
+}
+
+// schemaWaitLog is how often the sink says it is still waiting for a schema.
+const schemaWaitLog = 30 * time.Second
+
+// awaitSchema returns once central's registry serves the schema a framed record names (at once
+// for records without one, or when framing is off), or with ctx's error. Ids once served are
+// remembered, so the registry is asked only on an id's first sight.
+func (s *Sink) awaitSchema(ctx context.Context, rec storage.Record) error {
+	if !s.cfg.ConfluentFraming || s.cfg.SchemaKnown == nil {
+		return nil
+	}
+	id, ok := schemaID(rec)
+	if !ok || s.knownSchemas[id] {
+		return nil
+	}
+	start, logged := time.Now(), time.Now()
+	for {
+		ok, err := s.cfg.SchemaKnown(ctx, id)
+		if ok {
+			s.knownSchemas[id] = true
+			if waited := time.Since(start); waited > time.Second {
+				s.logger.Info("kafka sink: schema reached central's registry; producing again", "schema_id", id, "waited", waited.Round(time.Millisecond))
+			}
+			return nil
+		}
+		if time.Since(logged) >= schemaWaitLog {
+			logged = time.Now()
+			s.logger.Warn("kafka sink holds values framed with a schema central's registry does not serve yet; it produces them once the edge's schemas stream arrives",
+				"schema_id", id, "waiting", time.Since(start).Round(time.Second), "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }

@@ -54,7 +54,9 @@ type Sink struct {
 
 	mu     sync.Mutex
 	stream *storage.Stream
-	acked  []atomic.Int64 // per central partition: offset after the last record known to be in Kafka
+	// knownSchemas holds the schema ids central's registry has served (the produce loop's).
+	knownSchemas map[int32]bool
+	acked        []atomic.Int64 // per central partition: offset after the last record known to be in Kafka
 
 	metrics metrics
 }
@@ -77,7 +79,7 @@ func New(log *storage.Log, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start kafka sink: %w", err)
 	}
-	s := &Sink{log: log, cfg: cfg, logger: cfg.Logger.With("sink", "kafka", "topic", cfg.Topic), kopts: kopts, logID: logID}
+	s := &Sink{log: log, cfg: cfg, logger: cfg.Logger.With("sink", "kafka", "topic", cfg.Topic), kopts: kopts, logID: logID, knownSchemas: map[int32]bool{}}
 	s.metrics = newMetrics(cfg)
 	return s, nil
 }
@@ -308,6 +310,17 @@ func (s *Sink) session(ctx context.Context, stream *storage.Stream) error {
 				// this partition went to another Kafka partition.
 				pos.advance(p, e.Offset+1)
 				continue
+			}
+			if err := s.awaitSchema(ctx, e.Record); err != nil {
+				// Stopping while a value waits for its schema: it stays unproduced and the
+				// next start reads it again (its position did not advance).
+				cancel()
+				if !dirty {
+					return nil
+				}
+				fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+				defer fcancel()
+				return flushAndCheckpoint(fctx)
 			}
 			rec := s.kafkaRecord(stream.Name(), p, e)
 			client.Produce(pctx, rec, promise(p, e.Offset))
