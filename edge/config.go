@@ -22,8 +22,8 @@ import (
 // node, sync/edgenode, adds forwarding to central). The zero value of each field means its default
 // (see [Config.withDefaults]).
 type Config struct {
-	// ConfigDir resolves relative schema paths in Streams; LoadConfig sets it to the config
-	// file's folder. Empty: the working directory.
+	// ConfigDir resolves relative schema paths in Streams; sync/edgenode's LoadConfig sets it to
+	// the config file's folder. Empty: the working directory.
 	ConfigDir string `yaml:"-"`
 	// DataDir holds the log (streams/, meta.db) and, by default, the device registry devices.db.
 	DataDir string `yaml:"data_dir"`
@@ -215,22 +215,23 @@ const (
 	DefaultMaxSessionsPerDevice = 4
 )
 
-// LoadConfig reads a YAML file of the agent's keys alone. Unknown keys are an error, so the edge
-// node's file, which adds central and forward, is read by sync/edgenode's LoadConfig.
-func LoadConfig(path string) (Config, error) {
-	c := Config{ConfigDir: filepath.Dir(path)}
+// ReadConfigFile decodes the YAML file at path into v: a *Config, or a pointer to a struct that
+// embeds Config inline, as sync/edgenode's does for the edge node's file. It is the one reader of
+// both. Unknown keys are an error naming the key; an empty file leaves v as it was (all
+// defaults). The caller sets ConfigDir to the file's folder first, as decoding leaves it alone.
+func ReadConfigFile(path string, v any) error {
 	f, err := os.Open(path)
 	if err != nil {
-		return c, fmt.Errorf("open config: %w", err)
+		return fmt.Errorf("open config: %w", err)
 	}
 	defer f.Close()
 	dec := yaml.NewDecoder(f)
 	dec.KnownFields(true)
 	// An empty file decodes as io.EOF and means "all defaults".
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return c, fmt.Errorf("read config %s: %w", filepath.Base(path), err)
+	if err := dec.Decode(v); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read config %s: %w", filepath.Base(path), err)
 	}
-	return c, nil
+	return nil
 }
 
 func (c Config) withDefaults() Config {

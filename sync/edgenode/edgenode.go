@@ -14,16 +14,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
-
-	// yaml.v3 reads the edge's config file; KnownFields catches misspelt keys, which would
-	// otherwise silently fall back to defaults on a gateway nobody watches.
-	"gopkg.in/yaml.v3"
 
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/edge/status"
@@ -81,17 +76,8 @@ const TokenEnv = "TRIBUTARY_EDGE_TOKEN"
 func LoadConfig(path string) (Config, error) {
 	var c Config
 	c.ConfigDir = filepath.Dir(path) // stream schema files are relative to the config's folder
-	f, err := os.Open(path)
-	if err != nil {
-		return c, fmt.Errorf("open config: %w", err)
-	}
-	defer f.Close()
-	dec := yaml.NewDecoder(f)
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
-		return c, fmt.Errorf("read config %s: %w", filepath.Base(path), err)
-	}
-	return c, nil
+	err := edge.ReadConfigFile(path, &c)
+	return c, err
 }
 
 // validate checks what the node adds to the agent's config (which edge.New checks).
