@@ -1,16 +1,12 @@
 package storage_test
 
 import (
-	"fmt"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
 
-	// Test-only: the simulator's signal model gives payloads as compressible as real fleets', which
-	// is what the disk figure depends on. firmware-sim imports nothing of the project, so storage
-	// stays free of devices, edge and sync.
-	firmwaresim "github.com/tributary-iot/tributary/firmware-sim"
+	// Test-only: fleet-shaped readings, as compressible as real fleets', which is what the disk
+	// figure depends on; testfleet imports only firmware-sim and storage.
+	"github.com/tributary-iot/tributary/internal/testfleet"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -31,7 +27,7 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		appendEdgeReadings(b, s, devices, perDevice)
+		testfleet.Fill(b, s, devices, perDevice)
 		// Wait for the sealer to compress every full segment.
 		deadline := time.Now().Add(30 * time.Second)
 		var st storage.Stats
@@ -55,55 +51,5 @@ func BenchmarkDiskBytesPerReading(b *testing.B) {
 		}
 		b.ReportMetric(float64(st.DiskBytes)/readings, "disk-B/reading")
 		b.ReportMetric(0, "ns/op")
-	}
-}
-
-// appendEdgeReadings appends perDevice readings per device, as the edge stores them: firmware-sim's
-// JSON payload and the headers edge/ingest.go writes for a QoS 1 publish.
-func appendEdgeReadings(tb testing.TB, s *storage.Stream, devices, perDevice int) {
-	tb.Helper()
-	epoch := time.UnixMilli(1_750_000_000_000)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	signals := make([]*firmwaresim.Signal, devices)
-	for d := range signals {
-		signals[d] = firmwaresim.NewSignal(1, fmt.Sprintf("dev-%04d", d), epoch)
-	}
-	for seq := range perDevice {
-		for d := range devices {
-			dev := fmt.Sprintf("dev-%04d", d)
-			t := epoch.Add(time.Duration(seq) * time.Second)
-			reading := signals[d].Reading(uint64(seq+1), t)
-			payload := reading.AppendJSON(nil)
-			rt := strconv.AppendInt(nil, t.UnixMilli(), 10)
-			rec := storage.Record{
-				Key:       []byte(dev),
-				Value:     payload,
-				Timestamp: t,
-				Headers: []storage.Header{
-					{Key: "topic", Value: []byte("devices/" + dev + "/readings")},
-					{Key: "content-type", Value: []byte("application/json")},
-					{Key: "device-time", Value: strconv.AppendInt(nil, reading.TS, 10)},
-					{Key: "receive-time", Value: rt},
-					{Key: "client-id", Value: []byte(dev)},
-					{Key: "packet-id", Value: strconv.AppendInt(nil, int64(seq%65535+1), 10)},
-					{Key: "payload-hash", Value: fmt.Appendf(nil, "%016x", uint64(seq)*0x9e3779b97f4a7c15^uint64(d))},
-				},
-			}
-			wg.Add(1)
-			s.AppendAsync(rec, func(_ int, _ int64, err error) {
-				if err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-				wg.Done()
-			})
-		}
-	}
-	wg.Wait()
-	if firstErr != nil {
-		tb.Fatal(firstErr)
 	}
 }
