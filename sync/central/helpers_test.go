@@ -173,26 +173,39 @@ func startCentral(t *testing.T, dir string) (url string, stop func()) { return s
 
 func startCentralTB(t testing.TB, dir string) (url string, stop func()) {
 	t.Helper()
+	addr, stop := runCentral(t, central.Config{DataDir: dir, Fsync: os.Getenv("BENCH_FSYNC"),
+		Console: central.ConsoleOptions{Off: os.Getenv("BENCH_CONSOLE") == "off"}})
+	return "http://" + addr, stop
+}
+
+// runCentral runs central in this process with cfg (Listen defaults to 127.0.0.1:0) and returns
+// its bound address once it serves; stop cancels it and fails the test if Run returned an error.
+// cfg.Ready is the helper's.
+func runCentral(t testing.TB, cfg central.Config) (addr string, stop func()) {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	ready := make(chan string, 1)
+	cfg.Ready = func(a string) { ready <- a }
 	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
 	done := make(chan error, 1)
-	go func() {
-		done <- central.Run(ctx, central.Config{DataDir: dir, Listen: "127.0.0.1:0", Fsync: os.Getenv("BENCH_FSYNC"),
-			Console: central.ConsoleOptions{Off: os.Getenv("BENCH_CONSOLE") == "off"}, Ready: func(a string) { addr <- a }})
-	}()
+	go func() { done <- central.Run(ctx, cfg) }()
 	select {
-	case a := <-addr:
-		return "http://" + a, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("central: %v", err)
-			}
-		}
+	case addr = <-ready:
 	case err := <-done:
 		cancel()
 		t.Fatalf("central: %v", err)
+	case <-time.After(60 * time.Second):
+		cancel()
+		t.Fatal("central not serving after 60s")
 	}
-	return "", nil
+	return addr, func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("central: %v", err)
+		}
+	}
 }
 
 // fleet writes realistic readings: hundreds of devices, slowly varying values, ~120-byte JSON.

@@ -42,26 +42,8 @@ func (l *lockedBuffer) String() string {
 func startCentralLogged(t *testing.T, dir string) (url string, logs *lockedBuffer, stop func()) {
 	t.Helper()
 	logs = &lockedBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- central.Run(ctx, central.Config{DataDir: dir, Listen: "127.0.0.1:0",
-			Logger: slog.New(slog.NewTextHandler(logs, nil)), Ready: func(a string) { addr <- a }})
-	}()
-	select {
-	case a := <-addr:
-		return "http://" + a, logs, func() {
-			cancel()
-			if err := <-done; err != nil {
-				t.Errorf("central: %v", err)
-			}
-		}
-	case err := <-done:
-		cancel()
-		t.Fatalf("central: %v", err)
-	}
-	return "", nil, nil
+	addr, stop := runCentral(t, central.Config{DataDir: dir, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	return "http://" + addr, logs, stop
 }
 
 func edgesView(t *testing.T, url string) central.EdgesView {

@@ -19,36 +19,7 @@ import (
 // readings forwarded from an edge reach the Kafka topic once each, keyed by device, on the
 // partition the device has at central, in per-device order.
 func TestCentralKafkaSink(t *testing.T) {
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(8, "tributary-readings"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Close()
-
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	ctx, cancel := context.WithCancel(context.Background())
-	addr := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() {
-		done <- central.Run(ctx, central.Config{DataDir: cdir, Listen: "127.0.0.1:0", Partitions: 8,
-			Sinks: central.Sinks{Kafka: &kafkasink.Config{Brokers: cluster.ListenAddrs(), Topic: "tributary-readings",
-				CheckpointInterval: 100 * time.Millisecond}},
-			Ready: func(a string) { addr <- a }})
-	}()
-	var url string
-	select {
-	case a := <-addr:
-		url = "http://" + a
-	case err := <-done:
-		t.Fatalf("central: %v", err)
-	}
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("central: %v", err)
-		}
-	}()
+	cluster, url, token := runCentralKafkaSink(t, 8, kafkasink.Config{Topic: "tributary-readings"})
 
 	edge, st := openEdge(t, 4)
 	defer edge.Close()
@@ -59,11 +30,7 @@ func TestCentralKafkaSink(t *testing.T) {
 	defer stopFwd()
 	waitCaughtUp(t, url, n, 30*time.Second)
 
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("tributary-readings"),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-	if err != nil {
-		t.Fatal(err)
-	}
+	cl := kafkaReader(t, cluster, "tributary-readings")
 	defer cl.Close()
 	seen := map[string]int64{}
 	got := 0
@@ -94,6 +61,39 @@ func TestCentralKafkaSink(t *testing.T) {
 	if got != n {
 		t.Fatalf("Kafka holds %d records, want %d", got, n)
 	}
+}
+
+// runCentralKafkaSink starts an in-process Kafka (kfake) whose topic sink.Topic has partitions
+// partitions, and central with as many, an edge gw-1 registered, and its Kafka sink (sink, with
+// kfake's brokers and, unless set, a 100ms checkpoint interval) producing to it. It returns the
+// cluster, central's URL and gw-1's token; central stops, then the cluster, when the test ends.
+func runCentralKafkaSink(t *testing.T, partitions int, sink kafkasink.Config) (cluster *kfake.Cluster, url, token string) {
+	t.Helper()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(int32(partitions), sink.Topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	cdir := t.TempDir()
+	token = addEdge(t, cdir, "gw-1")
+	sink.Brokers = cluster.ListenAddrs()
+	if sink.CheckpointInterval == 0 {
+		sink.CheckpointInterval = 100 * time.Millisecond
+	}
+	addr, stop := runCentral(t, central.Config{DataDir: cdir, Partitions: partitions, Sinks: central.Sinks{Kafka: &sink}})
+	t.Cleanup(stop)
+	return cluster, "http://" + addr, token
+}
+
+// kafkaReader consumes topic from its start; the caller closes it.
+func kafkaReader(t *testing.T, cluster *kfake.Cluster, topic string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cl
 }
 
 func seqOf(t *testing.T, v []byte) int64 {

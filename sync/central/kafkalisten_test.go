@@ -21,28 +21,11 @@ import (
 // runCentralKafka runs central in this process with a Kafka listener on a loopback port.
 func runCentralKafka(t testing.TB, cfg central.Config) (url, kafkaAddr string, stop func()) {
 	t.Helper()
-	cfg.Listen, cfg.Kafka.Listen = "127.0.0.1:0", "127.0.0.1:0"
-	ready, kready := make(chan string, 1), make(chan string, 1)
-	cfg.Ready = func(a string) { ready <- a }
+	cfg.Kafka.Listen = "127.0.0.1:0"
+	kready := make(chan string, 1)
 	cfg.KafkaReady = func(a string) { kready <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- central.Run(ctx, cfg) }()
-	select {
-	case url = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("central: %v", err)
-	case <-time.After(30 * time.Second):
-		cancel()
-		t.Fatal("central not serving after 30s")
-	}
-	return "http://" + url, <-kready, func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("central: %v", err)
-		}
-	}
+	addr, stop := runCentral(t, cfg)
+	return "http://" + addr, <-kready, stop
 }
 
 // kcatJSON runs kcat and turns its -J lines into the verifier's records.

@@ -66,20 +66,9 @@ func TestAPITokenGuardsEveryAPI(t *testing.T) {
 	edgeToken := addEdge(t, cdir, "gw-1")
 	tokenFile := filepath.Join(t.TempDir(), "api.token")
 	os.WriteFile(tokenFile, []byte("the-api-token\n"), 0o600)
-	addr := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- central.Run(ctx, central.Config{DataDir: cdir, Listen: "127.0.0.1:0", APITokenFile: tokenFile, Ready: func(a string) { addr <- a }})
-	}()
-	var url string
-	select {
-	case a := <-addr:
-		url = "http://" + a
-	case err := <-done:
-		t.Fatal(err)
-	}
-	defer func() { cancel(); <-done }()
+	addr, stop := runCentral(t, central.Config{DataDir: cdir, APITokenFile: tokenFile})
+	defer stop()
+	url := "http://" + addr
 
 	// One record at central through the sync API, so a stream and a group exist.
 	edge, st := openEdge(t, 1)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/bufbuild/protocompile"
 	"github.com/hamba/avro/v2"
-	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	// franz-go's Schema Registry client and serde, written elsewhere: it reads the Confluent wire
 	// format the Kafka sink frames and fetches schemas from central's registry by their id, as a
@@ -28,7 +27,6 @@ import (
 	"github.com/tributary-iot/tributary/devices/format"
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/storage"
-	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/forward"
 	"github.com/tributary-iot/tributary/sync/kafkasink"
@@ -64,35 +62,9 @@ func TestKafkaSinkFramingFranzGoSerde(t *testing.T) {
 				t.Fatal(err)
 			}
 			const partitions, devs, perDevice = 4, 6, 20
-			cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(partitions, "tributary-"+c.stream))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cluster.Close()
-			cdir := t.TempDir()
-			token := addEdge(t, cdir, "gw-1")
-			ctx, cancel := context.WithCancel(context.Background())
-			addr := make(chan string, 1)
-			done := make(chan error, 1)
-			go func() {
-				done <- central.Run(ctx, central.Config{DataDir: cdir, Listen: "127.0.0.1:0", Partitions: partitions,
-					Sinks: central.Sinks{Kafka: &kafkasink.Config{Brokers: cluster.ListenAddrs(), Topic: "tributary-" + c.stream,
-						Stream: c.stream, ConfluentFraming: true, CheckpointInterval: 100 * time.Millisecond}},
-					Ready: func(a string) { addr <- a }})
-			}()
-			var centralURL string
-			select {
-			case a := <-addr:
-				centralURL = "http://" + a
-			case err := <-done:
-				t.Fatalf("central: %v", err)
-			}
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("central: %v", err)
-				}
-			}()
+			cluster, centralURL, token := runCentralKafkaSink(t, partitions, kafkasink.Config{Topic: "tributary-" + c.stream,
+				Stream: c.stream, ConfluentFraming: true})
+			ctx := context.Background()
 
 			// The edge's log, as the agent writes it: the stream's schema in the schemas stream,
 			// and each accepted reading with its schema id (and protobuf message index) headers.
@@ -150,11 +122,7 @@ func TestKafkaSinkFramingFranzGoSerde(t *testing.T) {
 					t.Fatalf("central holds %d of the %d readings after 20s", streamRecords(t, centralURL, c.stream), devs*perDevice)
 				}
 			}
-			held, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("tributary-"+c.stream),
-				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-			if err != nil {
-				t.Fatal(err)
-			}
+			held := kafkaReader(t, cluster, "tributary-"+c.stream)
 			hctx, hcancel := context.WithTimeout(ctx, 1500*time.Millisecond)
 			early := held.PollFetches(hctx).NumRecords()
 			hcancel()
@@ -169,11 +137,7 @@ func TestKafkaSinkFramingFranzGoSerde(t *testing.T) {
 				Streams: []string{devices.SchemaStream}})
 			defer stopFwd()
 			var header sr.ConfluentHeader
-			cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics("tributary-"+c.stream),
-				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
-			if err != nil {
-				t.Fatal(err)
-			}
+			cl := kafkaReader(t, cluster, "tributary-"+c.stream)
 			defer cl.Close()
 			fetched := map[int]sr.Schema{}
 			last := map[string]int64{}

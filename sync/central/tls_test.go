@@ -16,35 +16,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/forward"
 )
 
-// runCentral runs central in this process with cfg (Listen defaults to 127.0.0.1:0) and returns
-// its bound address.
-func runCentral(t *testing.T, cfg central.Config) (addr string, stop func()) {
-	t.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	ready := make(chan string, 1)
-	cfg.Ready = func(a string) { ready <- a }
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- central.Run(ctx, cfg) }()
-	select {
-	case addr = <-ready:
-	case err := <-done:
-		cancel()
-		t.Fatalf("central: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("central not serving after 10s")
-	}
-	return addr, func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("central: %v", err)
-		}
-	}
-}
-
 // tlsClient is an HTTPS client for the consume API; cert, when set, is sent whatever CAs the
 // server names.
 func tlsClient(ca *testCA, cert *tls.Certificate) *http.Client {
