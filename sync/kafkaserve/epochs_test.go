@@ -1,12 +1,10 @@
 package kafkaserve_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tributary-iot/tributary/sync/kafkaserve"
@@ -20,13 +18,8 @@ func TestOffsetForLeaderEpoch(t *testing.T) {
 	log := openLog(t)
 	st := fillLog(t, log, 2, 10, 500, time.UnixMilli(1_700_000_000_000))
 	addr := serve(t, kafkaserve.Config{Log: log})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	cl := rawClient(t, addr)
+	ctx := timeout(t, 10*time.Second)
 	type ask struct {
 		topic          string
 		partition      int32
@@ -76,25 +69,16 @@ func TestFetchFromNewerEpoch(t *testing.T) {
 	log := openLog(t)
 	fillLog(t, log, 1, 10, 100, time.UnixMilli(1_700_000_000_000))
 	addr := serve(t, kafkaserve.Config{Log: log})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	cl := rawClient(t, addr)
+	ctx := timeout(t, 10*time.Second)
 	for _, c := range []struct {
 		epoch int32
 		want  int16
 	}{{-1, 0}, {0, 0}, {1, kerr.UnknownLeaderEpoch.Code}} {
-		req := kmsg.NewPtrFetchRequest()
-		req.Version, req.MaxWaitMillis, req.MaxBytes = 12, 10, 1<<20
-		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = "readings"
-		rp := kmsg.NewFetchRequestTopicPartition()
-		rp.CurrentLeaderEpoch, rp.PartitionMaxBytes = c.epoch, 1<<20
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
+		rp := fetchPartition(0, 0, 1<<20)
+		rp.CurrentLeaderEpoch = c.epoch
+		req := fetchReadings(12, rp)
+		req.MaxWaitMillis, req.MaxBytes = 10, 1<<20
 		resp, err := req.RequestWith(ctx, cl.Broker(1))
 		if err != nil {
 			t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/kafkaserve"
@@ -54,26 +53,17 @@ func TestFetchInsideStoredBatch(t *testing.T) {
 				want[e.Offset] = e
 			}
 			addr := serve(t, kafkaserve.Config{Log: log, Compression: compression})
-			cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.Close()
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
+			cl := rawClient(t, addr)
+			ctx := timeout(t, 30*time.Second)
 
 			for _, version := range []int16{4, 11, 12} {
-				req := kmsg.NewPtrFetchRequest()
-				req.Version, req.MaxWaitMillis, req.MaxBytes = version, 100, 1<<20
+				rp := fetchPartition(0, from, 64<<10)
+				rp.LogStartOffset = -1
+				req := fetchReadings(version, rp)
+				req.MaxWaitMillis, req.MaxBytes = 100, 1<<20
 				if version >= 7 {
 					req.SessionEpoch = -1 // sessionless (KIP-227)
 				}
-				rt := kmsg.NewFetchRequestTopic()
-				rt.Topic = "readings"
-				rp := kmsg.NewFetchRequestTopicPartition()
-				rp.FetchOffset, rp.PartitionMaxBytes, rp.LogStartOffset = from, 64<<10, -1
-				rt.Partitions = append(rt.Partitions, rp)
-				req.Topics = append(req.Topics, rt)
 				resp, err := req.RequestWith(ctx, cl)
 				if err != nil {
 					t.Fatalf("fetch v%d: %v", version, err)
@@ -161,13 +151,8 @@ func readAheadSteps(t *testing.T, compression string) {
 		values[e.Offset] = e.Value
 	}
 	addr := serve(t, kafkaserve.Config{Log: log, Compression: compression})
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	cl := rawClient(t, addr)
+	ctx := timeout(t, 30*time.Second)
 	steps := []struct {
 		version int16
 		limit   int32
@@ -183,14 +168,8 @@ func readAheadSteps(t *testing.T, compression string) {
 	next := int64(0)
 	for i, s := range steps {
 		from := max(next-s.back, 0)
-		req := kmsg.NewPtrFetchRequest()
-		req.Version, req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = s.version, 10, 50<<20, -1
-		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = "readings"
-		rp := kmsg.NewFetchRequestTopicPartition()
-		rp.FetchOffset, rp.PartitionMaxBytes = from, s.limit
-		rt.Partitions = append(rt.Partitions, rp)
-		req.Topics = append(req.Topics, rt)
+		req := fetchReadings(s.version, fetchPartition(0, from, s.limit))
+		req.MaxWaitMillis, req.MaxBytes, req.SessionEpoch = 10, 50<<20, -1
 		resp, err := req.RequestWith(ctx, cl.Broker(1))
 		if err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
 	"github.com/tributary-iot/tributary/storage"
@@ -100,6 +102,45 @@ func serve(t testing.TB, cfg kafkaserve.Config) string {
 		}
 	})
 	return ln.Addr().String()
+}
+
+// rawClient is a kgo client of the listener at addr for hand-built requests (its one broker is
+// cl.Broker(1)); it closes when the test ends.
+func rawClient(t testing.TB, addr string) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+// timeout is a context that ends after d or with the test, whichever comes first.
+func timeout(t testing.TB, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// fetchReadings is a Fetch request at version for the readings topic, asking parts (none: the
+// request names no topic, as an incremental fetch that changes nothing); the caller sets the rest.
+func fetchReadings(version int16, parts ...kmsg.FetchRequestTopicPartition) *kmsg.FetchRequest {
+	req := kmsg.NewPtrFetchRequest()
+	req.Version = version
+	if len(parts) > 0 {
+		rt := kmsg.NewFetchRequestTopic()
+		rt.Topic, rt.Partitions = "readings", parts
+		req.Topics = append(req.Topics, rt)
+	}
+	return req
+}
+
+// fetchPartition asks partition p from offset, at most maxBytes of it.
+func fetchPartition(p int32, offset int64, maxBytes int32) kmsg.FetchRequestTopicPartition {
+	rp := kmsg.NewFetchRequestTopicPartition()
+	rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, offset, maxBytes
+	return rp
 }
 
 // orderChecker checks per-device seqs: each exactly once and rising.

@@ -1,12 +1,10 @@
 package kafkaserve_test
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
-	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/tributary-iot/tributary/sync/kafkaserve"
@@ -22,33 +20,20 @@ func TestFetchSessions(t *testing.T) {
 	end1 := st.Partition(1).EndOffset()
 	addr := serve(t, kafkaserve.Config{Log: log})
 	// One connection, as a consumer's fetches to a broker: kgo keeps one per broker.
-	cl, err := kgo.NewClient(kgo.SeedBrokers(addr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	cl := rawClient(t, addr)
+	ctx := timeout(t, 30*time.Second)
 	broker := cl.Broker(1)
 	fetch := func(id, epoch int32, parts map[int32]int64, forget ...int32) *kmsg.FetchResponse {
 		t.Helper()
-		req := kmsg.NewPtrFetchRequest()
-		req.Version, req.MaxWaitMillis, req.MaxBytes = 12, 50, 1<<20
-		req.SessionID, req.SessionEpoch = id, epoch
-		rt := kmsg.NewFetchRequestTopic()
-		rt.Topic = "readings"
+		var asked []kmsg.FetchRequestTopicPartition
 		for _, p := range []int32{0, 1} {
-			off, ok := parts[p]
-			if !ok {
-				continue
+			if off, ok := parts[p]; ok {
+				asked = append(asked, fetchPartition(p, off, 4<<10))
 			}
-			rp := kmsg.NewFetchRequestTopicPartition()
-			rp.Partition, rp.FetchOffset, rp.PartitionMaxBytes = p, off, 4<<10
-			rt.Partitions = append(rt.Partitions, rp)
 		}
-		if len(rt.Partitions) > 0 {
-			req.Topics = append(req.Topics, rt)
-		}
+		req := fetchReadings(12, asked...)
+		req.MaxWaitMillis, req.MaxBytes = 50, 1<<20
+		req.SessionID, req.SessionEpoch = id, epoch
 		if len(forget) > 0 {
 			ft := kmsg.NewFetchRequestForgottenTopic()
 			ft.Topic, ft.Partitions = "readings", forget
