@@ -160,6 +160,9 @@ func New(cfg Config) (*Agent, error) {
 		if a.httpLn, err = net.Listen("tcp", cfg.HTTPListen); err != nil {
 			return nil, fmt.Errorf("listen for HTTP on %s: %w", cfg.HTTPListen, err)
 		}
+		if cfg.HTTPTLS != nil {
+			a.httpLn = tls.NewListener(a.httpLn, cfg.HTTPTLS)
+		}
 	}
 	if cfg.Source != nil {
 		a.source = newSource(a, *cfg.Source)
@@ -361,7 +364,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { watchMemory(bg, &a.server.Info.ClientsConnected, a.cfg.AutoMemoryLimit) })
 	a.ready.Store(true)
 	a.logger.Info("edge agent ready", "mqtt", a.tcpAddr, "tls", a.tlsAddr, "ws", a.wsAddr,
-		"http", a.HTTPAddr(), "data_dir", a.cfg.DataDir, "anonymous", a.anonymousAllowed)
+		"http", a.HTTPAddr(), "http_tls", a.cfg.HTTPTLS != nil, "data_dir", a.cfg.DataDir, "anonymous", a.anonymousAllowed)
 
 	var runErr error
 	select {

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -37,6 +38,9 @@ type Config struct {
 	// HTTPListen serves /metrics, /healthz and /readyz; empty or "off" disables it. The
 	// tributary edge command fills in DefaultHTTPListen when neither its file nor its flags set it.
 	HTTPListen string `yaml:"http_listen"`
+	// HTTPTLS, when set, serves HTTPListen over TLS only (HTTPS). The edge node builds it from
+	// its http_tls_cert, http_tls_key and http_client_ca keys, named as central's.
+	HTTPTLS *tls.Config `yaml:"-"`
 
 	// Fsync is the storage fsync policy: group (default; the only one under which a PUBACK means
 	// durable), interval or none.

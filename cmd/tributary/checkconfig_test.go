@@ -25,6 +25,10 @@ func TestEdgeCheckConfig(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
 		t.Fatal("--check-config created the data directory; it must not touch anything")
 	}
+	// The HTTP listener's TLS flags reach the config: a certificate without its key is refused.
+	if _, err := runCLI(t, "edge", "--config", good, "--http-tls-cert", token, "--check-config"); err == nil || !strings.Contains(err.Error(), "http_tls_key") {
+		t.Errorf("--http-tls-cert without --http-tls-key: %v, want an error naming http_tls_key", err)
+	}
 	cases := map[string]struct{ body, want string }{
 		"bad fsync":     {"data_dir: x\nfsync: sometimes\n", "unknown fsync policy"},
 		"unknown key":   {"data_dir: x\nfsyncc: group\n", "field fsyncc not found"},

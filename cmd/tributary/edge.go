@@ -25,6 +25,9 @@ type edgeFlags struct {
 	mqttListen     string
 	httpListen     string
 	httpToken      string
+	httpTLSCert    string
+	httpTLSKey     string
+	httpClientCA   string
 	central        string
 	edgeID         string
 	allowAnonymous bool
@@ -102,6 +105,9 @@ connections are refused, pending acks are sent, the broker closes, then the log.
 	fl.StringVar(&f.mqttListen, "mqtt-listen", "", `MQTT TCP listen address (default "`+edge.DefaultMQTTListen+`"; "-" disables)`)
 	fl.StringVar(&f.httpListen, "http-listen", "", `address for /metrics, /healthz and /readyz (default "`+edge.DefaultHTTPListen+`"; "off" disables)`)
 	fl.StringVar(&f.httpToken, "http-token-file", "", "file holding the token that guards the status page at / on --http-listen (without one it is served to loopback clients only; or set "+status.TokenEnv+")")
+	fl.StringVar(&f.httpTLSCert, "http-tls-cert", "", "PEM certificate: serve --http-listen over HTTPS only (with --http-tls-key; like central's --tls-cert)")
+	fl.StringVar(&f.httpTLSKey, "http-tls-key", "", "PEM private key of --http-tls-cert")
+	fl.StringVar(&f.httpClientCA, "http-client-ca", "", "PEM CA bundle: require clients of --http-listen (Prometheus, browsers) to present a certificate signed by it (mTLS)")
 	fl.StringVar(&f.central, "central", "", "URL of the central node; empty means no forwarding, log only")
 	fl.StringVar(&f.edgeID, "edge-id", "", "this gateway's id at central (needed with --central)")
 	fl.BoolVar(&f.allowAnonymous, "allow-anonymous", false, "accept clients without credentials on non-loopback listeners too")
@@ -134,13 +140,18 @@ func (f *edgeFlags) load(cmd *cobra.Command) (edgenode.Config, error) {
 	set("mqtt-listen", &cfg.MQTT.Listen, f.mqttListen)
 	set("http-listen", &cfg.HTTPListen, f.httpListen)
 	set("http-token-file", &cfg.HTTPTokenFile, f.httpToken)
+	set("http-tls-cert", &cfg.HTTPTLSCert, f.httpTLSCert)
+	set("http-tls-key", &cfg.HTTPTLSKey, f.httpTLSKey)
+	set("http-client-ca", &cfg.HTTPClientCA, f.httpClientCA)
 	set("central", &cfg.Central, f.central)
 	set("edge-id", &cfg.EdgeID, f.edgeID)
 	set("fsync", &cfg.Fsync, f.fsync)
 	set("central-token-file", &cfg.Forward.TokenFile, f.tokenFile)
 	set("central-ca", &cfg.Forward.CAFile, f.centralCA)
 	if cfg.HTTPListen == "" {
-		cfg.HTTPListen, f.httpDefaulted = edge.DefaultHTTPListen, true
+		// With a certificate the operator asked for the listener: a busy default port fails the
+		// start instead of turning it off.
+		cfg.HTTPListen, f.httpDefaulted = edge.DefaultHTTPListen, cfg.HTTPTLSCert == ""
 	}
 	if cmd.Flags().Changed("forward-backoff-max") {
 		cfg.Forward.BackoffMax = f.backoffMax

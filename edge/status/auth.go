@@ -78,7 +78,7 @@ const (
 
 func (g guard) check(r *http.Request) access {
 	if g.token == nil {
-		if remoteIsLoopback(r) {
+		if remoteIsLoopback(r) || clientCertVerified(r) {
 			return allowed
 		}
 		return notLoopback
@@ -113,8 +113,15 @@ func remoteIsLoopback(r *http.Request) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// clientCertVerified reports whether the request came over TLS with a client certificate the
+// listener verified against its client CA (http_client_ca): such a client holds credentials
+// the operator issued, as central's API takes client certificates in place of its token.
+func clientCertVerified(r *http.Request) bool {
+	return r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+}
+
 const notLoopbackMessage = "the edge status page is served only to this machine while no token is set: " +
-	"set http_token_file in the edge's config (or " + TokenEnv + "), or open it on the gateway itself (ssh -L 9464:127.0.0.1:9464)"
+	"set http_token_file in the edge's config (or " + TokenEnv + ") or http_client_ca, or open it on the gateway itself (ssh -L 9464:127.0.0.1:9464)"
 
 // refuse answers a request the guard did not allow: the page redirects to the login form, the
 // data endpoints answer 401 (or 403 from another machine without a token) with a JSON reason.

@@ -19,8 +19,9 @@
 // Login rule, as central's API: with a token ([LoadToken]: http_token_file or [TokenEnv]) every
 // request to the page or its data needs it, as the session cookie the login form sets (HttpOnly,
 // SameSite=Strict, Secure over TLS) or as "Authorization: Bearer TOKEN"; without one, only
-// loopback clients are served, others get 403 with what to do. The page redirects to /login,
-// the data endpoints answer 401.
+// loopback clients and clients whose certificate the listener verified (http_client_ca) are
+// served, others get 403 with what to do. The page redirects to /login, the data endpoints
+// answer 401.
 //
 // The plotted history is a [History]: Window/Resolution samples of [SampleBytes] in a ring
 // allocated once (one hour at 10 s: 360 samples, at most 9,528 bytes), so it never grows.

@@ -65,7 +65,7 @@ type loginView struct {
 func (p *Page) loginForm(w http.ResponseWriter, r *http.Request) {
 	if p.guard.token == nil {
 		// Nothing to log in to: loopback clients see the page, others are told how to set a token.
-		if remoteIsLoopback(r) {
+		if remoteIsLoopback(r) || clientCertVerified(r) {
 			http.Redirect(w, r, "/", http.StatusSeeOther)
 			return
 		}

@@ -392,20 +392,9 @@ func ensureStream(log *storage.Log, name string, partitions int) error {
 	return nil
 }
 
+// serverTLS is the listener's TLS, built by the helper the edge's HTTP listener shares.
 func serverTLS(cfg Config) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(cfg.TLSCert, cfg.TLSKey)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate: %w", err)
-	}
-	t := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	if cfg.ClientCA != "" {
-		pool, err := httpx.CertPool(cfg.ClientCA, "client CA")
-		if err != nil {
-			return nil, err
-		}
-		t.ClientCAs, t.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return t, nil
+	return httpx.ServerTLS(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA)
 }
 
 // EdgesView is the answer of GET /v1/edges.

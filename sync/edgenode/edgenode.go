@@ -38,6 +38,14 @@ type Config struct {
 	// for browsers, "Authorization: Bearer" for scripts). Without one the page is served to
 	// loopback clients only. /metrics, /healthz and /readyz stay open as before.
 	HTTPTokenFile string `yaml:"http_token_file"`
+	// HTTPTLSCert and HTTPTLSKey, a PEM certificate and its private key, serve HTTPListen over
+	// TLS only, as central's tls_cert and tls_key do its listener: read at start, so a renewed
+	// certificate takes a restart. HTTPClientCA, a PEM bundle as central's client_ca, then
+	// requires every client of the listener (Prometheus and browsers too) to present a
+	// certificate signed by it; without a token such a client is let in to the status page.
+	HTTPTLSCert  string `yaml:"http_tls_cert"`
+	HTTPTLSKey   string `yaml:"http_tls_key"`
+	HTTPClientCA string `yaml:"http_client_ca"`
 	// StatusResolution is the interval of the status page's plots (default 10s); the page keeps
 	// one hour of them.
 	StatusResolution time.Duration `yaml:"status_resolution"`
@@ -88,7 +96,7 @@ func (c Config) validate() error {
 	if c.Forward.BackoffMax < 0 {
 		return fmt.Errorf("forward.backoff_max %v: want a positive duration such as 3s, or 0 for the default", c.Forward.BackoffMax)
 	}
-	return nil
+	return c.validateHTTPTLS()
 }
 
 // Check validates a config as New would, without opening the log or binding listeners, so an
@@ -112,7 +120,8 @@ func (c Config) Check() error {
 			return fmt.Errorf("%s: %w", f.key, err)
 		}
 	}
-	return nil
+	_, err := c.httpTLS()
+	return err
 }
 
 // Node is the edge process: the agent, the forwarder on its log when Central is set, and the
@@ -135,11 +144,15 @@ func New(cfg Config) (*Node, error) {
 		cfg.Logger = logger
 	}
 	var token string
+	var err error
 	if cfg.Central != "" {
-		var err error
 		if token, err = edgeToken(cfg.Forward); err != nil {
 			return nil, err
 		}
+	}
+	// The certificate is loaded before the log opens, so a wrong one fails the start at once.
+	if cfg.HTTPTLS, err = cfg.httpTLS(); err != nil {
+		return nil, err
 	}
 	agent, err := edge.New(cfg.Config)
 	if err != nil {
@@ -174,10 +187,7 @@ func newStatusPage(cfg Config, n *Node, logger *slog.Logger) (*status.Page, erro
 	if err != nil {
 		return nil, err
 	}
-	if token == "" && !status.IsLoopback(cfg.HTTPListen) {
-		logger.Warn("the status page on the HTTP listener is served to this machine only: set http_token_file to open it to the network",
-			"http_listen", cfg.HTTPListen)
-	}
+	warnExposure(cfg, token, logger)
 	sc := status.Config{EdgeID: cfg.EdgeID, Version: cfg.Version, Clients: n.agent, Log: n.agent.Log(),
 		QuotaBytes: cfg.QuotaBytes, QuotaPolicy: cfg.QuotaPolicy, Token: token, Resolution: cfg.StatusResolution, Logger: logger.With("component", "status")}
 	if n.fwd != nil {
