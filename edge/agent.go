@@ -340,7 +340,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Go(func() { _ = a.cache.Watch(bg, 2*time.Second) })
 	var httpSrv *http.Server
 	if a.httpLn != nil {
-		httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second}
+		// net/http's own complaints (TLS handshakes of scanners, say) go to the agent's log at
+		// debug, as central's do, not to stderr.
+		httpSrv = &http.Server{Handler: a.httpHandler(), ReadHeaderTimeout: 10 * time.Second,
+			ErrorLog: slog.NewLogLogger(a.logger.Handler(), slog.LevelDebug)}
 		wg.Go(func() {
 			if err := httpSrv.Serve(a.httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				a.logger.Error("HTTP server stopped", "err", err)
