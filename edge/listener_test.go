@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tributary-iot/tributary/internal/testpki"
 )
 
 // fdChildEnv makes the test binary an agent process with a lowered open-file limit (see
@@ -269,8 +271,8 @@ func expectClosedBy(t *testing.T, conn net.Conn, what string, within time.Durati
 // that trickles its CONNECT are all closed connect_timeout after they were accepted; a device
 // that connects normally and then idles within its keepalive stays.
 func TestConnectTimeoutClosesConnectionsWithoutCONNECT(t *testing.T) {
-	ca := newTestCA(t, "edge-ca")
-	certFile, keyFile := ca.serverCert(t, "edge")
+	ca := testpki.New(t, "edge-ca")
+	certFile, keyFile := ca.ServerCert(t, "edge")
 	a, _ := startAgent(t, Config{MQTT: MQTTConfig{
 		TLSListen: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile, ConnectTimeout: 500 * time.Millisecond,
 	}})

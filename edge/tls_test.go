@@ -13,13 +13,14 @@ import (
 	"github.com/mochi-mqtt/server/v2/packets"
 
 	"github.com/tributary-iot/tributary/devices"
+	"github.com/tributary-iot/tributary/internal/testpki"
 )
 
 // tlsAgent starts an agent whose only MQTT listener is TLS on 127.0.0.1, with a server
 // certificate from ca; clientCA, when set, is mqtt.tls_client_ca.
-func tlsAgent(t *testing.T, dir string, ca *testCA, clientCA string) *Agent {
+func tlsAgent(t *testing.T, dir string, ca *testpki.CA, clientCA string) *Agent {
 	t.Helper()
-	certFile, keyFile := ca.serverCert(t, "edge")
+	certFile, keyFile := ca.ServerCert(t, "edge")
 	a, _ := startAgent(t, Config{DataDir: dir, MQTT: MQTTConfig{
 		Listen: "-", TLSListen: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile, TLSClientCA: clientCA,
 	}})
@@ -107,11 +108,11 @@ func addCertDevice(t *testing.T, dataDir, id string) {
 func TestMQTTOverTLSWithPassword(t *testing.T) {
 	dir := t.TempDir()
 	addDevice(t, dir, "boiler-1", "s3cret")
-	ca := newTestCA(t, "edge")
+	ca := testpki.New(t, "edge")
 	a := tlsAgent(t, dir, ca, "")
 	broker := "ssl://" + a.TLSAddr()
 
-	c, err := connectPaho(t, broker, "b1", "boiler-1", "s3cret", &tls.Config{RootCAs: ca.pool})
+	c, err := connectPaho(t, broker, "b1", "boiler-1", "s3cret", &tls.Config{RootCAs: ca.Pool})
 	if err != nil {
 		t.Fatalf("trusted client with credentials: %v", err)
 	}
@@ -121,13 +122,13 @@ func TestMQTTOverTLSWithPassword(t *testing.T) {
 	}
 
 	// Same credentials, but the client trusts another CA: the handshake fails on its side.
-	other := newTestCA(t, "other")
-	_, err = connectPaho(t, broker, "b1-untrusting", "boiler-1", "s3cret", &tls.Config{RootCAs: other.pool})
+	other := testpki.New(t, "other")
+	_, err = connectPaho(t, broker, "b1-untrusting", "boiler-1", "s3cret", &tls.Config{RootCAs: other.Pool})
 	if err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("client not trusting the edge's CA: connect error %v, want a certificate error", err)
 	}
 	// And a wrong password over TLS is still refused by the registry.
-	if _, err := connectPaho(t, broker, "b1-bad", "boiler-1", "wrong", &tls.Config{RootCAs: ca.pool}); err == nil {
+	if _, err := connectPaho(t, broker, "b1-bad", "boiler-1", "wrong", &tls.Config{RootCAs: ca.Pool}); err == nil {
 		t.Fatal("wrong password accepted over TLS")
 	}
 	if n := refusals(t, a)["bad_password"]; n != 1 {
@@ -146,20 +147,20 @@ func TestClientCertificateIdentity(t *testing.T) {
 	addCertDevice(t, dir, "cam-1")
 	addCertDevice(t, dir, "cam-2")
 	addDevice(t, dir, "boiler-1", "s3cret")
-	serverCA := newTestCA(t, "edge")
-	deviceCA := newTestCA(t, "devices")
-	rogueCA := newTestCA(t, "rogue")
-	a := tlsAgent(t, dir, serverCA, deviceCA.file)
+	serverCA := testpki.New(t, "edge")
+	deviceCA := testpki.New(t, "devices")
+	rogueCA := testpki.New(t, "rogue")
+	a := tlsAgent(t, dir, serverCA, deviceCA.File)
 	broker := "ssl://" + a.TLSAddr()
 	// The certificate is sent whatever CAs the server names, as embedded TLS stacks do; Go's client
 	// would otherwise silently omit a certificate from another CA and connect without one.
 	withCert := func(c tls.Certificate) *tls.Config {
-		return &tls.Config{RootCAs: serverCA.pool, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+		return &tls.Config{RootCAs: serverCA.Pool, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 			return &c, nil
 		}}
 	}
 
-	cam1 := deviceCA.clientCert(t, "cam-1")
+	cam1 := deviceCA.ClientCert(t, "cam-1")
 	c, err := connectPaho(t, broker, "cam-1-client", "", "", withCert(cam1))
 	if err != nil {
 		t.Fatalf("certificate-identified device refused: %v", err)
@@ -170,11 +171,11 @@ func TestClientCertificateIdentity(t *testing.T) {
 	}
 
 	// A valid certificate for a CN the registry does not know.
-	if _, err := connectPaho(t, broker, "ghost", "", "", withCert(deviceCA.clientCert(t, "ghost-9"))); err == nil {
+	if _, err := connectPaho(t, broker, "ghost", "", "", withCert(deviceCA.ClientCert(t, "ghost-9"))); err == nil {
 		t.Fatal("certificate with an unknown device id as CN accepted")
 	}
 	// A registered device without certificate identity may not use a certificate, even a valid one.
-	if _, err := connectPaho(t, broker, "b1", "", "", withCert(deviceCA.clientCert(t, "boiler-1"))); err == nil {
+	if _, err := connectPaho(t, broker, "b1", "", "", withCert(deviceCA.ClientCert(t, "boiler-1"))); err == nil {
 		t.Fatal("certificate accepted for a password-only device")
 	}
 	want := map[string]float64{"unknown_device": 1, "wrong_credential_type": 1}
@@ -184,7 +185,7 @@ func TestClientCertificateIdentity(t *testing.T) {
 
 	// cam-1's CN signed by another CA fails in the handshake, before any CONNECT is read, so no
 	// registry refusal is counted.
-	if _, err := connectPaho(t, broker, "cam-1-rogue", "", "", withCert(rogueCA.clientCert(t, "cam-1"))); err == nil ||
+	if _, err := connectPaho(t, broker, "cam-1-rogue", "", "", withCert(rogueCA.ClientCert(t, "cam-1"))); err == nil ||
 		!strings.Contains(err.Error(), "certificate") {
 		t.Fatalf("certificate from an untrusted CA: connect error %v, want the server's bad certificate alert", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tributary-iot/tributary/internal/testpki"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
@@ -18,8 +19,8 @@ import (
 
 // tlsClient is an HTTPS client for the consume API; cert, when set, is sent whatever CAs the
 // server names.
-func tlsClient(ca *testCA, cert *tls.Certificate) *http.Client {
-	tc := &tls.Config{RootCAs: ca.pool}
+func tlsClient(ca *testpki.CA, cert *tls.Certificate) *http.Client {
+	tc := &tls.Config{RootCAs: ca.Pool}
 	if cert != nil {
 		tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return cert, nil }
 	}
@@ -130,8 +131,8 @@ func refusedForwarder(t *testing.T, log *storage.Log, cfg forward.Config, cl *co
 // reading exactly once; one that does not gets certificate errors, keeps retrying and forwards
 // nothing.
 func TestForwardOverTLS(t *testing.T) {
-	ca := newTestCA(t, "central")
-	certFile, keyFile := ca.serverCert(t, "central")
+	ca := testpki.New(t, "central")
+	certFile, keyFile := ca.ServerCert(t, "central")
 	cdir := t.TempDir()
 	token := addEdge(t, cdir, "gw-1")
 	addr, stop := runCentral(t, central.Config{DataDir: cdir, TLSCert: certFile, TLSKey: keyFile})
@@ -147,7 +148,7 @@ func TestForwardOverTLS(t *testing.T) {
 	// No CA file: the system roots do not know central's CA.
 	refusedForwarder(t, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token}, cl)
 
-	_, stopFwd := runForwarder(t, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, CAFile: ca.file})
+	_, stopFwd := runForwarder(t, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, CAFile: ca.File})
 	defer stopFwd()
 	appendAll(t, st, f, 1000) // live readings after the forwarder caught up with the backlog
 	waitRecords(t, cl, 3000)
@@ -163,16 +164,16 @@ func TestForwardOverTLS(t *testing.T) {
 // Central with a client CA requires a client certificate signed by it (mTLS): a forwarder with one
 // forwards; without one, or with one from another CA, the handshake fails and nothing arrives.
 func TestForwardOverMutualTLS(t *testing.T) {
-	serverCA := newTestCA(t, "central")
-	clientCA := newTestCA(t, "edges")
-	rogueCA := newTestCA(t, "rogue")
-	certFile, keyFile := serverCA.serverCert(t, "central")
+	serverCA := testpki.New(t, "central")
+	clientCA := testpki.New(t, "edges")
+	rogueCA := testpki.New(t, "rogue")
+	certFile, keyFile := serverCA.ServerCert(t, "central")
 	cdir := t.TempDir()
 	token := addEdge(t, cdir, "gw-1")
-	addr, stop := runCentral(t, central.Config{DataDir: cdir, TLSCert: certFile, TLSKey: keyFile, ClientCA: clientCA.file})
+	addr, stop := runCentral(t, central.Config{DataDir: cdir, TLSCert: certFile, TLSKey: keyFile, ClientCA: clientCA.File})
 	defer stop()
 	url := "https://" + addr
-	consumerCert := clientCA.clientCert(t, "consumer")
+	consumerCert := clientCA.ClientCert(t, "consumer")
 	cl := &consume.Client{BaseURL: url, HTTP: tlsClient(serverCA, &consumerCert)}
 
 	edge, st := openEdge(t, 2)
@@ -184,22 +185,22 @@ func TestForwardOverMutualTLS(t *testing.T) {
 	if _, err := (&consume.Client{BaseURL: url, HTTP: tlsClient(serverCA, nil)}).Streams(context.Background()); err == nil {
 		t.Fatal("consume API answered a client without a certificate")
 	}
-	base := forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, CAFile: serverCA.file}
+	base := forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, CAFile: serverCA.File}
 	refusedForwarder(t, edge, base, cl)
-	rogue := rogueCA.clientCert(t, "gw-1")
+	rogue := rogueCA.ClientCert(t, "gw-1")
 	withRogue := base
-	withRogue.TLS = &tls.Config{RootCAs: serverCA.pool, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	withRogue.TLS = &tls.Config{RootCAs: serverCA.Pool, GetClientCertificate: func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
 		return &rogue, nil
 	}}
 	refusedForwarder(t, edge, withRogue, cl)
 
 	// A valid certificate of another edge does not go with gw-1's token.
-	otherCert, otherKey := clientCA.clientCertFiles(t, "gw-2")
+	otherCert, otherKey := clientCA.ClientCertFiles(t, "gw-2")
 	withOther := base
 	withOther.CertFile, withOther.KeyFile = otherCert, otherKey
 	refusedForwarder(t, edge, withOther, cl)
 
-	edgeCert, edgeKey := clientCA.clientCertFiles(t, "gw-1")
+	edgeCert, edgeKey := clientCA.ClientCertFiles(t, "gw-1")
 	withCert := base
 	withCert.CertFile, withCert.KeyFile = edgeCert, edgeKey
 	_, stopFwd := runForwarder(t, edge, withCert)
