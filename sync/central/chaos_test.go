@@ -17,12 +17,7 @@ var chaosRounds = flag.Int("chaos-rounds", 5, "SIGKILL rounds of central in Test
 // at random moments, round after round, then checks that the merged stream holds every reading
 // exactly once, in order per device.
 func TestKillCentral(t *testing.T) {
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	c := &childCentral{t: t, dir: cdir, listen: freeAddr(t)}
-	c.start()
-	defer c.stop()
-	url := "http://" + c.listen
+	c, url, token := startChildCentral(t, childCentral{})
 
 	edge, st := openEdge(t, 4)
 	defer edge.Close()

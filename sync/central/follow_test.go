@@ -17,12 +17,7 @@ import (
 // reconnects by itself and ends up with every reading exactly once, each partition's offsets
 // contiguous, and its group's committed offsets at the end of what it read.
 func TestFollowSurvivesCentralKill(t *testing.T) {
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	c := &childCentral{t: t, dir: cdir, listen: freeAddr(t)}
-	c.start()
-	defer c.stop()
-	url := "http://" + c.listen
+	c, url, token := startChildCentral(t, childCentral{})
 	edge, st := openEdge(t, 2)
 	defer edge.Close()
 	f := newFleet(100, 31)

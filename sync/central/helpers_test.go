@@ -89,6 +89,19 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
+// startChildCentral starts central as a child process on a free loopback port, with a new data
+// directory in which edge gw-1 is registered and limits' settings (zero: the defaults), and stops
+// it when the test ends. It returns the child, central's URL and gw-1's token.
+func startChildCentral(t *testing.T, limits childCentral) (c *childCentral, url, token string) {
+	t.Helper()
+	c = &limits
+	c.t, c.dir, c.listen = t, t.TempDir(), freeAddr(t)
+	token = addEdge(t, c.dir, "gw-1")
+	c.start()
+	t.Cleanup(c.stop)
+	return c, "http://" + c.listen, token
+}
+
 func (c *childCentral) start() {
 	c.t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")

@@ -96,12 +96,7 @@ func openFiles(t *testing.T, pid int) int {
 // token, used to create 300 central streams (2,400 open files). Streams are now created only
 // by the first accepted data, and at most max_streams of them.
 func TestBodylessGetsCreateNothing(t *testing.T) {
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	c := &childCentral{t: t, dir: cdir, listen: freeAddr(t), maxStreams: 2}
-	c.start()
-	defer c.stop()
-	url := "http://" + c.listen
+	c, url, token := startChildCentral(t, childCentral{maxStreams: 2})
 	before := openFiles(t, c.cmd.Process.Pid)
 	client := &http.Client{Timeout: 10 * time.Second}
 	for i := 0; i < 300; i++ {

@@ -18,12 +18,7 @@ var centralDown = flag.Duration("central-down", 3*time.Second, "how long TestCen
 // live rate. Afterwards every reading is at central exactly once, per-device order intact.
 func TestCentralOutage(t *testing.T) {
 	const rate = 5000 // readings per second, in 10 ms ticks
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	c := &childCentral{t: t, dir: cdir, listen: freeAddr(t)}
-	c.start()
-	defer c.stop()
-	url := "http://" + c.listen
+	c, url, token := startChildCentral(t, childCentral{})
 
 	edge, st := openEdge(t, 4)
 	defer edge.Close()

@@ -148,11 +148,7 @@ func chunkHeaderMap(base, next int64, records, raw int, data []byte) map[string]
 // io.ReadAll). Refused ones are now answered and closed at once, accepted ones get 408 after
 // the body timeout, and the listener caps its connections.
 func TestBodylessPostsDoNotHoldCentral(t *testing.T) {
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	c := &childCentral{t: t, dir: cdir, listen: freeAddr(t), maxConns: 16, bodyTimeout: 500 * time.Millisecond}
-	c.start()
-	defer c.stop()
+	c, _, token := startChildCentral(t, childCentral{maxConns: 16, bodyTimeout: 500 * time.Millisecond})
 	dial := func() net.Conn {
 		conn, err := net.DialTimeout("tcp", c.listen, 5*time.Second)
 		if err != nil {
