@@ -1,7 +1,8 @@
-// Package testfleet fills a storage stream with readings shaped like a real fleet's, for
-// benchmarks whose figures depend on what the records look like (bytes on disk, sink throughput).
+// Package testfleet fills storage streams for tests: [Appender] pipelines appends and waits for
+// them to be durable, and [Fill] writes readings shaped like a real fleet's, for benchmarks whose
+// figures depend on what the records look like (bytes on disk, sink throughput).
 //
-// It lives in internal/ because storage/ and sync/ benchmarks both use it. The simulator's signal
+// It lives in internal/ because storage/ and sync/ tests both use it. The simulator's signal
 // model gives payloads as compressible as real fleets'; firmware-sim imports nothing of the project,
 // so storage's tests stay free of devices, edge and sync.
 package testfleet
@@ -25,9 +26,7 @@ import (
 func Fill(tb testing.TB, s *storage.Stream, devices, perDevice int) {
 	tb.Helper()
 	epoch := time.UnixMilli(1_750_000_000_000)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
+	a := NewAppender(tb, s)
 	signals := make([]*firmwaresim.Signal, devices)
 	for d := range signals {
 		signals[d] = firmwaresim.NewSignal(1, fmt.Sprintf("dev-%04d", d), epoch)
@@ -39,7 +38,7 @@ func Fill(tb testing.TB, s *storage.Stream, devices, perDevice int) {
 			reading := signals[d].Reading(uint64(seq+1), t)
 			payload := reading.AppendJSON(nil)
 			rt := strconv.AppendInt(nil, t.UnixMilli(), 10)
-			rec := storage.Record{
+			a.Append(storage.Record{
 				Key:       []byte(dev),
 				Value:     payload,
 				Timestamp: t,
@@ -52,20 +51,50 @@ func Fill(tb testing.TB, s *storage.Stream, devices, perDevice int) {
 					{Key: "packet-id", Value: strconv.AppendInt(nil, int64(seq%65535+1), 10)},
 					{Key: "payload-hash", Value: fmt.Appendf(nil, "%016x", uint64(seq)*0x9e3779b97f4a7c15^uint64(d))},
 				},
-			}
-			wg.Add(1)
-			s.AppendAsync(rec, func(_ int, _ int64, err error) {
-				if err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-				wg.Done()
 			})
 		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		tb.Fatal(firstErr)
+	a.Wait()
+}
+
+// Appender appends to one stream with many appends in flight (AppendAsync), as a busy edge does,
+// so filling a log for a test costs group commits, not one fsync per record.
+type Appender struct {
+	tb  testing.TB
+	s   *storage.Stream
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error // the first append error
+}
+
+// NewAppender appends to s for the test tb.
+func NewAppender(tb testing.TB, s *storage.Stream) *Appender { return &Appender{tb: tb, s: s} }
+
+// Append starts appending r; [Appender.Wait] learns how it went.
+func (a *Appender) Append(r storage.Record) {
+	a.wg.Add(1)
+	a.s.AppendAsync(r, func(_ int, _ int64, err error) {
+		if err != nil {
+			a.mu.Lock()
+			if a.err == nil {
+				a.err = err
+			}
+			a.mu.Unlock()
+		}
+		a.wg.Done()
+	})
+}
+
+// Wait returns when every append started so far is done, durable as the log is configured; it
+// fails the test with the first append error. Call it from the test's goroutine; the Appender can
+// go on appending after it.
+func (a *Appender) Wait() {
+	a.tb.Helper()
+	a.wg.Wait()
+	a.mu.Lock()
+	err := a.err
+	a.mu.Unlock()
+	if err != nil {
+		a.tb.Fatal(err)
 	}
 }

@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tributary-iot/tributary/internal/testfleet"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
@@ -265,25 +266,13 @@ func (f *fleet) next(now time.Time) storage.Record {
 
 // appendAll appends n readings to the edge log in pipelined batches and returns when all are durable.
 func appendAll(t testing.TB, st *storage.Stream, f *fleet, n int) {
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
+	t.Helper()
+	a := testfleet.NewAppender(t, st)
 	now := time.Now()
 	for i := 0; i < n; i++ {
-		wg.Add(1)
-		st.AppendAsync(f.next(now), func(_ int, _ int64, err error) {
-			if err != nil {
-				mu.Lock()
-				firstErr = err
-				mu.Unlock()
-			}
-			wg.Done()
-		})
+		a.Append(f.next(now))
 	}
-	wg.Wait()
-	if firstErr != nil {
-		t.Fatal(firstErr)
-	}
+	a.Wait()
 }
 
 // checker verifies a merged stream: every (device, seq) once, in order per device.

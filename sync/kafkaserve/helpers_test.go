@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
+	"github.com/tributary-iot/tributary/internal/testfleet"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/kafkaserve"
 )
@@ -43,32 +43,18 @@ func fillLog(t testing.TB, log *storage.Log, partitions, devices, n int, start t
 // i/devices+1) and waits until they are durable.
 func appendReadings(t testing.TB, st *storage.Stream, devices, from, n int, start time.Time) {
 	t.Helper()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
+	a := testfleet.NewAppender(t, st)
 	for i := from; i < from+n; i++ {
 		dev := fmt.Sprintf("sensor-%d", i%devices)
 		ts := start.Add(time.Duration(i/devices) * time.Millisecond)
 		v, _ := json.Marshal(reading{Device: dev, Seq: int64(i/devices + 1), TS: ts.UnixMilli()})
-		wg.Add(1)
-		st.AppendAsync(storage.Record{Key: []byte(dev), Value: v, Timestamp: ts,
-			Headers: []storage.Header{{Key: "edge", Value: []byte("gw-1")}, {Key: "topic", Value: []byte("devices/" + dev + "/readings")}}},
-			func(_ int, _ int64, err error) {
-				if err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-				wg.Done()
-			})
+		a.Append(storage.Record{Key: []byte(dev), Value: v, Timestamp: ts,
+			Headers: []storage.Header{{Key: "edge", Value: []byte("gw-1")}, {Key: "topic", Value: []byte("devices/" + dev + "/readings")}}})
 		if (i-from)%5000 == 4999 {
-			wg.Wait()
+			a.Wait()
 		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		t.Fatal(firstErr)
-	}
+	a.Wait()
 }
 
 func openLog(t testing.TB) *storage.Log {

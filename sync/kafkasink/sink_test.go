@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
+	"github.com/tributary-iot/tributary/internal/testfleet"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -79,14 +79,11 @@ func receiveTime(dev, seq int) time.Time {
 // fill appends seqs [from, to) for each of devices devices, interleaved the way a fleet publishes.
 func fill(t testing.TB, s *storage.Stream, devices, from, to int) {
 	t.Helper()
-	ctx := context.Background()
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
+	a := testfleet.NewAppender(t, s)
 	for seq := from; seq < to; seq++ {
 		for d := range devices {
 			rt := receiveTime(d, seq)
-			rec := storage.Record{
+			a.Append(storage.Record{
 				Key:       fmt.Appendf(nil, "dev-%03d", d),
 				Value:     fmt.Appendf(nil, `{"device":"dev-%03d","seq":%d}`, d, seq),
 				Timestamp: rt.Add(time.Second), // central time: must not become the Kafka timestamp
@@ -95,23 +92,10 @@ func fill(t testing.TB, s *storage.Stream, devices, from, to int) {
 					{Key: "edge-offset", Value: strconv.AppendInt(nil, int64(seq), 10)},
 					{Key: HeaderReceiveTime, Value: strconv.AppendInt(nil, rt.UnixMilli(), 10)},
 				},
-			}
-			wg.Add(1)
-			s.AppendAsync(rec, func(_ int, _ int64, err error) {
-				if err != nil {
-					mu.Lock()
-					firstErr = errors.Join(firstErr, err)
-					mu.Unlock()
-				}
-				wg.Done()
 			})
 		}
 	}
-	wg.Wait()
-	if firstErr != nil {
-		t.Fatal(firstErr)
-	}
-	_ = ctx
+	a.Wait()
 }
 
 type running struct {
