@@ -28,17 +28,38 @@ type session struct {
 
 	acksOnce sync.Once
 	acks     *clientAcks // created on the first QoS 1/2 publish
+
+	results []result // not handed out yet: see newResult
+}
+
+// resultsPerAllocation is how many results a session allocates at once.
+const resultsPerAllocation = 16
+
+// newResult returns a result for the session's next QoS 1/2 reading. Results are allocated
+// resultsPerAllocation at a time, one heap allocation per that many readings: a result is shared
+// by the dedupe ring, the ack queues and the append until all let go, so it is not recycled. A
+// block stays in memory while any of its results is referenced, at most resultsPerAllocation-1
+// more than one by one; the ring lets go of its results oldest first. OnPublish runs on the
+// client's read goroutine only, so this needs no lock.
+func (s *session) newResult() *result {
+	if len(s.results) == 0 {
+		s.results = make([]result, resultsPerAllocation)
+	}
+	r := &s.results[0]
+	s.results = s.results[1:]
+	return r
 }
 
 // hook is the agent's single mochi hook: it authenticates CONNECTs, checks the ACL, and turns
 // every PUBLISH into a durable append, acknowledging QoS 1/2 only after the group commit.
 //
 // Mochi runs OnPublish on the client's read goroutine and writes its own PUBACK right after it
-// returns, unless it returns packets.ErrRejectPacket (any other error is acked as success, see
-// server.go processPublish). So for QoS 1/2 the hook queues the append, returns ErrRejectPacket,
-// and clientAcks writes the PUBACK once the append is durable. ErrRejectPacket also skips mochi's
-// receive-quota and inflight bookkeeping for the packet (nothing is added, nothing to free), and
-// skips fan-out to subscribers: QoS 1/2 readings are stored, not relayed.
+// returns, unless the packet it gets back is QoS 0 or the error is packets.ErrRejectPacket (any
+// other error is acked as success, see server.go processPublish). So for QoS 1/2 the hook queues
+// the append, returns the packet as [ackedByEdge] makes it, and clientAcks writes the PUBACK once
+// the append is durable. Mochi then skips its receive-quota and inflight bookkeeping for the packet
+// (nothing is added, nothing to free), and fan-out to subscribers: QoS 1/2 readings are stored,
+// not relayed.
 type hook struct {
 	mqtt.HookBase
 	agent *Agent
@@ -263,15 +284,32 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	if res := s.ring.resendOf(pk.PacketID, in.hash, s.gen, pk.FixedHeader.Dup); res != nil {
 		a.metrics.resends(pk.FixedHeader.Dup).Inc()
 		s.acks.push(pk.PacketID, qos, res)
-		return pk, packets.ErrRejectPacket
+		return ackedByEdge(pk), nil
 	}
-	res := &result{}
+	res := s.newResult()
 	in.res = res
 	s.ring.add(pk.PacketID, in.hash, s.gen, res)
 	if s.acks.push(pk.PacketID, qos, res) {
-		a.ingest(&in, res.complete)
+		a.ingest(&in, nil) // completes res
 	} else {
 		res.complete(errDraining)
 	}
-	return pk, packets.ErrRejectPacket
+	return ackedByEdge(pk), nil
+}
+
+// ackedByEdge is what OnPublish hands back to mochi for a QoS 1/2 reading the edge acknowledges
+// itself: the same packet at QoS 0, marked Ignore, without retain. Mochi v2.7.9's processPublish
+// takes a QoS 0 packet returned without error down its QoS 0 branch, where Ignore stops fan-out
+// (publishToSubscribers) and retaining (retainMessage), and returns before it counts the receive
+// quota, records inflight state or writes a PUBACK. TestAckedByEdgeInMochi pins this.
+//
+// It replaces returning packets.ErrRejectPacket, which mochi answers the same way but at five heap
+// allocations per reading: the error boxed on return, boxed again by each errors.Is that tests
+// for it (Hooks.OnPublish, processPublish), and the hook id and the packet boxed for a debug log
+// line that is built whether or not debug is enabled. Those were more than the edge's own.
+func ackedByEdge(pk packets.Packet) packets.Packet {
+	pk.FixedHeader.Qos = 0
+	pk.FixedHeader.Retain = false
+	pk.Ignore = true
+	return pk
 }

@@ -26,7 +26,7 @@ type inbound struct {
 	packetID    uint16
 	qos         byte
 	hash        uint64  // set for QoS 1/2
-	res         *result // set for QoS 1/2 from a device: told when the payload is refused
+	res         *result // set for QoS 1/2 from a device: told when the payload is refused, completed once stored or failed
 	contentType string  // MQTT 5 content type property, if any
 	receiveTime time.Time
 }
@@ -123,11 +123,23 @@ func (a *Agent) stream(name string) (*streamEntry, error) {
 }
 
 // ingest validates a reading and appends it to its stream, or to the dead-letter stream with the
-// reason. done, when set, runs once the append is durable (nil error) or failed; it runs on a
-// partition's committer goroutine and must not block.
+// reason. in.res, when set, is completed and done, when set, runs once the append is durable (nil
+// error) or failed; done runs on a partition's committer goroutine and must not block. ingest
+// keeps no reference to in: it copies what the append's callback needs.
 func (a *Agent) ingest(in *inbound, done func(error)) {
 	if a.sparkplug != nil && sparkplug.IsTopic(in.topic) && in.route.Stream == a.cfg.Sparkplug.Stream {
-		a.ingestSparkplug(in, done)
+		spb := *in
+		if res := spb.res; res != nil { // ingestSparkplug reports to done only
+			spb.res = nil
+			inner := done
+			done = func(err error) {
+				res.complete(err)
+				if inner != nil {
+					inner(err)
+				}
+			}
+		}
+		a.ingestSparkplug(&spb, done)
 		return
 	}
 	target := a.deadLetter
@@ -154,26 +166,57 @@ func (a *Agent) ingest(in *inbound, done func(error)) {
 	if reason != devices.ReasonNone {
 		target = a.deadLetter
 	}
-	defer sc.put(rec, buf) // AppendAsync copies the record before it returns
-	target.AppendAsync(rec, func(_ int, _ int64, err error) {
-		if err != nil {
-			a.failed(in, done, err)
-			return
-		}
+	pa := pendingAppendPool.Get().(*pendingAppend)
+	if pa.appended == nil {
+		pa.appended = pa.complete
+	}
+	pa.agent, pa.in, pa.done, pa.reason, pa.detail = a, *in, done, reason, reading.Detail
+	// The partition's own AppendAsync: the stream's wraps the callback in a closure per record.
+	target.Partition(target.PartitionFor(rec.Key)).AppendAsync(rec, pa.appended)
+	sc.put(rec, buf) // AppendAsync copied the record before it returned
+}
+
+// pendingAppend is what a reading's append callback needs, from AppendAsync until the append is
+// durable or failed. It is pooled with its callback bound once: a closure per reading, with the
+// reading it captured, cost two heap allocations per PUBLISH.
+type pendingAppend struct {
+	agent    *Agent
+	in       inbound
+	done     func(error)
+	reason   devices.Reason
+	detail   string
+	appended func(offset int64, err error) // complete, bound once
+}
+
+var pendingAppendPool = sync.Pool{New: func() any { return new(pendingAppend) }}
+
+// complete runs on the partition's committer goroutine once the append is durable or failed, and
+// returns pa to the pool.
+func (pa *pendingAppend) complete(_ int64, err error) {
+	a, in, done, reason := pa.agent, &pa.in, pa.done, pa.reason
+	switch {
+	case err != nil:
+		a.failed(in, done, err)
+	default:
 		if reason != devices.ReasonNone {
 			a.metrics.deadLetters.WithLabelValues(string(reason)).Inc()
 			if in.res != nil && formatReason(reason) {
 				msg := string(reason)
-				if reading.Detail != "" {
-					msg += ": " + reading.Detail
+				if pa.detail != "" {
+					msg += ": " + pa.detail
 				}
 				in.res.refuse(msg)
 			}
 		}
+		if in.res != nil {
+			in.res.complete(nil)
+		}
 		if done != nil {
 			done(nil)
 		}
-	})
+	}
+	*pa = pendingAppend{appended: pa.appended} // let go of the reading's topic, payload and result
+	pendingAppendPool.Put(pa)
 }
 
 // formatReason reports a refusal for a payload that breaks its stream's declared format: MQTT 5
@@ -199,6 +242,9 @@ func (a *Agent) failed(in *inbound, done func(error), err error) {
 	}
 	a.metrics.rejected.WithLabelValues(label).Inc()
 	a.logger.Warn("reading not stored; the client will resend it", "client", in.clientID, "topic", in.topic, "qos", in.qos, "err", err)
+	if in.res != nil {
+		in.res.complete(err)
+	}
 	if done != nil {
 		done(err)
 	}

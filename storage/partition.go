@@ -39,6 +39,10 @@ type Partition struct {
 
 	active *plainSegment // written only by the committer; swapped under mu
 	spare  []byte        // buffer of a completed group, for the next one; under mu
+	// callbacksHint is how many callbacks the newest group with any has; under mu. A group's
+	// callback slice starts at the previous group's count instead of growing from nothing, which
+	// cost seven allocations per commit of fifty appends.
+	callbacksHint int
 
 	end     atomic.Int64 // offset after the last readable record (durable, except under FsyncNone)
 	opened  int64        // end when the log was opened (0 for a partition created since)
@@ -190,7 +194,11 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 	idx := g.count
 	g.count++
 	if cb != nil {
+		if g.callbacks == nil {
+			g.callbacks = make([]groupCallback, 0, max(p.callbacksHint, 8))
+		}
 		g.callbacks = append(g.callbacks, groupCallback{idx, cb})
+		p.callbacksHint = len(g.callbacks)
 	}
 	p.mu.Unlock()
 	select {
