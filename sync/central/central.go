@@ -81,8 +81,8 @@ type Config struct {
 // ConsoleOptions size the web console's in-memory plot history (see console.History.Bound);
 // zero values take the defaults: 10s steps over 1h, 10,000 devices, 1,000 edges.
 type ConsoleOptions struct {
-	// Off serves no console (GET / answers 404) and keeps no history: central then does not read
-	// its log a second time for the device pages.
+	// Off serves no console (GET / answers 404) and keeps no history: the receiver then hands
+	// no applied chunks to it.
 	Off        bool          `yaml:"off"`
 	Step       time.Duration `yaml:"step"`
 	Window     time.Duration `yaml:"window"`
@@ -191,8 +191,16 @@ func (n *Node) Run(ctx context.Context) error {
 	defer log.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// The console counts what the receiver applies, handed over per chunk, rather than reading
+	// the log a second time.
+	var feed *console.Feed
+	var onApplied func(*receive.AppliedChunk)
+	if !cfg.Console.Off {
+		feed = console.NewFeed(0)
+		onApplied = feed.Applied
+	}
 	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, MaxStreams: cfg.MaxStreams,
-		BodyTimeout: cfg.BodyTimeout, Logger: logger, Registerer: reg})
+		BodyTimeout: cfg.BodyTimeout, Logger: logger, Registerer: reg, OnApplied: onApplied})
 	if err != nil {
 		return err
 	}
@@ -232,7 +240,7 @@ func (n *Node) Run(ctx context.Context) error {
 	// token; its tail reads the consume API unguarded behind that login.
 	var web *console.Console
 	if !cfg.Console.Off {
-		web, err = console.New(console.Config{Log: log, Fleet: rcv, Tail: consumeAPI, Token: cfg.APIToken,
+		web, err = console.New(console.Config{Log: log, Fleet: rcv, Feed: feed, Tail: consumeAPI, Token: cfg.APIToken,
 			Step: cfg.Console.Step, Window: cfg.Console.Window, MaxDevices: cfg.Console.MaxDevices, MaxEdges: cfg.Console.MaxEdges,
 			Logger: logger.With("component", "console")})
 		if err != nil {

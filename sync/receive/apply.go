@@ -59,6 +59,13 @@ type pendingApply struct {
 	remaining countdown     // partition trackers still to finish; sealed when queuing ends
 	err       error         // set under the lane's state lock
 	done      chan struct{} // closed when the apply retires
+
+	// With Config.OnApplied set: the chunk's records and its trackers, reported once every
+	// tracker has finished (see report).
+	observe  func(*AppliedChunk)
+	records  []storage.Entry
+	raw      int
+	trackers []*partitionTracker
 }
 
 func newLane(k laneKey, stream string, partitions int) *lane {
@@ -287,6 +294,7 @@ func (s *lane) waitCovered(ctx context.Context, next int64) error {
 // them are durable. s.mu is held; c.base <= s.queued < c.next.
 func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply, applied, duplicates int) {
 	pa = &pendingApply{next: c.next, done: make(chan struct{})}
+	observe := r.cfg.OnApplied != nil
 	pa.remaining.arm()
 	s.state.Lock()
 	s.started++
@@ -302,6 +310,9 @@ func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply
 	prov := protocol.NewProvenanceEncoder(origin)
 	var headers []storage.Header
 	trackers := make([]*partitionTracker, cs.stream.Partitions())
+	if observe {
+		pa.observe, pa.records, pa.raw, pa.trackers = r.cfg.OnApplied, c.records, c.raw, trackers
+	}
 	stopped := false
 	for i := range c.records {
 		e := &c.records[i]
@@ -330,7 +341,7 @@ func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply
 		headers = prov.Append(headers, e.Offset)
 		tr := trackers[p]
 		if tr == nil {
-			tr = &partitionTracker{s: s, pa: pa, p: p}
+			tr = &partitionTracker{s: s, pa: pa, p: p, observed: observe}
 			tr.left.arm()
 			tr.done = tr.complete
 			trackers[p] = tr
@@ -351,6 +362,7 @@ func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply
 		}
 	}
 	if pa.remaining.seal(0) {
+		pa.report(s)
 		s.retire()
 	}
 	return pa, applied, duplicates
@@ -368,13 +380,21 @@ type partitionTracker struct {
 	left    countdown // storage callbacks to come; sealed with len(offsets) when queuing ends
 	err     atomic.Pointer[error]
 	done    func(int64, error) // tr.complete, allocated once
+	// central holds the central offsets of the records stored, in order, when observed. Only
+	// the partition's committer appends to it (its callbacks run there in turn); it is read once
+	// every callback has run.
+	central  []int64
+	observed bool
 }
 
-func (tr *partitionTracker) complete(_ int64, err error) {
+func (tr *partitionTracker) complete(offset int64, err error) {
 	if err != nil {
 		tr.err.CompareAndSwap(nil, &err)
 		tr.s.failed.Store(true)
 	} else {
+		if tr.observed {
+			tr.central = append(tr.central, offset)
+		}
 		tr.ok.Add(1)
 	}
 	if tr.left.done() {
@@ -397,6 +417,7 @@ func (tr *partitionTracker) finish() {
 	}
 	s.state.Unlock()
 	if tr.pa.remaining.done() {
+		tr.pa.report(s)
 		s.retire()
 	}
 }

@@ -62,9 +62,8 @@ type HistoryInfo struct {
 	Devices int     `json:"devices"`
 	Edges   int     `json:"edges"`
 	Evicted int64   `json:"devices_evicted"`
-	// Skipped counts records of central's log the history did not read: it jumps to the newest
-	// when more than 20,000 behind a partition's end (a catch-up burst), so device rates then
-	// undercount.
+	// Skipped counts records central stored that the history did not count: chunks that came
+	// while the console's feed was full (see Feed), so device rates then undercount.
 	Skipped     int64 `json:"records_skipped"`
 	BoundBytes  int   `json:"bound_bytes"`
 	DeviceBytes int   `json:"device_bytes"`
@@ -196,7 +195,7 @@ func (c *Console) summaries(d fleetData, now time.Time, withHistory bool) []Edge
 
 func (c *Console) historyInfo() HistoryInfo {
 	dev, edges, evicted := c.hist.Len()
-	return HistoryInfo{StepS: c.cfg.Step.Seconds(), WindowS: c.cfg.Window.Seconds(), Devices: dev, Edges: edges, Evicted: evicted, Skipped: c.coll.skipped.Load(),
+	return HistoryInfo{StepS: c.cfg.Step.Seconds(), WindowS: c.cfg.Window.Seconds(), Devices: dev, Edges: edges, Evicted: evicted, Skipped: c.cfg.Feed.skipped.Load(),
 		BoundBytes: c.hist.Bound(), DeviceBytes: c.hist.DeviceBytes(), EdgeBytes: c.hist.EdgeBytes()}
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
@@ -19,24 +18,22 @@ type laneKey struct {
 	partition int
 }
 
-// maxLag is how far the collector may fall behind a partition's end before it jumps to the
-// newest records: a catch-up burst at central then costs the console a bounded read, not a second
-// pass over the whole backlog (its records count for no device's rate).
-const maxLag = 20_000
-
 // maxLaneTimes bounds the lanes whose newest forwarded record time is kept.
 const maxLaneTimes = 100_000
 
-// collector feeds the history: it follows every partition of central's log (each record counts
-// for its device) and samples the receiver's lanes once a second (records applied and behind per
-// edge).
+// collector feeds the history: it counts each chunk central's receiver applies (the Feed), once
+// at start reads back the newest records of each partition so devices show at once, and samples
+// the receiver's lanes once a second (records applied and behind per edge). It never follows
+// central's log.
 type collector struct {
 	log   *storage.Log
 	fleet Fleet
 	hist  *History
-	seed  int64 // records read back per partition at start, so devices show at once
-	// skipped counts records the collector jumped over to stay within maxLag of a partition's end.
-	skipped atomic.Int64
+	feed  *Feed
+	seed  int64
+	// seedEnds are the partitions' end offsets when the console was made, before central took
+	// any chunk: the seed reads up to them, the feed counts everything after.
+	seedEnds []seedEnd
 
 	mu        sync.Mutex
 	laneTimes map[laneKey]time.Time // newest record time central has from each lane
@@ -45,33 +42,29 @@ type collector struct {
 	rate      map[string]float64 // records/s applied per edge, smoothed over a few samples
 }
 
-func newCollector(log *storage.Log, fleet Fleet, hist *History, seed int64) *collector {
-	return &collector{log: log, fleet: fleet, hist: hist, seed: seed,
-		laneTimes: map[laneKey]time.Time{}, prevNext: map[laneKey]int64{}, rate: map[string]float64{}}
+type seedEnd struct {
+	stream string
+	p      *storage.Partition
+	end    int64
 }
 
-// run returns when ctx ends and every reader it started has stopped.
-func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	following := map[*storage.Partition]bool{}
-	follow := func() {
-		for _, st := range c.log.Streams() {
-			for i := range st.Partitions() {
-				p := st.Partition(i)
-				if following[p] {
-					continue
-				}
-				following[p] = true
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					c.tail(ctx, st.Name(), p)
-				}()
-			}
+func newCollector(log *storage.Log, fleet Fleet, hist *History, feed *Feed, seed int64) *collector {
+	c := &collector{log: log, fleet: fleet, hist: hist, feed: feed, seed: seed,
+		laneTimes: map[laneKey]time.Time{}, prevNext: map[laneKey]int64{}, rate: map[string]float64{}}
+	for _, st := range log.Streams() {
+		for i := range st.Partitions() {
+			p := st.Partition(i)
+			c.seedEnds = append(c.seedEnds, seedEnd{st.Name(), p, p.EndOffset()})
 		}
 	}
-	follow()
+	return c
+}
+
+// run returns when ctx ends.
+func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
+	for _, s := range c.seedEnds {
+		c.seedFrom(ctx, s)
+	}
 	c.sample(time.Now())
 	tick := time.NewTicker(sampleEvery)
 	defer tick.Stop()
@@ -81,8 +74,10 @@ func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
+		case f := <-c.feed.ch:
+			c.count(f.chunk)
+			c.feed.taken(f)
 		case now := <-tick.C:
-			follow() // streams appear with an edge's first data
 			c.sample(now)
 		case now := <-sweep.C:
 			c.hist.Sweep(now)
@@ -90,25 +85,35 @@ func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
 	}
 }
 
-func (c *collector) tail(ctx context.Context, stream string, p *storage.Partition) {
-	from := max(p.EndOffset()-c.seed, p.StartOffset())
-	rd := p.NewReader(from, &storage.ReaderOptions{Follow: true, ReadBytes: 256 << 10})
-	for n := 0; ; n++ {
-		if n%1024 == 0 {
-			if end := p.EndOffset(); end-rd.Offset() > maxLag {
-				to := end - c.seed
-				c.skipped.Add(to - rd.Offset())
-				rd = p.NewReader(to, &storage.ReaderOptions{Follow: true, ReadBytes: 256 << 10})
-			}
+// count adds one applied chunk to the history and its lane's newest record time.
+func (c *collector) count(ac *receive.AppliedChunk) {
+	newest := c.hist.AddChunk(ac, time.Now())
+	if newest.IsZero() {
+		return
+	}
+	k := laneKey{ac.Edge, ac.Stream, ac.EdgePartition}
+	c.mu.Lock()
+	if t, ok := c.laneTimes[k]; ok || len(c.laneTimes) < maxLaneTimes {
+		if newest.After(t) {
+			c.laneTimes[k] = newest
 		}
+	}
+	c.mu.Unlock()
+}
+
+// seedFrom reads back the last c.seed records of one partition below the end it had at start.
+func (c *collector) seedFrom(ctx context.Context, s seedEnd) {
+	from := max(s.end-c.seed, s.p.StartOffset())
+	rd := s.p.NewReader(from, &storage.ReaderOptions{ReadBytes: 256 << 10})
+	for {
 		e, err := rd.Next(ctx)
-		if err != nil {
-			return // ctx ended or the log closed
+		if err != nil || e.Offset >= s.end {
+			return // the end, ctx ended or the log closed
 		}
 		if e.Gap != nil {
 			continue
 		}
-		r := Reading{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp, Stream: stream, Partition: p.ID(), Offset: e.Offset}
+		r := Reading{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp, Stream: s.stream, Partition: s.p.ID(), Offset: e.Offset}
 		edgePart := -1
 		for _, h := range e.Headers {
 			switch h.Key {
@@ -122,7 +127,7 @@ func (c *collector) tail(ctx context.Context, stream string, p *storage.Partitio
 		}
 		c.hist.AddReading(r, time.Now())
 		if r.Edge != "" && edgePart >= 0 {
-			k := laneKey{r.Edge, stream, edgePart}
+			k := laneKey{r.Edge, s.stream, edgePart}
 			c.mu.Lock()
 			if _, ok := c.laneTimes[k]; ok || len(c.laneTimes) < maxLaneTimes {
 				if e.Timestamp.After(c.laneTimes[k]) {

@@ -23,8 +23,11 @@ type Fleet interface {
 
 // Config is what the console needs from central.
 type Config struct {
-	Log   *storage.Log // central's log, followed for the device pages
+	Log   *storage.Log // central's log: read back once at start, and for a device's readings
 	Fleet Fleet        // the sync receiver
+	// Feed brings the chunks the receiver applies (give Feed.Applied to receive.Config.OnApplied):
+	// the history counts them as they arrive.
+	Feed *Feed
 	// Tail serves /v1/tail/{stream} (the consume API); the Stream page reads it through the
 	// console, which accepts the login cookie that a browser's EventSource sends.
 	Tail http.Handler
@@ -44,8 +47,8 @@ type Config struct {
 	SilentAfter time.Duration
 	// BehindRecords is the backlog from which a forwarding edge shows as behind; default 1000.
 	BehindRecords int64
-	// SeedRecords is how many records per partition are read back at start, so devices show
-	// before they send again; default 1000.
+	// SeedRecords is how many records per partition are read back once at start (of what the
+	// log held when New was called), so devices show before they send again; default 1000.
 	SeedRecords int64
 	// SessionTTL is how long a login lasts; default 12h.
 	SessionTTL time.Duration
@@ -67,10 +70,11 @@ type Console struct {
 //go:embed assets
 var assets embed.FS
 
-// New checks cfg and applies its defaults.
+// New checks cfg and applies its defaults. Call it before the receiver takes chunks: the seed
+// reads the log up to where it ends now, and the feed counts what comes after.
 func New(cfg Config) (*Console, error) {
-	if cfg.Log == nil || cfg.Fleet == nil || cfg.Tail == nil {
-		return nil, errors.New("console needs central's log, its receiver and the tail API")
+	if cfg.Log == nil || cfg.Fleet == nil || cfg.Feed == nil || cfg.Tail == nil {
+		return nil, errors.New("console needs central's log, its receiver, the receiver's feed and the tail API")
 	}
 	if cfg.Step <= 0 {
 		cfg.Step = 10 * time.Second
@@ -107,7 +111,7 @@ func New(cfg Config) (*Console, error) {
 	}
 	c := &Console{cfg: cfg, logger: cfg.Logger, started: time.Now(),
 		hist: NewHistory(cfg.Step, cfg.Window, cfg.MaxDevices, cfg.MaxEdges)}
-	c.coll = newCollector(cfg.Log, cfg.Fleet, c.hist, cfg.SeedRecords)
+	c.coll = newCollector(cfg.Log, cfg.Fleet, c.hist, cfg.Feed, cfg.SeedRecords)
 	c.routes()
 	return c, nil
 }
@@ -115,8 +119,8 @@ func New(cfg Config) (*Console, error) {
 // History is the console's plot history, for its size.
 func (c *Console) History() *History { return c.hist }
 
-// Run collects the history until ctx ends; it returns once its readers of the log have stopped,
-// so the caller may close the log after it.
+// Run collects the history until ctx ends; it returns once it no longer reads the log, so the
+// caller may close the log after it.
 func (c *Console) Run(ctx context.Context) error {
 	c.logger.Info("console history", "step", c.cfg.Step, "window", c.cfg.Window, "max_devices", c.cfg.MaxDevices,
 		"max_edges", c.cfg.MaxEdges, "bound_bytes", c.hist.Bound())

@@ -12,5 +12,8 @@
 // serves only on loopback (or to client certificates), and so does the console.
 //
 // The history holds, per edge, records/s applied and records behind, and per device, readings
-// per step and its last reading; [History.Bound] states its size in bytes.
+// per step and its last reading; [History.Bound] states its size in bytes. It is fed from the
+// receiver's apply path ([Feed]), not by reading central's log again: each applied chunk's
+// decoded records are counted by the console's own goroutine, and a chunk that finds the feed
+// full is not counted (records_skipped) rather than slowing the receiver down.
 package console

@@ -6,6 +6,8 @@ import (
 	"sync"
 	"time"
 	"unsafe"
+
+	"github.com/tributary-iot/tributary/sync/receive"
 )
 
 // ring holds one value per step for the last len(vals) steps, newest at slot last%len. Steps that
@@ -160,12 +162,38 @@ type Reading struct {
 // AddReading counts one record for its device and keeps it as the device's last reading when it
 // is the newest.
 func (h *History) AddReading(r Reading, now time.Time) {
-	key := r.Key
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.addLocked(r.Key, r.Value, r.Timestamp, h.intern(r.Edge), h.intern(r.Stream), r.Partition, r.Offset, now)
+}
+
+// AddChunk counts the records one applied chunk stored in central, as AddReading would count
+// each, under one lock, and returns the newest record time among them.
+func (h *History) AddChunk(ac *receive.AppliedChunk, now time.Time) (newest time.Time) {
+	if len(ac.Records) == 0 {
+		return newest
+	}
+	base := ac.Records[0].Offset
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	edge, stream := h.intern(ac.Edge), h.intern(ac.Stream)
+	for _, part := range ac.Parts {
+		for i, eoff := range part.EdgeOffsets {
+			e := &ac.Records[eoff-base]
+			h.addLocked(e.Key, e.Value, e.Timestamp, edge, stream, part.Partition, part.Offsets[i], now)
+			if e.Timestamp.After(newest) {
+				newest = e.Timestamp
+			}
+		}
+	}
+	return newest
+}
+
+// addLocked counts one record; edge and stream are interned. h.mu is held.
+func (h *History) addLocked(key, value []byte, ts time.Time, edge, stream string, partition int, offset int64, now time.Time) {
 	if len(key) > maxIDBytes {
 		key = key[:maxIDBytes]
 	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
 	d := h.devices[string(key)]
 	if d == nil {
 		if len(h.devices) >= h.maxDevices {
@@ -174,22 +202,21 @@ func (h *History) AddReading(r Reading, now time.Time) {
 		d = &deviceState{id: string(key), value: make([]byte, 0, MaxValueBytes), counts: newRing[uint32](h.steps)}
 		h.devices[d.id] = d
 	}
-	step := h.stepOf(r.Timestamp)
+	step := h.stepOf(ts)
 	if p := d.counts.at(step); p != nil {
 		*p++
 		if d.first == 0 || step < d.first {
 			d.first = step
 		}
 	}
-	if !r.Timestamp.Before(d.lastSeen) {
-		d.lastSeen, d.arrived = r.Timestamp, now
-		d.edge, d.stream, d.partition, d.offset = h.intern(r.Edge), h.intern(r.Stream), r.Partition, r.Offset
-		v := r.Value
-		d.cut = len(v) > MaxValueBytes
+	if !ts.Before(d.lastSeen) {
+		d.lastSeen, d.arrived = ts, now
+		d.edge, d.stream, d.partition, d.offset = edge, stream, partition, offset
+		d.cut = len(value) > MaxValueBytes
 		if d.cut {
-			v = v[:MaxValueBytes]
+			value = value[:MaxValueBytes]
 		}
-		d.value = append(d.value[:0], v...)
+		d.value = append(d.value[:0], value...)
 	}
 }
 

@@ -4,8 +4,12 @@ import (
 	"fmt"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/receive"
 )
 
 // TestHistoryBound fills the history with 1,000 devices, each with a reading in every step of
@@ -122,4 +126,77 @@ func BenchmarkHistoryAddReading(b *testing.B) {
 		h.AddReading(Reading{Key: keys[i%len(keys)], Value: value, Timestamp: now, Edge: "gw-1", Stream: "readings"}, now)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkHistoryAddChunk is the console's cost per record central applies: real chunks (300
+// devices, ~100-byte JSON values with the edge's headers, as the forwarder sends them) decoded by
+// storage and spread over 8 central partitions by key, counted by AddChunk.
+func BenchmarkHistoryAddChunk(b *testing.B) {
+	edge, err := storage.Open(b.TempDir(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer edge.Close()
+	st, err := edge.CreateStream("readings", storage.StreamConfig{Partitions: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	central, err := edge.CreateStream("central", storage.StreamConfig{Partitions: 8})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const records = 20_000
+	now := time.Now()
+	var wg sync.WaitGroup
+	wg.Add(records)
+	for i := range records {
+		id := fmt.Sprintf("sensor-%04d", i%300)
+		v := fmt.Sprintf(`{"device":%q,"seq":%d,"temperature_c":21.%d,"humidity":4%d.1,"battery_v":3.69,"ts":%d}`, id, i/300, i%10, i%10, now.UnixMilli())
+		st.Partition(0).AppendAsync(storage.Record{Key: []byte(id), Value: []byte(v), Timestamp: now,
+			Headers: []storage.Header{{Key: "topic", Value: []byte("devices/" + id + "/readings")}, {Key: "receive-time", Value: []byte(fmt.Sprint(now.UnixMilli()))}}},
+			func(int64, error) { wg.Done() })
+	}
+	wg.Wait()
+	var chunks []*receive.AppliedChunk
+	ends := make([]int64, 8)
+	for off := int64(0); off < records; {
+		c, err := st.Partition(0).ReadChunk(off, 256<<10)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ac := &receive.AppliedChunk{Edge: "gw-1", Stream: "readings", RawBytes: c.RawBytes}
+		if err := storage.DecodeChunk(c.Data, 0, func(o int64, r storage.Record) error {
+			ac.Records = append(ac.Records, storage.Entry{Offset: o, Record: r})
+			return nil
+		}); err != nil {
+			b.Fatal(err)
+		}
+		parts := make([]*receive.AppliedPart, 8)
+		for _, e := range ac.Records {
+			p := central.PartitionFor(e.Key)
+			if parts[p] == nil {
+				parts[p] = &receive.AppliedPart{Partition: p}
+			}
+			parts[p].EdgeOffsets = append(parts[p].EdgeOffsets, e.Offset)
+			parts[p].Offsets = append(parts[p].Offsets, ends[p])
+			ends[p]++
+		}
+		for _, p := range parts {
+			if p != nil {
+				ac.Parts = append(ac.Parts, *p)
+			}
+		}
+		chunks = append(chunks, ac)
+		off = c.Next
+	}
+	h := NewHistory(10*time.Second, time.Hour, 10_000, 1_000)
+	b.ReportAllocs()
+	n := 0
+	for i := 0; b.Loop(); i++ {
+		ac := chunks[i%len(chunks)]
+		h.AddChunk(ac, now)
+		n += len(ac.Records)
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/record")
+	b.ReportMetric(float64(len(chunks[0].Records)), "records/chunk")
 }
