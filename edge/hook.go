@@ -30,6 +30,22 @@ type session struct {
 	acks     *clientAcks // created on the first QoS 1/2 publish
 
 	results []result // not handed out yet: see newResult
+
+	// checked is the route OnACLCheck found for checkedTopic, the topic of the PUBLISH mochi is
+	// processing, for OnPublish to take instead of mapping the topic again. Both run on the
+	// client's read goroutine, one right after the other (server.go processPublish).
+	checkedTopic string
+	checked      devices.Route
+}
+
+// checkedRoute returns the route OnACLCheck found for topic, if it was this publish's, and forgets it.
+func (s *session) checkedRoute(topic string) (devices.Route, bool) {
+	if s.checkedTopic == "" || s.checkedTopic != topic {
+		return devices.Route{}, false
+	}
+	route := s.checked
+	s.checkedTopic, s.checked = "", devices.Route{}
+	return route, true
 }
 
 // resultsPerAllocation is how many results a session allocates at once.
@@ -225,7 +241,9 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		prefix := "devices/" + s.device + "/"
 		return h.agent.cfg.AllowSubscribe && s.device != "" && strings.HasPrefix(topic, prefix)
 	}
-	if _, err := h.agent.authorize(s, topic); err != nil {
+	s.checkedTopic = ""
+	route, err := h.agent.authorize(s, topic)
+	if err != nil {
 		reason := refusalReason(err)
 		h.agent.metrics.rejected.WithLabelValues(string(reason)).Inc()
 		if reason != reasonUndeclaredStream || h.agent.firstUndeclared(s.device, topic) {
@@ -235,6 +253,7 @@ func (h *hook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		// refusal here could only say "not authorized".
 		return errors.Is(err, errUndeclaredStream) && cl.Properties.ProtocolVersion == 5
 	}
+	s.checkedTopic, s.checked = topic, route
 	return true
 }
 
@@ -251,7 +270,11 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	a := h.agent
 	qos := pk.FixedHeader.Qos
 	a.metrics.receivedQoS[min(qos, 2)].Inc()
-	route, err := a.authorize(s, pk.TopicName)
+	route, ok := s.checkedRoute(pk.TopicName)
+	var err error
+	if !ok {
+		route, err = a.authorize(s, pk.TopicName)
+	}
 	if errors.Is(err, errUndeclaredStream) && cl.Properties.ProtocolVersion == 5 {
 		if qos == 0 {
 			return pk, packets.ErrRejectPacket
