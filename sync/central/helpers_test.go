@@ -357,19 +357,25 @@ func waitCaughtUpTB(t testing.TB, url string, want int64, timeout time.Duration)
 	for time.Now().Before(deadline) {
 		streams, err := cl.Streams(context.Background())
 		if err == nil {
-			got = 0
-			for _, s := range streams {
-				if s.Name == "readings" {
-					for _, p := range s.Partitions {
-						got += p.End
-					}
-				}
-			}
-			if got >= want {
+			if got = readingsEnd(streams); got >= want {
 				return
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("central holds %d records after %v, want %d", got, timeout, want)
+}
+
+// readingsEnd is the sum of the end offsets of the readings stream's partitions: how many
+// records central has appended to it.
+func readingsEnd(streams []consume.StreamInfo) int64 {
+	var n int64
+	for _, s := range streams {
+		if s.Name == "readings" {
+			for _, p := range s.Partitions {
+				n += p.End
+			}
+		}
+	}
+	return n
 }

@@ -121,15 +121,7 @@ func centralCount(t *testing.T, url string) int64 {
 	for {
 		streams, err := cl.Streams(context.Background())
 		if err == nil {
-			var n int64
-			for _, s := range streams {
-				if s.Name == "readings" {
-					for _, p := range s.Partitions {
-						n += p.End
-					}
-				}
-			}
-			return n
+			return readingsEnd(streams)
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("central does not answer: %v", err)

@@ -34,15 +34,7 @@ func centralRecords(t *testing.T, cl *consume.Client) int64 {
 	if err != nil {
 		t.Fatalf("list central streams: %v", err)
 	}
-	var n int64
-	for _, s := range streams {
-		if s.Name == "readings" {
-			for _, p := range s.Partitions {
-				n += p.End
-			}
-		}
-	}
-	return n
+	return readingsEnd(streams)
 }
 
 // waitRecords waits until central holds want records.
