@@ -80,3 +80,76 @@ func BenchmarkCommitPacing(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCommitPacingClosedLoop is the other side of the budget: writers that wait on the
+// disk and nothing else, so any time the committer spends gathering is time they all stand
+// still. "devices" are 100 writers each appending its next record as soon as the previous one
+// is durable (devices waiting for their PUBACK, with no think time); "window" is one writer
+// keeping 100 records in flight with AppendAsync, refilling as they complete (a bridge). Both
+// run with 2 partitions, committing at once and under the edge's 20ms budget, in one run: the
+// budget's records/s over at-once's is what the pacing costs them (1 means nothing), next to the
+// fsyncs it saves.
+//
+//	go test ./storage -run '^$' -bench CommitPacingClosedLoop -benchtime 20000x
+func BenchmarkCommitPacingClosedLoop(b *testing.B) {
+	const writers, window = 100, 100
+	for _, load := range []string{"devices", "window"} {
+		for _, pol := range []struct {
+			name string
+			opts Options
+		}{
+			{"at-once", Options{}},
+			{"budget-20ms", Options{CommitBudget: 20 * time.Millisecond}},
+		} {
+			b.Run(load+"/"+pol.name, func(b *testing.B) {
+				opts := pol.opts
+				l := openTest(b, b.TempDir(), &opts)
+				defer l.Close()
+				s, err := l.CreateStream("readings", StreamConfig{Partitions: 2})
+				if err != nil {
+					b.Fatal(err)
+				}
+				before := l.Stats()
+				b.ResetTimer()
+				switch load {
+				case "devices":
+					per := max(b.N/writers, 1)
+					var wg sync.WaitGroup
+					for w := range writers {
+						wg.Go(func() {
+							for i := range per {
+								if _, _, err := s.Append(context.Background(), reading(fmt.Sprintf("dev-%d", w), i)); err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						})
+					}
+					wg.Wait()
+				case "window":
+					slots := make(chan struct{}, window)
+					var wg sync.WaitGroup
+					for i := range b.N {
+						slots <- struct{}{}
+						wg.Add(1)
+						rec := reading(fmt.Sprintf("sensor-%d", i%window), i)
+						s.Partition(s.PartitionFor(rec.Key)).AppendAsync(rec, func(_ int64, err error) {
+							if err != nil {
+								b.Error(err)
+							}
+							<-slots
+							wg.Done()
+						})
+					}
+					wg.Wait()
+				}
+				st := l.Stats()
+				fsyncs := float64(st.Fsyncs - before.Fsyncs)
+				records := float64(st.RecordsAppended - before.RecordsAppended)
+				b.ReportMetric(records/b.Elapsed().Seconds(), "records/s")
+				b.ReportMetric(fsyncs/b.Elapsed().Seconds(), "fsyncs/s")
+				b.ReportMetric(records/fsyncs, "records/fsync")
+			})
+		}
+	}
+}

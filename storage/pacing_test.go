@@ -83,3 +83,37 @@ func TestAdaptiveCommitDoesNotPaceAPipeline(t *testing.T) {
 		t.Fatalf("%d rounds of a %d-record window took %v: the committer paced a pipeline (want under %v)", rounds, window, elapsed, rounds*budget/4)
 	}
 }
+
+// TestAdaptiveCommitDoesNotPaceWaitingWriters: writers that each wait for their append and
+// append again at once (devices waiting for their PUBACK) get their group written once it stops
+// growing, not at the budget's pace: all of them are waiting on that group, so nothing more comes.
+func TestAdaptiveCommitDoesNotPaceWaitingWriters(t *testing.T) {
+	const budget, writers, rounds = 400 * time.Millisecond, 32, 10
+	l := openTest(t, t.TempDir(), &Options{CommitBudget: budget})
+	defer l.Close()
+	s, _ := l.CreateStream("readings", StreamConfig{Partitions: 1})
+	before := l.Stats()
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range rounds {
+				if _, _, err := s.Append(context.Background(), reading(fmt.Sprintf("d%d", w), i)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	fsyncs := l.Stats().Fsyncs - before.Fsyncs
+	t.Logf("%d writers × %d appends in %v under a %v budget, %d fsyncs", writers, rounds, elapsed, budget, fsyncs)
+	// Paced, the rounds would take rounds × budget/2 = 2 s.
+	if elapsed > rounds*budget/4 {
+		t.Fatalf("%d waiting writers took %v for %d appends each: the committer paced them (want under %v)", writers, elapsed, rounds, rounds*budget/4)
+	}
+	if fsyncs > 4*rounds {
+		t.Fatalf("%d fsyncs for %d rounds of %d waiting writers: groups did not gather them", fsyncs, rounds, writers)
+	}
+}
