@@ -207,10 +207,10 @@ func (a *Agent) newBroker() error {
 		// the socket itself and must not overtake an ack mochi still buffers, since PUBACKs
 		// leave in the order their PUBLISHes came [MQTT-4.6.0-2].
 		ClientNetWriteBufferSize: 1,
-		// Mochi reads each client through a bufio.Reader of this size (2 KiB by default): a
-		// reading of a few hundred bytes fits many times over, and a larger packet is read
-		// straight into its own buffer, so 1 KiB halves a connection's read buffer.
-		ClientNetReadBufferSize: 1 << 10,
+		// Mochi reads each client through a bufio.Reader of this size (2 KiB by default), kept
+		// for the connection's life: a reading of a few hundred bytes fits, and a larger packet
+		// is read straight into its own buffer, so 512 bytes is a quarter of the default.
+		ClientNetReadBufferSize: 512,
 		// The inline client publishes the Sparkplug rebirth requests (NCMD) to nodes.
 		InlineClient: a.sparkplug != nil && cfg.Sparkplug.RequestRebirth,
 		// Mochi logs every connection at info; the hook logs what operators need. Its warnings
