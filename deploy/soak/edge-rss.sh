@@ -78,6 +78,9 @@ fi
 edge_pid=$!
 
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# VmRSS is RssAnon (heap, stacks, runtime) plus RssFile (the binary's own pages, clean: the kernel
+# can drop them under memory pressure and read them again) plus RssShmem; "anon file" in KiB.
+rss_parts() { awk '/^RssAnon:/ {a = $2} /^RssFile:/ {f = $2} END {print a + 0, f + 0}' "/proc/$1/status" 2>/dev/null || echo 0 0; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }
 
 mqtt_addr=""
@@ -93,6 +96,7 @@ for _ in $(seq 100); do
 done
 [[ -n "$mqtt_addr" ]] || { cat "$work/edge.log" >&2; die "the edge did not log its MQTT address within 10 s"; }
 idle_kib=$(rss_kib "$edge_pid")
+read -r idle_anon idle_file <<<"$(rss_parts "$edge_pid")"
 pprof_addr=""
 if [[ -n "$PROFILE_DIR" ]]; then
 	pprof_addr=$(grep -m1 'msg="pprof listening"' "$work/edge.log" | sed -n 's/.* addr=\([^ ]*\).*/\1/p')
@@ -118,6 +122,8 @@ echo "edge-rss: $DEVICES devices x $RATE readings/s x ${DURATION}s = $total read
 sim_pid=$!
 
 peak_kib=$idle_kib
+peak_anon=$idle_anon
+peak_file=$idle_file
 samples=0
 sum_kib=0
 started=$SECONDS
@@ -128,7 +134,12 @@ while kill -0 "$sim_pid" 2>/dev/null; do
 		die "firmware-sim still running 120 s after its duration"
 	fi
 	kib=$(rss_kib "$edge_pid")
-	((kib > peak_kib)) && peak_kib=$kib
+	read -r anon file <<<"$(rss_parts "$edge_pid")"
+	if ((kib > peak_kib)); then
+		peak_kib=$kib
+		peak_anon=$anon
+		peak_file=$file
+	fi
 	samples=$((samples + 1))
 	sum_kib=$((sum_kib + kib))
 	if ((profiled == 0 && SECONDS - started >= DURATION * 2 / 3)); then
@@ -146,11 +157,15 @@ run_seconds=$((SECONDS - started)) # the fleet's connects, publishing and ack dr
 sim_pid=""
 kill -0 "$edge_pid" 2>/dev/null || { tail -20 "$work/edge.log" >&2; echo "edge-rss: the edge died during the run" >&2; exit 1; }
 final_kib=$(rss_kib "$edge_pid")
-((final_kib > peak_kib)) && peak_kib=$final_kib
+if ((final_kib > peak_kib)); then
+	peak_kib=$final_kib
+	read -r peak_anon peak_file <<<"$(rss_parts "$edge_pid")"
+fi
 writes_after=$(write_bytes "$edge_pid")
 # The fleet is gone: give the runtime a few seconds to hand freed memory back, then read again.
 sleep 5
 left_kib=$(rss_kib "$edge_pid")
+read -r left_anon left_file <<<"$(rss_parts "$edge_pid")"
 profile left
 
 field() { sed -n "s/^  \"$1\": \([0-9.e+-]*\),*$/\1/p" "$work/report.json" | head -1; }
@@ -189,16 +204,27 @@ edge_pid=""
 # Sizes after shutdown: the log as it stays on the gateway (bbolt metadata included).
 data_bytes=$(du -sb "$data" | cut -f1)
 log_bytes=$(find "$data" -type f ! -name '*.db' -printf '%s\n' | awk '{s += $1} END {print s + 0}')
+# The runtime's own accounting in a saved profile: goroutines, their stacks, the heap in use, the
+# heap freed but not yet handed back, and the GC's and runtime's metadata, in MiB.
+runtime_figures() {
+	local m="$PROFILE_DIR/memstats-$1.txt" g="$PROFILE_DIR/goroutine-$1.txt"
+	[[ -s "$m" ]] || return 0
+	awk -v gr="$(sed -n 's/^goroutine profile: total \([0-9]*\).*/\1/p' "$g" 2>/dev/null)" '
+		{v[$2] = $4}
+		END {printf "%s goroutines, stacks %.1f MiB, heap in use %.1f MiB, heap free not returned %.1f MiB, runtime metadata %.1f MiB",
+			gr, v["Stack"] / 1048576, v["HeapInuse"] / 1048576, (v["HeapIdle"] - v["HeapReleased"]) / 1048576,
+			(v["MSpan"] + v["MCache"] + v["BuckHashSys"] + v["GCSys"] + v["OtherSys"]) / 1048576}' "$m"
+}
 per_reading() { awk -v b="$1" -v n="$acked" 'BEGIN {if (n > 0) printf "%.1f", b / n; else print "n/a"}'; }
 
 echo
 echo "edge RSS, hour-equivalent run ($DEVICES devices, $RATE/s each for ${DURATION}s, QoS 1, fsync group${EDGE_CONFIG:+, config $EDGE_CONFIG})"
 printf '  %-28s %s\n' \
-	"RSS idle" "$(mib "$idle_kib") MiB" \
-	"RSS peak" "$(mib "$peak_kib") MiB" \
+	"RSS idle" "$(mib "$idle_kib") MiB (anon $(mib "$idle_anon"), file $(mib "$idle_file"))" \
+	"RSS peak" "$(mib "$peak_kib") MiB (anon $(mib "$peak_anon"), file $(mib "$peak_file"))" \
 	"RSS mean over run" "$(mib $((samples > 0 ? sum_kib / samples : 0))) MiB ($samples samples every ${SAMPLE_EVERY}s)" \
 	"RSS as the fleet left" "$(mib "$final_kib") MiB" \
-	"RSS 5 s after" "$(mib "$left_kib") MiB" \
+	"RSS 5 s after" "$(mib "$left_kib") MiB (anon $(mib "$left_anon"), file $(mib "$left_file"))" \
 	"RSS per device at peak" "$(awk -v p="$peak_kib" -v i="$idle_kib" -v d="$DEVICES" 'BEGIN {printf "%.0f bytes", (p - i) * 1024 / d}')" \
 	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
@@ -209,6 +235,11 @@ printf '  %-28s %s\n' \
 	"log segments only" "$log_bytes bytes ($(per_reading "$log_bytes") bytes/reading)" \
 	"disk writes (write_bytes)" "$((writes_after - writes_before)) bytes ($(per_reading $((writes_after - writes_before))) bytes/reading; payloads $(field bytes) bytes)" \
 	"edge exit after SIGTERM" "$edge_status"
+if [[ -n "$PROFILE_DIR" ]]; then
+	printf '  %-28s %s\n' \
+		"runtime near the peak" "$(runtime_figures peak)" \
+		"runtime after the fleet" "$(runtime_figures left)"
+fi
 
 status=0
 if [[ "$edge_status" != 0 ]]; then
