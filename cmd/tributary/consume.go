@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ func newConsumeCmd() *cobra.Command {
 		tokens                                                       apiTokenFlags
 		partition                                                    int
 		quiet                                                        bool
+		cpuProfile                                                   string
 		opts                                                         consume.Options
 	)
 	cmd := &cobra.Command{
@@ -57,6 +59,13 @@ partitions and the last offset printed per partition.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if centralURL == "" {
 				return fmt.Errorf("no central: pass --central URL (the address central listens on)")
+			}
+			if cpuProfile != "" {
+				stop, err := startCPUProfile(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer stop()
 			}
 			write, err := lineWriter(format)
 			if err != nil {
@@ -147,7 +156,26 @@ partitions and the last offset printed per partition.`,
 	f.StringVar(&headers, "headers", "", `record headers in each line: all, none, or names separated by commas (default "topic,device-time,edge-incarnation")`)
 	f.StringVar(&compress, "compress", "auto", "ask central to compress: auto (zstd unless central is on loopback), zstd, gzip or none")
 	f.BoolVar(&quiet, "quiet", false, "no summary on stderr at the end")
+	// For BenchmarkConsumeCLI and anyone chasing the command's CPU per record; not a user feature.
+	f.StringVar(&cpuProfile, "cpuprofile", "", "write a Go CPU profile of this run to this file")
+	f.MarkHidden("cpuprofile")
 	return cmd
+}
+
+// startCPUProfile writes a CPU profile to path until stop is called.
+func startCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 func parseSinceFlag(s string) (time.Time, error) {

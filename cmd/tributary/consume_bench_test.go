@@ -29,6 +29,8 @@ import (
 var (
 	consumeReadings = flag.Int("consume-readings", 1_000_000, "readings BenchmarkConsumeCLI puts at central")
 	consumeArgs     = flag.String("consume-args", "", "extra arguments for the consume command in BenchmarkConsumeCLI, space separated")
+	consumeProfile  = flag.String("consume-cpuprofile", "", "BenchmarkConsumeCLI: write the consume command's CPU profile (of its last run) to this file")
+	consumePeer     = flag.String("consume-peer", "", "BenchmarkConsumeCLI: a second tributary binary (e.g. an older build) whose consume runs against the same central in each round, alternating order")
 )
 
 // BenchmarkConsumeCLI fills a real `tributary central` child process with readings forwarded from
@@ -36,6 +38,8 @@ var (
 // the real `tributary consume --central URL --from-beginning` with its output on /dev/null. It
 // reports end-to-end records/s and CPU per record in the consume command and in central, next to
 // storage's own scan of the same records on the same machine in the same run (the ceiling).
+// -consume-peer runs a second binary's consume in the same rounds, for before/after figures on a
+// shared machine; -consume-cpuprofile profiles the command.
 func BenchmarkConsumeCLI(b *testing.B) {
 	n := *consumeReadings
 	bin := filepath.Join(b.TempDir(), "tributary")
@@ -73,35 +77,55 @@ func BenchmarkConsumeCLI(b *testing.B) {
 
 	fillCentral(b, dir, url, token, n)
 
-	b.ResetTimer()
-	var wall, cliCPU, centralCPU time.Duration
-	for i := 0; i < b.N; i++ {
+	// run runs one consume with binary bin to its end and returns its wall and CPU time.
+	run := func(bin string, first bool, profile string) (wall, cpu time.Duration) {
 		args := []string{"consume", "--central", url, "--from-beginning"}
 		if *consumeArgs != "" {
 			args = append(args, strings.Fields(*consumeArgs)...)
+		}
+		if profile != "" {
+			args = append(args, "--cpuprofile", profile)
 		}
 		cmd := exec.Command(bin, args...)
 		devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 		if err != nil {
 			b.Fatal(err)
 		}
+		defer devnull.Close()
 		var stderr bytes.Buffer
 		cmd.Stdout, cmd.Stderr = devnull, &stderr
-		c0 := procCPU(b, central.Process.Pid)
 		start := time.Now()
 		err = cmd.Run()
-		wall += time.Since(start)
-		centralCPU += procCPU(b, central.Process.Pid) - c0
-		devnull.Close()
+		wall = time.Since(start)
 		if err != nil {
-			b.Fatalf("consume: %v\n%s", err, stderr.String())
+			b.Fatalf("consume (%s): %v\n%s", bin, err, stderr.String())
 		}
-		cliCPU += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
-		if i == 0 {
-			b.Logf("consume's stderr: %s", strings.TrimSpace(stderr.String()))
+		if first {
+			b.Logf("consume's stderr (%s): %s", bin, strings.TrimSpace(stderr.String()))
 			if got, ok := summaryRecords(stderr.String()); ok && got != n {
-				b.Fatalf("consume printed %d records, want %d", got, n)
+				b.Fatalf("consume (%s) printed %d records, want %d", bin, got, n)
 			}
+		}
+		return wall, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
+
+	b.ResetTimer()
+	var wall, cliCPU, centralCPU, peerCPU time.Duration
+	for i := 0; i < b.N; i++ {
+		// With a peer binary the two alternate which goes first, so a load swing on a shared
+		// machine does not always fall on the same one.
+		if *consumePeer != "" && i%2 == 1 {
+			_, cpu := run(*consumePeer, i == 1, "")
+			peerCPU += cpu
+		}
+		c0 := procCPU(b, central.Process.Pid)
+		w, cpu := run(bin, i == 0, *consumeProfile)
+		centralCPU += procCPU(b, central.Process.Pid) - c0
+		wall += w
+		cliCPU += cpu
+		if *consumePeer != "" && i%2 == 0 {
+			_, cpu := run(*consumePeer, i == 0, "")
+			peerCPU += cpu
 		}
 	}
 	b.StopTimer()
@@ -119,6 +143,10 @@ func BenchmarkConsumeCLI(b *testing.B) {
 	b.ReportMetric(scan, "scan-records/s")
 	b.ReportMetric(float64(scanCPU.Microseconds())/float64(n), "scan-CPU-µs/record")
 	b.ReportMetric(e2e/scan, "e2e/scan")
+	if *consumePeer != "" {
+		b.ReportMetric(float64(peerCPU.Microseconds())/records, "peer-cli-CPU-µs/record")
+		b.ReportMetric(float64(cliCPU)/float64(peerCPU), "cli/peer-CPU")
+	}
 	b.ReportMetric(0, "ns/op")
 }
 

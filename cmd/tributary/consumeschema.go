@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/devices/format"
+	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/registry"
 )
 
@@ -51,13 +52,16 @@ func newSchemaDecoder(baseURL, token string, warn func(string)) *schemaDecoder {
 		schemas: map[string]*format.Schema{}, failed: map[string]bool{}, warn: warn}
 }
 
+// rewrite returns line with its value decoded when its record names a schema, else line itself.
+// It runs for every line: a JSON reading (value last, as JSON) is passed on after a look at the
+// line's last bytes, and only a value_base64 line is searched for the schema header.
 func (d *schemaDecoder) rewrite(ctx context.Context, line []byte) []byte {
-	if !bytes.Contains(line, []byte(`"value_base64":"`)) || !bytes.Contains(line, []byte(`"`+headerSchemaID+`"`)) {
+	b64, start, ok := consume.LineValueBase64(line)
+	if !ok || !bytes.Contains(line[:start], []byte(`"`+headerSchemaID+`"`)) {
 		return line
 	}
 	var v struct {
-		Headers     map[string]string `json:"headers"`
-		ValueBase64 string            `json:"value_base64"`
+		Headers map[string]string `json:"headers"`
 	}
 	if json.Unmarshal(line, &v) != nil || v.Headers[headerSchemaID] == "" {
 		return line
@@ -76,20 +80,24 @@ func (d *schemaDecoder) rewrite(ctx context.Context, line []byte) []byte {
 		}
 		d.schemas[key] = s
 	}
-	raw, err := base64.StdEncoding.DecodeString(v.ValueBase64)
+	raw := make([]byte, base64.StdEncoding.DecodedLen(len(b64)))
+	n, err := base64.StdEncoding.Decode(raw, b64)
 	if err != nil {
 		return line
 	}
-	js, err := s.DecodeJSON(raw)
+	js, err := s.DecodeJSON(raw[:n])
 	if err != nil {
 		return line
 	}
-	var compact bytes.Buffer
-	if json.Compact(&compact, js) != nil {
+	// The line up to value_base64's field, then "value" and the closing brace.
+	out := bytes.NewBuffer(make([]byte, 0, start+len(js)+8))
+	out.Write(line[:start-len(`,"value_base64":"`)])
+	out.WriteString(`,"value":`)
+	if json.Compact(out, js) != nil {
 		return line
 	}
-	seg := []byte(`"value_base64":"` + v.ValueBase64 + `"`)
-	return bytes.Replace(line, seg, append([]byte(`"value":`), compact.Bytes()...), 1)
+	out.WriteString("}\n")
+	return out.Bytes()
 }
 
 func (d *schemaDecoder) fetch(ctx context.Context, id, index string) (*format.Schema, error) {

@@ -294,3 +294,28 @@ func leadingInt(b []byte) (int64, []byte, bool) {
 	}
 	return n, b[i:], i > 0
 }
+
+// LineValueBase64 returns the base64 text of a line's "value_base64" and where it starts in the
+// line, when the line appendLine wrote carries its payload that way (not JSON), reading only the
+// line's tail: the value is the last field, and base64 holds no quote. A client that handles
+// only such lines (the consume command decoding schema values) skips a JSON reading after a
+// look at its last bytes instead of searching the whole line.
+func LineValueBase64(line []byte) (b64 []byte, start int, ok bool) {
+	const field = `,"value_base64":"`
+	end := len(line) - len("\"}\n")
+	if end < len(field) || string(line[end:]) != "\"}\n" {
+		return nil, 0, false
+	}
+	i := end
+	for i > 0 && isBase64Char(line[i-1]) {
+		i--
+	}
+	if i < len(field) || string(line[i-len(field):i]) != field {
+		return nil, 0, false
+	}
+	return line[i:end], i, true
+}
+
+func isBase64Char(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '+' || c == '/' || c == '='
+}

@@ -2,6 +2,7 @@ package consume
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"reflect"
 	"testing"
@@ -85,6 +86,7 @@ func TestLineDecodesToMessage(t *testing.T) {
 			if !ok || p != 3 || off != 1041 {
 				t.Errorf("lineHead(%q) = %d, %d, %v", line, p, off, ok)
 			}
+			checkLineValueBase64(t, line, got.ValueBase64)
 		}
 	}
 }
@@ -110,6 +112,7 @@ func FuzzLine(f *testing.F) {
 		if p, off, ok := lineHead(line); !ok || p != 5 || off != 99 {
 			t.Fatalf("lineHead(%q) = %d, %d, %v", line, p, off, ok)
 		}
+		checkLineValueBase64(t, line, m.ValueBase64)
 		if m.Value != nil {
 			var a, b any
 			if json.Unmarshal(value, &a) != nil || json.Unmarshal(m.Value, &b) != nil || !reflect.DeepEqual(a, b) {
@@ -122,4 +125,23 @@ func FuzzLine(f *testing.F) {
 			t.Fatalf("timestamp %v came back as %v", rec.Timestamp, m.Timestamp)
 		}
 	})
+}
+
+// checkLineValueBase64: LineValueBase64 finds the base64 of a line exactly when the decoded line
+// has value_base64 (want non-nil), and it decodes to that payload.
+func checkLineValueBase64(t *testing.T, line, want []byte) {
+	t.Helper()
+	b64, start, ok := LineValueBase64(line)
+	if ok != (want != nil) {
+		t.Fatalf("LineValueBase64(%q) ok = %v, want %v", line, ok, want != nil)
+	}
+	if !ok {
+		return
+	}
+	if string(line[start:start+len(b64)]) != string(b64) {
+		t.Fatalf("LineValueBase64(%q): start %d does not point at %q", line, start, b64)
+	}
+	if got, err := base64.StdEncoding.DecodeString(string(b64)); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("LineValueBase64(%q) = %q, decodes to %q (%v), want %q", line, b64, got, err, want)
+	}
 }
