@@ -223,7 +223,7 @@ func TestPipelinedClientAcksInOrderAndSharesFsyncs(t *testing.T) {
 	}
 }
 
-// Suppressing mochi's PUBACK (ErrRejectPacket) must not leak its flow-control state: an MQTT 5
+// Suppressing mochi's PUBACK (ackedByEdge) must not leak its flow-control state: an MQTT 5
 // client that keeps more than Receive Maximum... no, exactly Receive Maximum in flight, many times
 // over, and reuses every packet id, is never disconnected for exceeding its quota, and mochi holds
 // no inflight entry for it afterwards.

@@ -14,8 +14,8 @@
 // read goroutine. The topic is mapped to a device and a stream (devices.Mapper). A QoS 1 or 2
 // publish is first looked up in the client's dedupe memory (dedupe.go): a resend of a reading
 // already stored, or still in its group commit, gets the original's ack and is not stored again.
-// The hook then returns packets.ErrRejectPacket, so that mochi does not write its own PUBACK: the
-// ack waits for the disk.
+// The hook then hands the packet back to mochi as an ignored QoS 0 one (ackedByEdge in hook.go),
+// so that mochi does not write its own PUBACK, relay or retain it: the ack waits for the disk.
 //
 // # Ingest (ingest.go)
 //
