@@ -234,10 +234,33 @@ func NextBatch(data []byte) (RawBatch, []byte, error) {
 	if err != nil {
 		return RawBatch{}, data, err
 	}
-	b := RawBatch{BaseOffset: h.BaseOffset, Count: int(h.Count), BaseTimestamp: h.BaseTimestamp,
-		MaxTimestamp: h.MaxTimestamp, recs: data[batchHeaderSize:h.Length]}
-	return b, data[h.Length:], nil
+	return rawBatch(data, h), data[h.Length:], nil
 }
+
+// SplitBatch is NextBatch for the Data of a RawReader.Read, whose batches passed their CRC in
+// Read: it checks the header and that the batch is whole, not the CRC again. Records are still
+// checked as they are walked, so damage past the CRC cannot make a reader go out of bounds.
+func SplitBatch(data []byte) (RawBatch, []byte, error) {
+	h, err := parseBatchHeader(data)
+	if err != nil {
+		return RawBatch{}, data, err
+	}
+	if int(h.Length) > len(data) {
+		return RawBatch{}, data, errTruncated
+	}
+	return rawBatch(data, h), data[h.Length:], nil
+}
+
+func rawBatch(data []byte, h batchHeader) RawBatch {
+	return RawBatch{BaseOffset: h.BaseOffset, Count: int(h.Count), BaseTimestamp: h.BaseTimestamp,
+		MaxTimestamp: h.MaxTimestamp, recs: data[batchHeaderSize:h.Length:h.Length]}
+}
+
+// Records returns the batch's records in their stored form (FORMAT.md, "Record"), all Count of
+// them back to back, whatever Next has walked: for a reader that converts them in one pass of
+// its own rather than through RawRecord. Such a reader must check every length against the
+// bytes it has, as Next does.
+func (b *RawBatch) Records() []byte { return b.recs }
 
 // RawRecord is one record of a RawBatch in its stored form. Its slices alias the batch's bytes.
 type RawRecord struct {

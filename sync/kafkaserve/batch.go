@@ -3,11 +3,10 @@ package kafkaserve
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"slices"
 	"sync"
 
 	"github.com/klauspost/compress/zstd"
-
-	"github.com/tributary-iot/tributary/storage"
 )
 
 // Kafka record batch v2 ("magic 2"), the only format Fetch v4+ clients must read. Layout, all
@@ -39,13 +38,14 @@ var crc32c = crc32.MakeTable(crc32.Castagnoli)
 // response's record set: the open batch's header is reserved and filled in by flush.
 type batchBuilder struct {
 	zstd    bool
-	scratch []byte // compressed records
+	scratch []byte // compressed records, or the headers of a record converted the slow way
 	start   int    // where the open batch begins in the record set
 	base    int64
 	last    int64
 	count   int
 	firstTS int64
 	maxTS   int64
+	body    int // the record length size worked out for the record add appends next
 }
 
 func varintLen(v int64) int {
@@ -58,73 +58,160 @@ func varintLen(v int64) int {
 	return n
 }
 
-// recordSize is an upper bound of a record's encoded size including its length prefix: timestamp
-// and offset deltas are taken at their widest, and each header length may be one byte longer as
-// a Kafka (zig-zag) varint than as the stored uvarint.
-func recordSize(rec *storage.RawRecord) int {
-	return 5 + 1 + 10 + 10 + varintLen(int64(len(rec.Key))) + len(rec.Key) + varintLen(int64(len(rec.Value))) + len(rec.Value) +
-		varintLen(int64(rec.HeaderCount)) + len(rec.Headers) + 2*rec.HeaderCount
+// putVarint writes v as a Kafka (zig-zag) varint at the start of b and returns its length.
+func putVarint(b []byte, v int64) int {
+	if u := uint64(v<<1) ^ uint64(v>>63); u < 0x80 {
+		b[0] = byte(u)
+		return 1
+	}
+	return binary.PutVarint(b, v)
 }
 
-// add appends one record to out, opening a batch when none is, re-encoding it from its stored
-// form (FORMAT.md's uvarint lengths) to Kafka's (zig-zag varint lengths, deltas from the batch's
-// first offset and timestamp).
-func (b *batchBuilder) add(out []byte, rec *storage.RawRecord) []byte {
-	ts := rec.Timestamp
-	if ts == 0 {
-		ts = -1 // stored 0 is "no timestamp"
+// storedRecord is one record in its stored form (storage/FORMAT.md, "Record"), split off a
+// stored batch's records by parseStored. Its slices alias the batch.
+type storedRecord struct {
+	key, value  []byte
+	tsDelta     int64 // from the stored batch's base timestamp
+	headers     []byte
+	headerCount int
+	// short: every header key and value is shorter than 64 bytes, so each length is one byte
+	// in both forms and Kafka's headers are the stored ones with each length byte doubled.
+	short bool
+}
+
+// parseStored splits the first record off p (stored records, back to back) and checks that
+// every length stays within p. It reads the stored layout itself rather than through
+// storage.RawBatch.Next so that a record is walked once on its way into a Kafka batch.
+func parseStored(p []byte, r *storedRecord) (rest []byte, ok bool) {
+	if r.key, p, ok = splitBytes(p); !ok {
+		return p, false
 	}
+	if r.value, p, ok = splitBytes(p); !ok {
+		return p, false
+	}
+	var n int
+	if r.tsDelta, n = binary.Varint(p); n <= 0 {
+		return p, false
+	}
+	p = p[n:]
+	count, n := binary.Uvarint(p)
+	if n <= 0 || count > uint64(len(p)) {
+		return p, false
+	}
+	p = p[n:]
+	hs, short := p, true
+	for range 2 * count { // each header's key, then its value
+		if len(p) == 0 {
+			return p, false
+		}
+		if c := int(p[0]); c < 64 {
+			if c >= len(p) {
+				return p, false
+			}
+			p = p[1+c:]
+			continue
+		}
+		short = false
+		l, k := binary.Uvarint(p)
+		if k <= 0 || l > uint64(len(p)-k) {
+			return p, false
+		}
+		p = p[k+int(l):]
+	}
+	r.headers, r.headerCount, r.short = hs[:len(hs)-len(p)], int(count), short
+	return p, true
+}
+
+// splitBytes splits a uvarint length and that many bytes off p.
+func splitBytes(p []byte) (v, rest []byte, ok bool) {
+	if len(p) > 0 && p[0] < 0x80 {
+		n := int(p[0])
+		if n >= len(p) {
+			return nil, p, false
+		}
+		return p[1 : 1+n], p[1+n:], true
+	}
+	n, k := binary.Uvarint(p)
+	if k <= 0 || n > uint64(len(p)-k) {
+		return nil, p, false
+	}
+	return p[k : k+int(n)], p[k+int(n):], true
+}
+
+// kafkaTimestamp is a stored record's timestamp as Kafka has it: stored 0 is "no timestamp", -1.
+func kafkaTimestamp(base int64, r *storedRecord) int64 {
+	if ts := base + r.tsDelta; ts != 0 {
+		return ts
+	}
+	return -1
+}
+
+// size is the bytes add appends for r at offset with timestamp ts: the record with its length
+// prefix, and the batch header when r opens a batch. A record whose headers are not short has
+// them converted into b.scratch here, for add to copy.
+func (b *batchBuilder) size(r *storedRecord, offset, ts int64) int {
+	base, firstTS, open := b.base, b.firstTS, 0
 	if b.count == 0 {
-		b.base, b.firstTS, b.maxTS = rec.Offset, ts, ts
+		base, firstTS, open = offset, ts, batchHeaderLen
+	}
+	h := len(r.headers)
+	if !r.short {
+		b.scratch = appendHeaders(b.scratch[:0], r.headers)
+		h = len(b.scratch)
+	}
+	b.body = 1 + varintLen(ts-firstTS) + varintLen(offset-base) + varintLen(int64(len(r.key))) + len(r.key) +
+		varintLen(int64(len(r.value))) + len(r.value) + varintLen(int64(r.headerCount)) + h
+	return open + varintLen(int64(b.body)) + b.body
+}
+
+// add appends r, of offset and timestamp ts, to out as a Kafka record, opening a batch when none
+// is; n is what size returned for it, just before. The stored form's lengths are uvarints,
+// Kafka's zig-zag varints; its timestamp delta is from the stored batch's base, Kafka's from
+// the Kafka batch's first record, and Kafka adds an offset delta.
+func (b *batchBuilder) add(out []byte, r *storedRecord, offset, ts int64, n int) []byte {
+	if b.count == 0 {
+		b.base, b.firstTS, b.maxTS = offset, ts, ts
 		b.start = len(out)
-		out = append(out, make([]byte, batchHeaderLen)...)
+	}
+	out = slices.Grow(out, n)
+	o := out[len(out) : len(out)+n]
+	i := 0
+	if b.count == 0 {
+		i = batchHeaderLen // filled in by flush
 	}
 	b.maxTS = max(b.maxTS, ts)
-	tsDelta, offDelta := ts-b.firstTS, rec.Offset-b.base
-	// The length prefix comes first but the header lengths are only known once converted: reserve
-	// the prefix at the width of the record's bound, which is almost always the actual width,
-	// and move the body in the rare case it is not.
-	width := varintLen(int64(recordSize(rec)))
-	out = append(out, make([]byte, width)...)
-	body := len(out)
-	out = append(out, 0)
-	out = binary.AppendVarint(out, tsDelta)
-	out = binary.AppendVarint(out, offDelta)
-	out = binary.AppendVarint(out, int64(len(rec.Key)))
-	out = append(out, rec.Key...)
-	out = binary.AppendVarint(out, int64(len(rec.Value)))
-	out = append(out, rec.Value...)
-	out = binary.AppendVarint(out, int64(rec.HeaderCount))
-	out = appendHeaders(out, rec.Headers)
-	n := int64(len(out) - body)
-	if w := varintLen(n); w != width {
-		copy(out[body-width+w:], out[body:])
-		out = out[:len(out)-width+w]
+	i += putVarint(o[i:], int64(b.body))
+	o[i] = 0 // attributes
+	i++
+	i += putVarint(o[i:], ts-b.firstTS)
+	i += putVarint(o[i:], offset-b.base)
+	i += putVarint(o[i:], int64(len(r.key)))
+	i += copy(o[i:], r.key)
+	i += putVarint(o[i:], int64(len(r.value)))
+	i += copy(o[i:], r.value)
+	i += putVarint(o[i:], int64(r.headerCount))
+	if r.short {
+		h := o[i:]
+		copy(h, r.headers)
+		for j := 0; j < len(h); j += 1 + int(h[j]>>1) {
+			h[j] <<= 1
+		}
+	} else {
+		copy(o[i:], b.scratch)
 	}
-	binary.PutVarint(out[body-width:], n)
-	b.last = rec.Offset
+	b.last = offset
 	b.count++
-	return out
+	return out[:len(out)+n]
 }
 
 // appendHeaders converts stored headers (uvarint lengths) to Kafka's (zig-zag varint lengths).
-// The headers were checked when their record was decoded.
+// The headers were checked by parseStored.
 func appendHeaders(out, hs []byte) []byte {
 	for len(hs) > 0 {
 		for range 2 { // key, then value
-			var n uint64
-			if c := hs[0]; c < 0x80 {
-				n, hs = uint64(c), hs[1:]
-			} else {
-				var k int
-				n, k = binary.Uvarint(hs)
-				hs = hs[k:]
-			}
-			if n < 64 {
-				out = append(out, byte(n<<1))
-			} else {
-				out = binary.AppendVarint(out, int64(n))
-			}
+			n, k := binary.Uvarint(hs)
+			hs = hs[k:]
+			out = binary.AppendVarint(out, int64(n))
 			out = append(out, hs[:n]...)
 			hs = hs[n:]
 		}

@@ -19,9 +19,9 @@ type partReader struct {
 	next    int64  // the next offset to serve
 	data    []byte // stored batches of the last raw read not yet walked
 	cur     storage.RawBatch
+	recs    []byte // cur's records from the one at offset at on, when inBatch
+	at      int64
 	inBatch bool
-	held    storage.RawRecord // read but not yet served: it did not fit the last response
-	holding bool
 	buf     []byte // the partition's record batches of the last response, reused once sent
 
 	// Read-ahead (readahead.go): Kafka batches from aheadFrom on, encoded in the background
@@ -48,39 +48,13 @@ func (pr *partReader) bufOrNil() []byte {
 	return pr.buf
 }
 
-func (pr *partReader) offset() int64 {
-	if pr.holding {
-		return pr.held.Offset
-	}
-	return pr.next
-}
+func (pr *partReader) offset() int64 { return pr.next }
 
-func (pr *partReader) hold(rec *storage.RawRecord) { pr.held, pr.holding = *rec, true }
-
-// record reads the next record at or past the reader's offset into rec. Records of a stored
-// batch below that offset are skipped, and so are gaps: Kafka clients accept offsets that jump.
-// rec aliases the reader's buffer until the next raw read, which a held record never outlives.
-func (pr *partReader) record(rec *storage.RawRecord) error {
-	if pr.holding {
-		*rec, pr.held, pr.holding = pr.held, storage.RawRecord{}, false
-		return nil
-	}
+// load makes the stored batch holding the reader's offset, or the first one after it, current.
+// Gaps are skipped: Kafka clients accept offsets that jump. The batch aliases the raw reader's
+// buffer until its next read, which happens only here.
+func (pr *partReader) load() error {
 	for {
-		if pr.inBatch {
-			ok, err := pr.cur.Next(rec)
-			if err != nil {
-				pr.inBatch, pr.data = false, nil
-				return err
-			}
-			if ok {
-				if rec.Offset < pr.next {
-					continue
-				}
-				pr.next = rec.Offset + 1
-				return nil
-			}
-			pr.inBatch = false
-		}
 		if len(pr.data) == 0 {
 			rb, err := pr.rr.Read(pr.next, rawReadBytes)
 			if err != nil {
@@ -92,12 +66,17 @@ func (pr *partReader) record(rec *storage.RawRecord) error {
 			}
 			pr.data = rb.Data
 		}
-		b, rest, err := storage.NextBatch(pr.data)
+		b, rest, err := storage.SplitBatch(pr.data)
 		if err != nil {
 			pr.data = nil
 			return err
 		}
-		pr.data, pr.cur, pr.inBatch = rest, b, true
+		pr.data = rest
+		if b.BaseOffset+int64(b.Count) <= pr.next {
+			continue // wholly below the offset asked for
+		}
+		pr.cur, pr.recs, pr.at, pr.inBatch = b, b.Records(), b.BaseOffset, true
+		return nil
 	}
 }
 

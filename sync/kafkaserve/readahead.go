@@ -3,9 +3,8 @@ package kafkaserve
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
-
-	"github.com/tributary-iot/tributary/storage"
 )
 
 // Read-ahead. A consumer catching up fetches, decodes what it got, and only then asks for more:
@@ -94,29 +93,54 @@ func (pr *partReader) takeAhead(out []byte, room int, zstd bool) ([]byte, bool) 
 
 // rewind puts the reader back at offset, forgetting what it had read past it.
 func (pr *partReader) rewind(offset int64) {
-	pr.next, pr.data, pr.inBatch, pr.holding, pr.held = offset, nil, false, false, storage.RawRecord{}
+	pr.next, pr.data, pr.inBatch = offset, nil, false
 	pr.aheadErr = nil
 }
 
 // encode appends Kafka batches of pr's partition to out, up to room bytes past its length at the
-// call (one batch at least when first). full reports that it stopped for room, not at the end.
+// call (one record at least when first). full reports that it stopped for room, not at the end.
 func encode(pr *partReader, b *batchBuilder, out []byte, room int, first bool) (_ []byte, full bool, err error) {
 	before := len(out)
-	var rec storage.RawRecord
+	var r storedRecord
 	for {
-		if rerr := pr.record(&rec); rerr != nil {
-			if !errors.Is(rerr, io.EOF) {
-				err = rerr
+		if !pr.inBatch {
+			if err = pr.load(); err != nil {
+				if errors.Is(err, io.EOF) {
+					err = nil
+				}
+				break
 			}
+		}
+		if pr.at == pr.cur.BaseOffset+int64(pr.cur.Count) {
+			pr.inBatch = false
+			if len(pr.recs) != 0 {
+				pr.data = nil
+				err = fmt.Errorf("stored batch at offset %d: %d bytes after its last record", pr.cur.BaseOffset, len(pr.recs))
+				break
+			}
+			continue
+		}
+		rest, ok := parseStored(pr.recs, &r)
+		if !ok {
+			pr.inBatch, pr.data = false, nil
+			err = fmt.Errorf("stored batch at offset %d: record %d is malformed", pr.cur.BaseOffset, pr.at-pr.cur.BaseOffset)
 			break
 		}
-		// The open batch is part of out already, at its uncompressed size.
-		if len(out)-before+recordSize(&rec) > room && !(first && len(out) == before) {
-			pr.hold(&rec)
+		if pr.at < pr.next { // below the offset asked for, in the batch that holds it
+			pr.recs, pr.at = rest, pr.at+1
+			continue
+		}
+		// The open batch is part of out already, at its uncompressed size; a record that
+		// opens one counts its header.
+		ts := kafkaTimestamp(pr.cur.BaseTimestamp, &r)
+		n := b.size(&r, pr.at, ts)
+		if len(out)-before+n > room && !(first && len(out) == before) {
 			full = true
 			break
 		}
-		out = b.add(out, &rec)
+		out = b.add(out, &r, pr.at, ts, n)
+		pr.recs, pr.at = rest, pr.at+1
+		pr.next = pr.at
 		if len(out)-b.start >= batchTarget {
 			out = b.flush(out)
 		}

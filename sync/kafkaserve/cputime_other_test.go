@@ -1,0 +1,5 @@
+//go:build !unix
+
+package kafkaserve
+
+func cpuTime() int64 { return 0 }
