@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tributary-iot/tributary/internal/testpki"
 )
 
 func TestEdgeCheckConfig(t *testing.T) {
@@ -25,9 +27,26 @@ func TestEdgeCheckConfig(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "data")); err == nil {
 		t.Fatal("--check-config created the data directory; it must not touch anything")
 	}
-	// The HTTP listener's TLS flags reach the config: a certificate without its key is refused.
-	if _, err := runCLI(t, "edge", "--config", good, "--http-tls-cert", token, "--check-config"); err == nil || !strings.Contains(err.Error(), "http_tls_key") {
-		t.Errorf("--http-tls-cert without --http-tls-key: %v, want an error naming http_tls_key", err)
+	// The HTTP listener's TLS flags reach the config: a good pair and client CA pass, a
+	// certificate without its key or with another's, and a client CA that is no PEM, are refused.
+	ca := testpki.New(t, "edge http CA")
+	cert, key := ca.ServerCert(t, "edge")
+	otherCert, _ := ca.ServerCert(t, "other")
+	if out, err := runCLI(t, "edge", "--config", good, "--http-tls-cert", cert, "--http-tls-key", key, "--http-client-ca", ca.File, "--check-config"); err != nil || !strings.Contains(out, "config OK") {
+		t.Errorf("--http-tls-cert, --http-tls-key, --http-client-ca of one CA: err %v, out %q", err, out)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--http-tls-cert", cert}, "http_tls_key"},
+		{[]string{"--http-tls-cert", otherCert, "--http-tls-key", key}, "private key does not match"},
+		{[]string{"--http-tls-cert", cert, "--http-tls-key", key, "--http-client-ca", token}, "holds no PEM certificate"},
+	} {
+		args := append([]string{"edge", "--config", good, "--check-config"}, tc.args...)
+		if _, err := runCLI(t, args...); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want an error saying %q", tc.args, err, tc.want)
+		}
 	}
 	cases := map[string]struct{ body, want string }{
 		"bad fsync":     {"data_dir: x\nfsync: sometimes\n", "unknown fsync policy"},
