@@ -1,6 +1,7 @@
 package central_test
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/storage"
+	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/forward"
 )
@@ -59,51 +61,113 @@ func profileCatchUp(b *testing.B) func() {
 
 var backlog = flag.Int("backlog", 1_000_000, "readings in BenchmarkCatchUp's backlog (5000000 for the full figure)")
 
+var catchUpAB = flag.Bool("catchup-console-ab", false, "BenchmarkCatchUp alternates central's console on and off per iteration (run with -benchtime 6x or more) and reports each side's median")
+
 // BenchmarkCatchUp forwards a backlog of realistic readings (300 devices, ~120-byte JSON, slowly
-// varying values) from an edge log to central over loopback HTTP, and reports readings/s and
-// wire bytes against raw payload bytes.
+// varying values) from an edge log to central over loopback HTTP, and reports readings/s, the
+// process's CPU per reading (edge and central both) and wire bytes against raw payload bytes.
+// BENCH_CONSOLE=off runs central without its console; -catchup-console-ab alternates both in
+// one run.
 func BenchmarkCatchUp(b *testing.B) {
+	var rounds [2][]catchUpRound // console on, off
+	var last catchUpRound
 	for i := 0; i < b.N; i++ {
-		b.StopTimer()
-		cdir := b.TempDir()
-		token := addEdgeTB(b, cdir, "gw-1")
-		url, stop := startCentralTB(b, cdir)
-		edge, st := openEdgeBench(b, *catchUpParts)
-		f := newFleet(300, 9)
-		var payload int64
-		for done := 0; done < *backlog; done += 10000 {
-			n := min(10000, *backlog-done)
-			recs := make([]storage.Record, n)
-			now := time.Now()
-			for j := range recs {
-				recs[j] = f.next(now)
-				payload += int64(len(recs[j].Value))
-			}
-			appendRecords(b, st, recs)
+		off := os.Getenv("BENCH_CONSOLE") == "off"
+		if *catchUpAB {
+			off = i%2 == 1
 		}
-		waitSealed(b, edge)
-		b.StartTimer()
-		stopProf := profileCatchUp(b)
-		start := time.Now()
-		fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, InFlight: *catchUpInFlight})
-		waitCaughtUpTB(b, url, int64(*backlog), 10*time.Minute)
-		elapsed := time.Since(start)
-		stopProf()
-		b.StopTimer()
-		var wire, raw int64
-		for _, s := range fwd.Status() {
-			wire += s.WireBytes
-			raw += s.RawBytes
+		last = catchUpOnce(b, off)
+		side := 0
+		if off {
+			side = 1
 		}
-		stopFwd()
-		stop()
-		edge.Close()
-		b.ReportMetric(float64(*backlog)/elapsed.Seconds(), "readings/s")
-		b.ReportMetric(float64(wire)/float64(*backlog), "wire-B/reading")
-		b.ReportMetric(float64(payload)/float64(*backlog), "payload-B/reading")
-		b.ReportMetric(float64(payload)/float64(wire), "payload/wire")
-		b.ReportMetric(float64(raw)/float64(wire), "raw/wire")
+		rounds[side] = append(rounds[side], last)
+		if *catchUpAB {
+			b.Logf("round %d, console %s: %.0f readings/s, %.2f CPU-µs/reading", i/2+1, map[bool]string{false: "on", true: "off"}[off], last.rate, last.cpuPerReading)
+		}
 	}
+	if *catchUpAB {
+		on, off := medianRound(rounds[0]), medianRound(rounds[1])
+		b.ReportMetric(on.rate, "on-readings/s")
+		b.ReportMetric(off.rate, "off-readings/s")
+		b.ReportMetric(on.rate/off.rate, "on/off")
+		if on.cpuPerReading > 0 {
+			b.ReportMetric(on.cpuPerReading, "on-CPU-µs/reading")
+			b.ReportMetric(off.cpuPerReading, "off-CPU-µs/reading")
+		}
+	} else {
+		b.ReportMetric(last.rate, "readings/s")
+		if last.cpuPerReading > 0 {
+			b.ReportMetric(last.cpuPerReading, "CPU-µs/reading")
+		}
+	}
+	b.ReportMetric(last.wirePerReading, "wire-B/reading")
+	b.ReportMetric(last.payloadPerReading, "payload-B/reading")
+	b.ReportMetric(last.payloadPerReading/last.wirePerReading, "payload/wire")
+	b.ReportMetric(last.rawPerWire, "raw/wire")
+}
+
+type catchUpRound struct {
+	rate, cpuPerReading, wirePerReading, payloadPerReading, rawPerWire float64
+}
+
+// medianRound returns the round of median rate (of the lower middle for an even count), and the
+// median CPU per reading.
+func medianRound(rs []catchUpRound) catchUpRound {
+	if len(rs) == 0 {
+		return catchUpRound{}
+	}
+	byRate := slices.Clone(rs)
+	slices.SortFunc(byRate, func(a, b catchUpRound) int { return cmp.Compare(a.rate, b.rate) })
+	m := byRate[(len(byRate)-1)/2]
+	cpus := make([]float64, len(rs))
+	for i, r := range rs {
+		cpus[i] = r.cpuPerReading
+	}
+	slices.Sort(cpus)
+	m.cpuPerReading = cpus[(len(cpus)-1)/2]
+	return m
+}
+
+func catchUpOnce(b *testing.B, consoleOff bool) catchUpRound {
+	b.StopTimer()
+	cdir := b.TempDir()
+	token := addEdgeTB(b, cdir, "gw-1")
+	addr, stop := runCentral(b, central.Config{DataDir: cdir, Fsync: os.Getenv("BENCH_FSYNC"), Console: central.ConsoleOptions{Off: consoleOff}})
+	url := "http://" + addr
+	edge, st := openEdgeBench(b, *catchUpParts)
+	f := newFleet(300, 9)
+	var payload int64
+	for done := 0; done < *backlog; done += 10000 {
+		n := min(10000, *backlog-done)
+		recs := make([]storage.Record, n)
+		now := time.Now()
+		for j := range recs {
+			recs[j] = f.next(now)
+			payload += int64(len(recs[j].Value))
+		}
+		appendRecords(b, st, recs)
+	}
+	waitSealed(b, edge)
+	b.StartTimer()
+	stopProf := profileCatchUp(b)
+	start, cpu := time.Now(), processCPU()
+	fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, InFlight: *catchUpInFlight})
+	waitCaughtUpTB(b, url, int64(*backlog), 10*time.Minute)
+	elapsed, cpu := time.Since(start), processCPU()-cpu
+	stopProf()
+	b.StopTimer()
+	var wire, raw int64
+	for _, s := range fwd.Status() {
+		wire += s.WireBytes
+		raw += s.RawBytes
+	}
+	stopFwd()
+	stop()
+	edge.Close()
+	n := float64(*backlog)
+	return catchUpRound{rate: n / elapsed.Seconds(), cpuPerReading: float64(cpu.Microseconds()) / n,
+		wirePerReading: float64(wire) / n, payloadPerReading: float64(payload) / n, rawPerWire: float64(raw) / float64(wire)}
 }
 
 // BenchmarkLiveLatency appends readings at 10k/s for a few seconds while a consumer follows the

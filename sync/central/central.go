@@ -191,16 +191,16 @@ func (n *Node) Run(ctx context.Context) error {
 	defer log.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	// The console counts what the receiver applies, handed over per chunk, rather than reading
-	// the log a second time.
+	// The console counts what the receiver applies, tallied per chunk on the apply path, rather
+	// than reading the log a second time.
 	var feed *console.Feed
-	var onApplied func(*receive.AppliedChunk)
+	var observer receive.Observer
 	if !cfg.Console.Off {
-		feed = console.NewFeed(0)
-		onApplied = feed.Applied
+		feed = console.NewFeed(cfg.Console.Step, 0)
+		observer = feed
 	}
 	rcv, err := receive.New(receive.Config{Log: log, Partitions: cfg.Partitions, MaxStreams: cfg.MaxStreams,
-		BodyTimeout: cfg.BodyTimeout, Logger: logger, Registerer: reg, OnApplied: onApplied})
+		BodyTimeout: cfg.BodyTimeout, Logger: logger, Registerer: reg, Observer: observer})
 	if err != nil {
 		return err
 	}

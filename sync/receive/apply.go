@@ -60,11 +60,9 @@ type pendingApply struct {
 	err       error         // set under the lane's state lock
 	done      chan struct{} // closed when the apply retires
 
-	// With Config.OnApplied set: the chunk's records and its trackers, reported once every
-	// tracker has finished (see report).
-	observe  func(*AppliedChunk)
-	records  []storage.Entry
-	raw      int
+	// With Config.Observer set: the apply's observer and trackers, reported once every tracker
+	// has finished (see report).
+	observer ApplyObserver
 	trackers []*partitionTracker
 }
 
@@ -294,7 +292,11 @@ func (s *lane) waitCovered(ctx context.Context, next int64) error {
 // them are durable. s.mu is held; c.base <= s.queued < c.next.
 func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply, applied, duplicates int) {
 	pa = &pendingApply{next: c.next, done: make(chan struct{})}
-	observe := r.cfg.OnApplied != nil
+	var observer ApplyObserver
+	if r.cfg.Observer != nil {
+		observer = r.cfg.Observer.Apply(s.key.edge, s.stream, s.key.partition)
+	}
+	observe := observer != nil
 	pa.remaining.arm()
 	s.state.Lock()
 	s.started++
@@ -311,7 +313,7 @@ func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply
 	var headers []storage.Header
 	trackers := make([]*partitionTracker, cs.stream.Partitions())
 	if observe {
-		pa.observe, pa.records, pa.raw, pa.trackers = r.cfg.OnApplied, c.records, c.raw, trackers
+		pa.observer, pa.trackers = observer, trackers
 	}
 	stopped := false
 	for i := range c.records {
@@ -348,6 +350,9 @@ func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply
 			pa.remaining.add(1)
 		}
 		tr.offsets = append(tr.offsets, e.Offset)
+		if observe {
+			observer.Queued(e, p, len(tr.offsets)-1)
+		}
 		applied++
 		s.queuedApplied[p] = e.Offset
 		cs.stream.Partition(p).AppendAsync(storage.Record{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp, Headers: headers}, tr.done)
@@ -362,7 +367,7 @@ func (r *Receiver) queue(cs *centralStream, s *lane, c *chunk) (pa *pendingApply
 		}
 	}
 	if pa.remaining.seal(0) {
-		pa.report(s)
+		pa.report()
 		s.retire()
 	}
 	return pa, applied, duplicates
@@ -417,7 +422,7 @@ func (tr *partitionTracker) finish() {
 	}
 	s.state.Unlock()
 	if tr.pa.remaining.done() {
-		tr.pa.report(s)
+		tr.pa.report()
 		s.retire()
 	}
 }

@@ -12,10 +12,10 @@ import (
 	"github.com/tributary-iot/tributary/sync/protocol"
 )
 
-// TestOnApplied sends one edge partition's records as small chunks, then again as larger chunks
-// that overlap them, with repeats: OnApplied reports every record central stored exactly once,
-// at the central partition and offset where the log holds it, and never a repeat.
-func TestOnApplied(t *testing.T) {
+// TestObserver sends one edge partition's records as small chunks, then again as larger chunks
+// that overlap them, with repeats: the Observer is told of every record central stored exactly
+// once, at the central partition and offset where the log holds it, and never of a repeat.
+func TestObserver(t *testing.T) {
 	const records = 400
 	edge, err := storage.Open(t.TempDir(), nil)
 	if err != nil {
@@ -52,13 +52,8 @@ func TestOnApplied(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var got []*AppliedChunk
-	rcv, err := New(Config{Log: log, MaxBodyBytes: 64 << 10, OnApplied: func(ac *AppliedChunk) {
-		mu.Lock()
-		got = append(got, ac)
-		mu.Unlock()
-	}})
+	obs := &recorder{}
+	rcv, err := New(Config{Log: log, MaxBodyBytes: 64 << 10, Observer: obs})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,7 +64,9 @@ func TestOnApplied(t *testing.T) {
 	h := &harness{t: t, log: log, rcv: rcv, srv: httptest.NewServer(rcv), token: token}
 	defer func() { h.srv.Close(); log.Close() }()
 	path := protocol.SyncPath("readings", 0)
+	sent := 0
 	send := func(c storage.Chunk) {
+		sent += c.Records
 		if code, e, _ := h.post(path, chunkHeaders(c), c.Data, h.token); code != 200 {
 			t.Fatalf("chunk [%d, %d): %d %+v", c.Base, c.Next, code, e)
 		}
@@ -94,50 +91,94 @@ func TestOnApplied(t *testing.T) {
 	}
 	seen := map[[2]int64]bool{} // central partition, offset
 	edgeSeen := map[int64]bool{}
-	mu.Lock()
-	defer mu.Unlock()
-	overlapped := false
-	for _, ac := range got {
+	obs.mu.Lock()
+	defer obs.mu.Unlock()
+	queued := 0
+	for _, a := range obs.applies {
+		if !a.stored {
+			t.Fatalf("an apply of %s/%s/%d was never reported stored", a.edge, a.stream, a.edgePartition)
+		}
+		if a.edge != "gw-1" || a.stream != "readings" || a.edgePartition != 0 {
+			t.Fatalf("apply reported as %s/%s/%d", a.edge, a.stream, a.edgePartition)
+		}
 		n := 0
-		for _, p := range ac.Parts {
+		for _, p := range a.parts {
 			n += len(p.Offsets)
-		}
-		overlapped = overlapped || n < len(ac.Records)
-		if ac.Edge != "gw-1" || ac.Stream != "readings" || ac.EdgePartition != 0 || ac.RawBytes <= 0 {
-			t.Fatalf("chunk reported as %s/%s/%d with %d raw bytes", ac.Edge, ac.Stream, ac.EdgePartition, ac.RawBytes)
-		}
-		for _, p := range ac.Parts {
-			if len(p.EdgeOffsets) != len(p.Offsets) {
-				t.Fatalf("part of partition %d: %d edge offsets, %d offsets", p.Partition, len(p.EdgeOffsets), len(p.Offsets))
+			if len(p.EdgeOffsets) != len(p.Offsets) || len(p.Offsets) != len(a.queued[p.Partition]) {
+				t.Fatalf("partition %d: %d edge offsets, %d offsets, %d queued", p.Partition, len(p.EdgeOffsets), len(p.Offsets), len(a.queued[p.Partition]))
 			}
-			for i, eoff := range p.EdgeOffsets {
-				rec := ac.Records[eoff-ac.Records[0].Offset]
-				if rec.Offset != eoff {
-					t.Fatalf("edge offset %d names record at %d", eoff, rec.Offset)
+			for i, off := range p.Offsets {
+				q := a.queued[p.Partition][i]
+				if q.index != i || q.offset != p.EdgeOffsets[i] {
+					t.Fatalf("partition %d index %d: queued as index %d at edge offset %d, stored at edge offset %d", p.Partition, i, q.index, q.offset, p.EdgeOffsets[i])
 				}
-				k := [2]int64{int64(p.Partition), p.Offsets[i]}
-				if seen[k] || edgeSeen[eoff] {
-					t.Fatalf("edge offset %d (central %d:%d) reported twice", eoff, p.Partition, p.Offsets[i])
+				k := [2]int64{int64(p.Partition), off}
+				if seen[k] || edgeSeen[q.offset] {
+					t.Fatalf("edge offset %d (central %d:%d) reported twice", q.offset, p.Partition, off)
 				}
-				seen[k], edgeSeen[eoff] = true, true
-				rd := st.Partition(p.Partition).NewReader(p.Offsets[i], nil)
-				e, err := rd.Next(t.Context())
+				seen[k], edgeSeen[q.offset] = true, true
+				e, err := st.Partition(p.Partition).NewReader(off, nil).Next(t.Context())
 				if err != nil {
 					t.Fatal(err)
 				}
-				if string(e.Key) != string(rec.Key) || string(e.Value) != string(rec.Value) {
-					t.Fatalf("central %d:%d holds %s=%s, reported %s=%s", p.Partition, p.Offsets[i], e.Key, e.Value, rec.Key, rec.Value)
+				if string(e.Key) != q.key || string(e.Value) != q.value {
+					t.Fatalf("central %d:%d holds %s=%s, reported %s=%s", p.Partition, off, e.Key, e.Value, q.key, q.value)
 				}
-				if want := st.PartitionFor(rec.Key); p.Partition != want {
-					t.Fatalf("key %s reported in partition %d, stored by key in %d", rec.Key, p.Partition, want)
+				if want := st.PartitionFor(e.Key); p.Partition != want {
+					t.Fatalf("key %s reported in partition %d, stored by key in %d", e.Key, p.Partition, want)
 				}
 			}
 		}
+		queued += n
 	}
-	if !overlapped {
-		t.Fatal("no chunk reported with repeats among its records: the larger chunks did not overlap")
+	if sent <= records || queued != records {
+		t.Fatalf("%d records sent, %d queued to the observer; want repeats among those sent and %d queued", sent, queued, records)
 	}
 	if len(seen) != records {
 		t.Fatalf("%d records reported, central stores %d", len(seen), records)
 	}
+}
+
+// recorder is an Observer that keeps what it is told.
+type recorder struct {
+	mu      sync.Mutex
+	applies []*recordedApply
+}
+
+type recordedApply struct {
+	rec           *recorder
+	edge, stream  string
+	edgePartition int
+	queued        map[int][]queuedRecord
+	parts         []AppliedPart
+	stored        bool
+}
+
+type queuedRecord struct {
+	key, value string
+	offset     int64
+	index      int
+}
+
+func (r *recorder) Apply(edge, stream string, edgePartition int) ApplyObserver {
+	a := &recordedApply{rec: r, edge: edge, stream: stream, edgePartition: edgePartition, queued: map[int][]queuedRecord{}}
+	r.mu.Lock()
+	r.applies = append(r.applies, a)
+	r.mu.Unlock()
+	return a
+}
+
+func (a *recordedApply) Queued(e *storage.Entry, partition, index int) {
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	a.queued[partition] = append(a.queued[partition], queuedRecord{string(e.Key), string(e.Value), e.Offset, index})
+}
+
+func (a *recordedApply) Stored(parts []AppliedPart) {
+	a.rec.mu.Lock()
+	defer a.rec.mu.Unlock()
+	if a.stored {
+		panic("Stored called twice")
+	}
+	a.parts, a.stored = parts, true
 }

@@ -52,10 +52,9 @@ type Config struct {
 	Logger     *slog.Logger
 	// Registerer receives the receiver's metrics; nil registers nothing.
 	Registerer prometheus.Registerer
-	// OnApplied, when set, is called once per applied chunk with the records it stored, once
-	// they are durable (AppliedChunk). It runs on a storage committer goroutine, in the middle
-	// of acknowledging writes: it must hand the chunk off and return at once, never block.
-	OnApplied func(*AppliedChunk)
+	// Observer, when set, is told what each apply stores (Observer), on the apply path: its
+	// methods must be quick and never block.
+	Observer Observer
 }
 
 // Receiver is central's side of sync: it authenticates edges, verifies chunks, applies them in

@@ -21,7 +21,7 @@ type laneKey struct {
 // maxLaneTimes bounds the lanes whose newest forwarded record time is kept.
 const maxLaneTimes = 100_000
 
-// collector feeds the history: it counts each chunk central's receiver applies (the Feed), once
+// collector feeds the history: it counts each apply's tally from central's receiver (the Feed), once
 // at start reads back the newest records of each partition so devices show at once, and samples
 // the receiver's lanes once a second (records applied and behind per edge). It never follows
 // central's log.
@@ -74,9 +74,9 @@ func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
 		select {
 		case <-ctx.Done():
 			return
-		case f := <-c.feed.ch:
-			c.count(f.chunk)
-			c.feed.taken(f)
+		case t := <-c.feed.ch:
+			c.count(t)
+			c.feed.taken(t)
 		case now := <-tick.C:
 			c.sample(now)
 		case now := <-sweep.C:
@@ -85,17 +85,17 @@ func (c *collector) run(ctx context.Context, sampleEvery time.Duration) {
 	}
 }
 
-// count adds one applied chunk to the history and its lane's newest record time.
-func (c *collector) count(ac *receive.AppliedChunk) {
-	newest := c.hist.AddChunk(ac, time.Now())
-	if newest.IsZero() {
+// count adds one apply's tally to the history and its lane's newest record time.
+func (c *collector) count(t *tally) {
+	c.hist.addTally(t, time.Now())
+	if t.newest.IsZero() {
 		return
 	}
-	k := laneKey{ac.Edge, ac.Stream, ac.EdgePartition}
+	k := laneKey{t.edge, t.stream, t.edgePartition}
 	c.mu.Lock()
-	if t, ok := c.laneTimes[k]; ok || len(c.laneTimes) < maxLaneTimes {
-		if newest.After(t) {
-			c.laneTimes[k] = newest
+	if old, ok := c.laneTimes[k]; ok || len(c.laneTimes) < maxLaneTimes {
+		if t.newest.After(old) {
+			c.laneTimes[k] = t.newest
 		}
 	}
 	c.mu.Unlock()

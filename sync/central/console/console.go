@@ -4,6 +4,7 @@ import (
 	"context"
 	"embed"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -25,8 +26,8 @@ type Fleet interface {
 type Config struct {
 	Log   *storage.Log // central's log: read back once at start, and for a device's readings
 	Fleet Fleet        // the sync receiver
-	// Feed brings the chunks the receiver applies (give Feed.Applied to receive.Config.OnApplied):
-	// the history counts them as they arrive.
+	// Feed is the receiver's Observer (receive.Config.Observer), made with this Step: the
+	// history counts what it hands over.
 	Feed *Feed
 	// Tail serves /v1/tail/{stream} (the consume API); the Stream page reads it through the
 	// console, which accepts the login cookie that a browser's EventSource sends.
@@ -35,7 +36,7 @@ type Config struct {
 	// central allows only on a loopback listener or with client certificates, as for the API.
 	Token string
 
-	// Step is the history's resolution; default 10s. Window is how far back it reaches; default 1h.
+	// Step is the history's resolution; default DefaultStep. Window is how far back it reaches; default 1h.
 	Step   time.Duration
 	Window time.Duration
 	// MaxDevices and MaxEdges bound the history (see History.Bound); defaults 10,000 and 1,000.
@@ -55,6 +56,9 @@ type Config struct {
 
 	Logger *slog.Logger
 }
+
+// DefaultStep is the history's resolution when Config.Step is zero.
+const DefaultStep = 10 * time.Second
 
 // Console serves central's web console and its data endpoints.
 type Console struct {
@@ -77,7 +81,10 @@ func New(cfg Config) (*Console, error) {
 		return nil, errors.New("console needs central's log, its receiver, the receiver's feed and the tail API")
 	}
 	if cfg.Step <= 0 {
-		cfg.Step = 10 * time.Second
+		cfg.Step = DefaultStep
+	}
+	if time.Duration(cfg.Feed.step) != cfg.Step {
+		return nil, fmt.Errorf("console: its feed tallies steps of %v, the history's are %v: make both with the same step", time.Duration(cfg.Feed.step), cfg.Step)
 	}
 	if cfg.Window <= 0 {
 		cfg.Window = time.Hour

@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 	"unsafe"
-
-	"github.com/tributary-iot/tributary/sync/receive"
 )
 
 // ring holds one value per step for the last len(vals) steps, newest at slot last%len. Steps that
@@ -167,26 +165,52 @@ func (h *History) AddReading(r Reading, now time.Time) {
 	h.addLocked(r.Key, r.Value, r.Timestamp, h.intern(r.Edge), h.intern(r.Stream), r.Partition, r.Offset, now)
 }
 
-// AddChunk counts the records one applied chunk stored in central, as AddReading would count
-// each, under one lock, and returns the newest record time among them.
-func (h *History) AddChunk(ac *receive.AppliedChunk, now time.Time) (newest time.Time) {
-	if len(ac.Records) == 0 {
-		return newest
-	}
-	base := ac.Records[0].Offset
+// addTally counts one apply's records, device by device, under one lock.
+func (h *History) addTally(t *tally, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	edge, stream := h.intern(ac.Edge), h.intern(ac.Stream)
-	for _, part := range ac.Parts {
-		for i, eoff := range part.EdgeOffsets {
-			e := &ac.Records[eoff-base]
-			h.addLocked(e.Key, e.Value, e.Timestamp, edge, stream, part.Partition, part.Offsets[i], now)
-			if e.Timestamp.After(newest) {
-				newest = e.Timestamp
+	edge, stream := h.intern(t.edge), h.intern(t.stream)
+	for i := range t.devices {
+		dt := &t.devices[i]
+		d := h.device(dt.key)
+		for _, sc := range dt.steps {
+			if sc.n > 0 {
+				d.count(sc.step, sc.n)
 			}
 		}
+		for _, sc := range dt.more {
+			d.count(sc.step, sc.n)
+		}
+		if !dt.last.Before(d.lastSeen) {
+			d.lastSeen, d.arrived = dt.last, now
+			d.edge, d.stream, d.partition, d.offset = edge, stream, dt.partition, dt.offset
+			d.cut = dt.cut
+			d.value = append(d.value[:0], dt.value...)
+		}
 	}
-	return newest
+}
+
+// device returns the device's entry, making room for it past maxDevices. h.mu is held.
+func (h *History) device(key string) *deviceState {
+	d := h.devices[key]
+	if d == nil {
+		if len(h.devices) >= h.maxDevices {
+			h.evictOldest()
+		}
+		d = &deviceState{id: strings.Clone(key), value: make([]byte, 0, MaxValueBytes), counts: newRing[uint32](h.steps)}
+		h.devices[d.id] = d
+	}
+	return d
+}
+
+// count adds n readings at step.
+func (d *deviceState) count(step int64, n uint32) {
+	if p := d.counts.at(step); p != nil {
+		*p += n
+		if d.first == 0 || step < d.first {
+			d.first = step
+		}
+	}
 }
 
 // addLocked counts one record; edge and stream are interned. h.mu is held.
@@ -196,19 +220,9 @@ func (h *History) addLocked(key, value []byte, ts time.Time, edge, stream string
 	}
 	d := h.devices[string(key)]
 	if d == nil {
-		if len(h.devices) >= h.maxDevices {
-			h.evictOldest()
-		}
-		d = &deviceState{id: string(key), value: make([]byte, 0, MaxValueBytes), counts: newRing[uint32](h.steps)}
-		h.devices[d.id] = d
+		d = h.device(string(key))
 	}
-	step := h.stepOf(ts)
-	if p := d.counts.at(step); p != nil {
-		*p++
-		if d.first == 0 || step < d.first {
-			d.first = step
-		}
-	}
+	d.count(h.stepOf(ts), 1)
 	if !ts.Before(d.lastSeen) {
 		d.lastSeen, d.arrived = ts, now
 		d.edge, d.stream, d.partition, d.offset = edge, stream, partition, offset

@@ -128,75 +128,155 @@ func BenchmarkHistoryAddReading(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
 
-// BenchmarkHistoryAddChunk is the console's cost per record central applies: real chunks (300
-// devices, ~100-byte JSON values with the edge's headers, as the forwarder sends them) decoded by
-// storage and spread over 8 central partitions by key, counted by AddChunk.
-func BenchmarkHistoryAddChunk(b *testing.B) {
-	edge, err := storage.Open(b.TempDir(), nil)
+// appliedChunks decodes real chunks of n readings from devices devices (~100-byte JSON values
+// with the edge's headers, as the forwarder sends them), the records spread over 8 central
+// partitions by key, each with the offsets it would get there.
+func appliedChunks(tb testing.TB, n, devices int, at func(i int) time.Time) []appliedChunk {
+	edge, err := storage.Open(tb.TempDir(), nil)
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	defer edge.Close()
 	st, err := edge.CreateStream("readings", storage.StreamConfig{Partitions: 1})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
 	central, err := edge.CreateStream("central", storage.StreamConfig{Partitions: 8})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	const records = 20_000
-	now := time.Now()
 	var wg sync.WaitGroup
-	wg.Add(records)
-	for i := range records {
-		id := fmt.Sprintf("sensor-%04d", i%300)
-		v := fmt.Sprintf(`{"device":%q,"seq":%d,"temperature_c":21.%d,"humidity":4%d.1,"battery_v":3.69,"ts":%d}`, id, i/300, i%10, i%10, now.UnixMilli())
-		st.Partition(0).AppendAsync(storage.Record{Key: []byte(id), Value: []byte(v), Timestamp: now,
-			Headers: []storage.Header{{Key: "topic", Value: []byte("devices/" + id + "/readings")}, {Key: "receive-time", Value: []byte(fmt.Sprint(now.UnixMilli()))}}},
+	wg.Add(n)
+	for i := range n {
+		id := fmt.Sprintf("sensor-%04d", i%devices)
+		ts := at(i)
+		v := fmt.Sprintf(`{"device":%q,"seq":%d,"temperature_c":21.%d,"humidity":4%d.1,"battery_v":3.69,"ts":%d}`, id, i/devices, i%10, i%10, ts.UnixMilli())
+		st.Partition(0).AppendAsync(storage.Record{Key: []byte(id), Value: []byte(v), Timestamp: ts,
+			Headers: []storage.Header{{Key: "topic", Value: []byte("devices/" + id + "/readings")}, {Key: "receive-time", Value: []byte(fmt.Sprint(ts.UnixMilli()))}}},
 			func(int64, error) { wg.Done() })
 	}
 	wg.Wait()
-	var chunks []*receive.AppliedChunk
+	var out []appliedChunk
 	ends := make([]int64, 8)
-	for off := int64(0); off < records; {
+	for off := int64(0); off < int64(n); {
 		c, err := st.Partition(0).ReadChunk(off, 256<<10)
 		if err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
-		ac := &receive.AppliedChunk{Edge: "gw-1", Stream: "readings", RawBytes: c.RawBytes}
+		var ac appliedChunk
 		if err := storage.DecodeChunk(c.Data, 0, func(o int64, r storage.Record) error {
-			ac.Records = append(ac.Records, storage.Entry{Offset: o, Record: r})
+			ac.records = append(ac.records, storage.Entry{Offset: o, Record: r})
 			return nil
 		}); err != nil {
-			b.Fatal(err)
+			tb.Fatal(err)
 		}
 		parts := make([]*receive.AppliedPart, 8)
-		for _, e := range ac.Records {
+		for _, e := range ac.records {
 			p := central.PartitionFor(e.Key)
 			if parts[p] == nil {
 				parts[p] = &receive.AppliedPart{Partition: p}
 			}
+			ac.partition = append(ac.partition, p)
+			ac.index = append(ac.index, len(parts[p].Offsets))
 			parts[p].EdgeOffsets = append(parts[p].EdgeOffsets, e.Offset)
 			parts[p].Offsets = append(parts[p].Offsets, ends[p])
 			ends[p]++
 		}
 		for _, p := range parts {
 			if p != nil {
-				ac.Parts = append(ac.Parts, *p)
+				ac.parts = append(ac.parts, *p)
 			}
 		}
-		chunks = append(chunks, ac)
+		out = append(out, ac)
 		off = c.Next
 	}
+	return out
+}
+
+// appliedChunk is one chunk as the receiver would apply it.
+type appliedChunk struct {
+	records          []storage.Entry
+	partition, index []int // per record, as the receiver passes them to Queued
+	parts            []receive.AppliedPart
+}
+
+// apply plays the receiver's part: Queued for each record, then Stored.
+func (ac appliedChunk) apply(f *Feed) {
+	t := f.Apply("gw-1", "readings", 0)
+	for i := range ac.records {
+		t.Queued(&ac.records[i], ac.partition[i], ac.index[i])
+	}
+	t.Stored(ac.parts)
+}
+
+// TestFeedCountsAsReadings feeds the same chunks to one history through the feed, as the
+// receiver does, and to another record by record with AddReading, as the start-up seed does:
+// both must show the same devices, rates, last readings and offsets.
+func TestFeedCountsAsReadings(t *testing.T) {
+	step := time.Second
+	start := time.Now().Add(-30 * time.Second).Truncate(step)
+	// 40 devices over 30 s; every 7th reading arrives late (an older timestamp), so the newest
+	// is not always the last one queued.
+	chunks := appliedChunks(t, 6000, 40, func(i int) time.Time {
+		at := start.Add(time.Duration(i) * 5 * time.Millisecond)
+		if i%7 == 0 {
+			at = at.Add(-3 * time.Second)
+		}
+		return at
+	})
+	now := start.Add(31 * time.Second)
+	fed, read := NewHistory(step, time.Minute, 100, 10), NewHistory(step, time.Minute, 100, 10)
+	f := NewFeed(step, 0)
+	for _, ac := range chunks {
+		ac.apply(f)
+		for i, e := range ac.records {
+			var off int64
+			for _, p := range ac.parts {
+				if p.Partition == ac.partition[i] {
+					off = p.Offsets[ac.index[i]]
+				}
+			}
+			read.AddReading(Reading{Key: e.Key, Value: e.Value, Timestamp: e.Timestamp, Edge: "gw-1", Stream: "readings", Partition: ac.partition[i], Offset: off}, now)
+		}
+	}
+	for len(f.ch) > 0 {
+		tl := <-f.ch
+		fed.addTally(tl, now)
+		f.taken(tl)
+	}
+	if q := f.queued.Load(); q != 0 || f.skipped.Load() != 0 {
+		t.Fatalf("feed holds %d bytes after draining, skipped %d", q, f.skipped.Load())
+	}
+	got, _ := fed.Devices("", 1000, now)
+	want, _ := read.Devices("", 1000, now)
+	if len(got) != 40 || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("devices through the feed:\n%v\nread one by one:\n%v", got, want)
+	}
+	for _, id := range []string{"sensor-0000", "sensor-0013", "sensor-0039"} {
+		g, _ := fed.Device(id, now)
+		w, _ := read.Device(id, now)
+		if fmt.Sprint(g.RateHistory) != fmt.Sprint(w.RateHistory) || string(g.LastValue) != string(w.LastValue) || g.Offset != w.Offset || g.Rate == 0 {
+			t.Fatalf("%s through the feed: %+v %v\nread one by one: %+v %v", id, g, g.RateHistory.Values, w, w.RateHistory.Values)
+		}
+	}
+}
+
+// BenchmarkFeedChunk is the console's cost per record central applies: real chunks (300 devices)
+// tallied as the receiver queues them, handed over once stored, and counted into the history.
+func BenchmarkFeedChunk(b *testing.B) {
+	now := time.Now()
+	chunks := appliedChunks(b, 20_000, 300, func(int) time.Time { return now })
 	h := NewHistory(10*time.Second, time.Hour, 10_000, 1_000)
+	f := NewFeed(10*time.Second, 0)
 	b.ReportAllocs()
 	n := 0
 	for i := 0; b.Loop(); i++ {
 		ac := chunks[i%len(chunks)]
-		h.AddChunk(ac, now)
-		n += len(ac.Records)
+		ac.apply(f)
+		t := <-f.ch
+		h.addTally(t, now)
+		f.taken(t)
+		n += len(ac.records)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/record")
-	b.ReportMetric(float64(len(chunks[0].Records)), "records/chunk")
 }
