@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"runtime/pprof"
 	"runtime/trace"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -82,11 +84,16 @@ func BenchmarkCatchUp(b *testing.B) {
 			side = 1
 		}
 		rounds[side] = append(rounds[side], last)
-		if *catchUpAB {
-			b.Logf("round %d, console %s: %.0f readings/s, %.2f CPU-µs/reading", i/2+1, map[bool]string{false: "on", true: "off"}[off], last.rate, last.cpuPerReading)
-		}
 	}
 	if *catchUpAB {
+		// One line per side: the benchmark's log shows only its first lines.
+		for side, name := range []string{"on", "off"} {
+			var rs []string
+			for _, r := range rounds[side] {
+				rs = append(rs, fmt.Sprintf("%.0fk/s %.2fµs", r.rate/1000, r.cpuPerReading))
+			}
+			b.Logf("console %s, rounds in order (readings/s, CPU-µs/reading): %s", name, strings.Join(rs, ", "))
+		}
 		on, off := medianRound(rounds[0]), medianRound(rounds[1])
 		b.ReportMetric(on.rate, "on-readings/s")
 		b.ReportMetric(off.rate, "off-readings/s")
