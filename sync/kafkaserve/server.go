@@ -218,7 +218,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		c.SetWriteDeadline(time.Now().Add(30 * time.Second))
-		if _, err := c.Write(resp); err != nil {
+		if _, err := resp.WriteTo(c); err != nil {
 			log.Debug("write kafka response", "err", err)
 			return
 		}
@@ -274,8 +274,9 @@ func parseRequest(body []byte) (header, kmsg.Request, error) {
 	return h, req, nil
 }
 
-// handle answers one request with the whole framed response.
-func (cc *conn) handle(ctx context.Context, body []byte) ([]byte, error) {
+// handle answers one request with the whole framed response, in buffers written with one
+// writev: a fetch's large record sets are not copied (fetchwrite.go).
+func (cc *conn) handle(ctx context.Context, body []byte) (net.Buffers, error) {
 	h, req, err := parseRequest(body)
 	if err != nil {
 		return nil, err
@@ -336,10 +337,20 @@ func (cc *conn) handle(ctx context.Context, body []byte) ([]byte, error) {
 	if resp.IsFlexible() && h.key != apiVersionsKey {
 		out = append(out, 0) // response header v1: no tagged fields
 	}
+	if fr, ok := resp.(*kmsg.FetchResponse); ok && fetchBuffersFit(fr) {
+		bufs := fetchBuffers(out, fr)
+		n := 0
+		for _, b := range bufs {
+			n += len(b)
+		}
+		binary.BigEndian.PutUint32(bufs[0], uint32(n-4))
+		cc.out = bufs[0]
+		return bufs, nil
+	}
 	out = resp.AppendTo(out)
 	binary.BigEndian.PutUint32(out, uint32(len(out)-4))
 	cc.out = out
-	return out, nil
+	return net.Buffers{out}, nil
 }
 
 func (cc *conn) remoteHost() string {
