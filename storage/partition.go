@@ -38,10 +38,11 @@ type Partition struct {
 	dirtySync                               bool // written since the last fsync (interval and none policies)
 	// The adaptive commit's view of the pending groups (pacing.go): when the newest record was
 	// queued, how many records are queued, and whether a gathering committer waits on grown for
-	// the group to reach stallRecords or pendingFlushBytes.
-	lastAppend time.Time
-	queued     int
-	gathering  bool
+	// the group to reach pendingFlushBytes, or stallRecords (wakeAtStall).
+	lastAppend  time.Time
+	queued      int
+	gathering   bool
+	wakeAtStall bool
 
 	active *plainSegment // written only by the committer; swapped under mu
 	spare  []byte        // buffer of a completed group, for the next one; under mu
@@ -211,7 +212,7 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 		p.callbacksHint = len(g.callbacks)
 	}
 	p.queued++
-	grown := p.gathering && (p.queued >= stallRecords || p.pending >= pendingFlushBytes)
+	grown := p.gathering && (p.wakeAtStall && p.queued >= stallRecords || p.pending >= pendingFlushBytes)
 	if grown {
 		p.gathering = false
 	}
