@@ -53,34 +53,51 @@ func TestDupRebuildKeepsNewestAcrossPartitions(t *testing.T) {
 	}
 }
 
-// TestRingReleasesCompletedResults: entries half a ring old drop their result object once it
-// succeeded, and still answer lookups; a failed or pending result is kept.
+// TestRingReleasesCompletedResults: an entry drops its result object once it succeeded and a
+// later add comes by, oldest first and no further than the first pending one; released entries
+// still answer lookups, and a failed or pending result is kept.
 func TestRingReleasesCompletedResults(t *testing.T) {
 	r := &dedupeRing{size: 8}
-	results := make([]*result, 8)
+	results := make([]*result, 12)
 	for i := range results {
 		results[i] = &result{}
-		if i != 1 { // reading 1 is still pending when the ring moves on
+	}
+	results[3].complete(errDraining) // failed: kept, lookup must see it
+	add := func(i int) { r.add(uint16(i+1), uint64(100+i), 1, results[i]) }
+	for i := range 6 {
+		if i != 1 && i != 3 {
 			results[i].complete(nil)
 		}
-		r.add(uint16(i+1), uint64(100+i), 1, results[i])
+		add(i)
 	}
-	released := 0
-	for _, e := range r.entries {
-		if e.res == storedResult {
-			released++
+	held := func() (n int) {
+		for _, e := range r.entries {
+			if e.res != storedResult {
+				n++
+			}
 		}
+		return n
 	}
-	if released == 0 {
-		t.Fatal("no completed result was released")
+	// Reading 1 is pending: only reading 0, before it, was let go of.
+	if r.entries[0].res != storedResult {
+		t.Fatal("completed reading 0 kept its result")
 	}
-	if r.entries[1].res != results[1] {
-		t.Fatal("a pending result was released")
+	if got := held(); got != 5 {
+		t.Fatalf("%d results held with reading 1 pending, want 5 (readings 1 to 5)", got)
 	}
-	for i := range results {
-		if i == 1 {
-			continue
-		}
+	results[1].complete(nil)
+	for i := 6; i < 12; i++ { // wraps the ring of 8
+		results[i].complete(nil)
+		add(i)
+	}
+	if got := held(); got != 0 {
+		t.Fatalf("%d results held after every reading completed and the ring wrapped, want 0", got)
+	}
+	r.add(13, 999, 1, &result{}) // a pending reading keeps its result until it completes
+	if got := held(); got != 1 {
+		t.Fatalf("%d results held with the newest pending, want 1", got)
+	}
+	for i := 5; i < 12; i++ { // reading 4's slot went to the pending one
 		if got := r.resendOf(uint16(i+1), uint64(100+i), 1, true); got == nil {
 			t.Fatalf("lookup of stored reading %d after release: nil", i+1)
 		}
