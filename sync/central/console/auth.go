@@ -6,7 +6,7 @@ import (
 	"crypto/subtle"
 	"encoding/hex"
 	"github.com/tributary-iot/tributary/sync/internal/httpx"
-	"html/template"
+	"html"
 	"net"
 	"net/http"
 	"strconv"
@@ -88,7 +88,63 @@ func (c *Console) guardAPI(h http.Handler) http.Handler {
 	})
 }
 
-var loginTmpl = template.Must(template.ParseFS(assets, "assets/login.html"))
+// The login page is written out here rather than through html/template: text/template looks
+// methods up by name, which makes the linker keep every exported method of every type in the
+// binary (several MB). Every value put into the page goes through html.EscapeString.
+const (
+	loginHead = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Sign in · Tributary</title>
+<link rel="icon" href="/console/assets/favicon.svg" type="image/svg+xml">
+<link rel="stylesheet" href="/console/assets/app.css">
+</head>
+<body>
+<header><span class="brand">Tributary</span></header>
+<main>
+<form class="card login" method="post" action="/console/login">
+<h1>Central console</h1>
+`
+	loginOpen      = `<p>This central has no API token: the console is open on its loopback listener. <a href="{next}">Continue</a>.</p>`
+	loginThrottled = `<p class="error" role="alert">Too many failed logins from this address: wait a minute, then paste the whole token from the token file.</p>` + "\n"
+	loginFailed    = `<p class="error" role="alert">That is not central's API token. Paste the whole token from the token file.</p>`
+	loginAsk       = `<p>Sign in with central's API token (its <code>api_token_file</code>).</p>` + "\n"
+	loginFields    = `
+<label for="token">API token</label>
+<input id="token" name="token" type="password" autocomplete="current-password" required autofocus>
+<input type="hidden" name="next" value="{next}">
+<button class="act" type="submit">Sign in</button>`
+	loginTail = `
+</form>
+</main>
+</body>
+</html>
+`
+)
+
+// loginHTML is the login page for v; v.Next is escaped for the attributes it goes in.
+func loginHTML(v loginView) string {
+	next := strings.NewReplacer("{next}", html.EscapeString(v.Next))
+	var b strings.Builder
+	b.WriteString(loginHead)
+	switch {
+	case v.NoToken:
+		b.WriteString(next.Replace(loginOpen))
+		b.WriteString("\n")
+	default:
+		b.WriteString(loginAsk)
+		if v.Throttled {
+			b.WriteString(loginThrottled)
+		} else if v.Failed {
+			b.WriteString(loginFailed)
+		}
+		b.WriteString(next.Replace(loginFields))
+	}
+	b.WriteString(loginTail)
+	return b.String()
+}
 
 type loginView struct {
 	Next      string
@@ -155,7 +211,7 @@ func (c *Console) renderLogin(w http.ResponseWriter, code int, v loginView) {
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	loginTmpl.Execute(w, v)
+	w.Write([]byte(loginHTML(v)))
 }
 
 func (c *Console) login(w http.ResponseWriter, r *http.Request) {
