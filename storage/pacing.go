@@ -18,12 +18,8 @@ import "time"
 const (
 	// stallRecords is the smallest group that is written as soon as it stops growing.
 	stallRecords = 16
-	// A group of stallRecords or more has stopped growing once no append came for quietGaps
-	// times its mean gap between arrivals, and at least quietMin. Shorter (4 times, 200µs) took
-	// pauses among devices sending on their own clock for stalls: under load, over 300 fsyncs/s
-	// at 20k records/s instead of about 200.
-	quietGaps = 8
-	quietMin  = 500 * time.Microsecond
+	// gatherStep is how often a gathering committer looks at its group.
+	gatherStep = time.Millisecond
 )
 
 // noteFsync folds one fdatasync's duration into the moving average the pacing reads (1/8 weight:
@@ -43,67 +39,40 @@ func (l *Log) noteFsync(d time.Duration) {
 
 // gather waits, when the budget says so, for more appends to join the pending group. lastStart is
 // when the previous commit began.
-//
-// It sleeps until the next moment something can change its mind, not in fixed steps: the
-// deadline; an append that brings the group to stallRecords or pendingFlushBytes (enqueue
-// signals grown); or the moment the group counts as stalled if nothing more arrives. A group of
-// stallRecords or more has stalled when no append came for quietGaps times its mean gap between
-// arrivals, and at least quietMin: writers that keep a window in flight, or devices that wait for
-// their acks, all wait on this group then, and nothing more comes until it is written. Sleeping
-// in 1 ms steps and comparing counts took two or more steps to see a stall, on a loaded machine
-// several milliseconds per commit that a waiting device adds to every reading's round trip.
-
 func (p *Partition) gather(budget time.Duration, lastStart time.Time) {
 	half := budget / 2
 	hold := half - time.Duration(p.log.fsyncNanos.Load())
 	if hold <= 0 {
 		return // the disk alone takes the budget: gathering would only add latency
 	}
-	var timer *time.Timer
-	defer func() {
-		if timer != nil {
-			timer.Stop()
-		}
-		p.mu.Lock()
-		p.gathering = false
-		p.mu.Unlock()
-	}()
+	p.mu.Lock()
+	g := p.groups[0]
+	count, queued := g.count, g.queuedAt
+	big := p.closing || p.pending >= pendingFlushBytes
+	p.mu.Unlock()
+	if count == 0 || big {
+		return
+	}
+	until := lastStart.Add(half)
+	if t := queued.Add(hold); t.After(until) {
+		until = t
+	}
 	for {
+		wait := time.Until(until)
+		if wait <= 0 {
+			return
+		}
+		time.Sleep(min(wait, gatherStep))
 		p.mu.Lock()
-		n := p.queued
-		first, last := p.groups[0].queuedAt, p.lastAppend
-		big := p.closing || p.failed != nil || p.pending >= pendingFlushBytes
-		p.gathering, p.wakeAtStall = !big, n < stallRecords
+		n := 0
+		for _, g := range p.groups {
+			n += g.count
+		}
+		big = p.closing || p.pending >= pendingFlushBytes
 		p.mu.Unlock()
-		if n == 0 || big {
+		if big || (n >= stallRecords && n == count) {
 			return
 		}
-		now := time.Now()
-		wake := lastStart.Add(half)
-		if t := first.Add(hold); t.After(wake) {
-			wake = t
-		}
-		if !now.Before(wake) {
-			return
-		}
-		if n >= stallRecords {
-			quiet := max(quietMin, quietGaps*last.Sub(first)/time.Duration(n-1))
-			stall := last.Add(quiet)
-			if !now.Before(stall) {
-				return
-			}
-			if stall.Before(wake) {
-				wake = stall
-			}
-		}
-		if timer == nil {
-			timer = time.NewTimer(wake.Sub(now))
-		} else {
-			timer.Reset(wake.Sub(now))
-		}
-		select {
-		case <-timer.C:
-		case <-p.grown:
-		}
+		count = n
 	}
 }

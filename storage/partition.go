@@ -36,13 +36,6 @@ type Partition struct {
 	failedBytes                             int64 // size of the write that failed
 	gaps                                    []Gap
 	dirtySync                               bool // written since the last fsync (interval and none policies)
-	// The adaptive commit's view of the pending groups (pacing.go): when the newest record was
-	// queued, how many records are queued, and whether a gathering committer waits on grown for
-	// the group to reach pendingFlushBytes, or stallRecords (wakeAtStall).
-	lastAppend  time.Time
-	queued      int
-	gathering   bool
-	wakeAtStall bool
 
 	active *plainSegment // written only by the committer; swapped under mu
 	spare  []byte        // buffer of a completed group, for the next one; under mu
@@ -56,7 +49,6 @@ type Partition struct {
 	written atomic.Int64 // offset after the last written record; the committer's
 	rollReq atomic.Bool
 	kick    chan struct{}
-	grown   chan struct{} // wakes a gathering committer; see gathering
 	done    chan struct{}
 
 	notifyMu sync.Mutex
@@ -193,11 +185,8 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 	if ts > g.maxTS {
 		g.maxTS = ts
 	}
-	if p.log.opts.CommitBudget > 0 {
-		p.lastAppend = time.Now()
-		if g.count == 0 {
-			g.queuedAt = p.lastAppend
-		}
+	if g.count == 0 && p.log.opts.CommitBudget > 0 {
+		g.queuedAt = time.Now()
 	}
 	before := len(g.buf)
 	g.buf = appendRecord(g.buf, rec, g.baseTS)
@@ -211,18 +200,7 @@ func (p *Partition) enqueue(rec *Record, cb func(int64, error), wait bool) (*gro
 		g.callbacks = append(g.callbacks, groupCallback{idx, cb})
 		p.callbacksHint = len(g.callbacks)
 	}
-	p.queued++
-	grown := p.gathering && (p.wakeAtStall && p.queued >= stallRecords || p.pending >= pendingFlushBytes)
-	if grown {
-		p.gathering = false
-	}
 	p.mu.Unlock()
-	if grown {
-		select {
-		case p.grown <- struct{}{}:
-		default:
-		}
-	}
 	select {
 	case p.kick <- struct{}{}:
 	default:
@@ -273,7 +251,7 @@ func (p *Partition) run() {
 				g.buf = make([]byte, batchHeaderSize, min(max(hint, 512), maxGroupBytes))
 			}
 			p.groups = []*group{g}
-			p.pending, p.queued = 0, 0
+			p.pending = 0
 			p.space.Broadcast()
 		}
 		closing := p.closing
@@ -417,10 +395,6 @@ func (p *Partition) complete(groups []*group, err error) {
 func (p *Partition) kickCommitter() {
 	select {
 	case p.kick <- struct{}{}:
-	default:
-	}
-	select {
-	case p.grown <- struct{}{}: // a gathering committer looks again (closing, failed)
 	default:
 	}
 }

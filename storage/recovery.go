@@ -39,7 +39,7 @@ func (l *Log) openPartition(stream string, id int) (*Partition, error) {
 // newPartition returns a partition with no segments and no committer.
 func (l *Log) newPartition(stream string, id int, dir string) *Partition {
 	p := &Partition{log: l, stream: stream, id: id, dir: dir,
-		kick: make(chan struct{}, 1), grown: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
+		kick: make(chan struct{}, 1), done: make(chan struct{}), notify: make(chan struct{})}
 	p.space = sync.NewCond(&p.mu)
 	p.groups = []*group{newGroup(0)}
 	return p
