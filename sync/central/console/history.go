@@ -329,23 +329,40 @@ type DeviceInfo struct {
 	RateHistory  *Series `json:"rate_history,omitempty"`
 }
 
+// rateLagSteps is how far a device's newest counted reading may trail the clock and still be
+// taken as the edge of what has arrived: readings reach central a chunk at a time, seconds after
+// the gateway took them when the link is slow or the edge has a backlog.
+const rateLagSteps = 10
+
+// rate is a device's readings/s over the full steps of the last minute. The current step is still
+// filling, and so may be the steps up to the newest reading counted: a device's readings arrive in
+// order, a chunk at a time, so those before its newest one's step are all here. A device seen for
+// less than a minute has its rate over the steps since its first reading; one that stopped longer
+// ago than rateLagSteps decays to 0.
+func (h *History) rate(d *deviceState, counts []uint32, now int64) float64 {
+	end := now - 1
+	if seen := h.stepOf(d.lastSeen); seen <= end && now-seen <= rateLagSteps && seen-1 >= d.first {
+		end = seen - 1
+	}
+	full := max(int(time.Minute/h.step), 1)
+	var sum uint32
+	n := 0
+	oldest := len(counts) - 1 - int(now-d.first)
+	for i := len(counts) - 1 - int(now-end); i >= max(oldest, 0) && n < full; i-- {
+		sum += counts[i]
+		n++
+	}
+	if n == 0 {
+		return 0
+	}
+	return float64(sum) / (float64(n) * h.step.Seconds())
+}
+
 func (h *History) info(d *deviceState, now int64, withHistory bool) DeviceInfo {
 	di := DeviceInfo{ID: d.id, Edge: d.edge, Stream: d.stream, Partition: d.partition, Offset: d.offset,
 		LastSeen: d.lastSeen.UTC(), LastValueCut: d.cut}
 	counts := d.counts.series(now)
-	// The current step is still filling: the rate is over the full steps of the last minute.
-	full := max(int(time.Minute/h.step), 1)
-	var sum uint32
-	n := 0
-	// A device seen for less than a minute has its rate over the steps since its first reading.
-	oldest := len(counts) - 1 - int(now-d.first)
-	for i := len(counts) - 2; i >= max(oldest, 0) && n < full; i-- {
-		sum += counts[i]
-		n++
-	}
-	if n > 0 {
-		di.Rate = float64(sum) / (float64(n) * h.step.Seconds())
-	}
+	di.Rate = h.rate(d, counts, now)
 	if withHistory {
 		s := h.series(floats(counts, 1/h.step.Seconds()), now)
 		di.RateHistory = &s

@@ -280,3 +280,31 @@ func BenchmarkFeedChunk(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(n), "ns/record")
 }
+
+// TestDeviceRateWhileReadingsArrive: readings reach central a chunk at a time, so the steps up to
+// a device's newest counted reading may still be filling; the rate is over the steps before it,
+// and a device that stopped decays to 0.
+func TestDeviceRateWhileReadingsArrive(t *testing.T) {
+	h := NewHistory(time.Second, time.Minute, 10, 1)
+	base := time.Unix(1_800_000_000, 0)
+	add := func(at time.Time, now time.Time) {
+		h.AddReading(Reading{Key: []byte("d"), Value: []byte("1"), Timestamp: at, Edge: "gw", Stream: "readings"}, now)
+	}
+	// 10 readings a second for 5 s, then the first 2 of the 6th second: central is 2 s behind.
+	for s := range 5 {
+		for i := range 10 {
+			at := base.Add(time.Duration(s)*time.Second + time.Duration(i)*100*time.Millisecond)
+			add(at, at)
+		}
+	}
+	add(base.Add(5*time.Second), base.Add(5*time.Second))
+	add(base.Add(5100*time.Millisecond), base.Add(5100*time.Millisecond))
+	now := base.Add(7500 * time.Millisecond)
+	if d, _ := h.Device("d", now); d.Rate != 10 {
+		t.Fatalf("rate %v with the device's last second still arriving, want 10", d.Rate)
+	}
+	// Long after the last reading, the rate is over the clock's minute: it falls.
+	if d, _ := h.Device("d", base.Add(40*time.Second)); d.Rate >= 2 {
+		t.Fatalf("rate %v 35 s after the device stopped, want it to decay below 2", d.Rate)
+	}
+}
