@@ -11,13 +11,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/hooks/auth"
 	"github.com/mochi-mqtt/server/v2/listeners"
+
+	"github.com/tributary-iot/tributary/internal/testcpu"
 )
 
 // The benchmarks measure durable QoS 1 readings/s through the agent, next to the ceiling: the same
@@ -95,7 +96,7 @@ func benchDevices(b *testing.B, n int) {
 			per := max(b.N/n, 1)
 			payload := []byte(`{"ts":1700000000000,"temp":21.5,"hum":40.1,"seq":0}`)
 			b.ResetTimer()
-			cpu := processCPU()
+			cpu := testcpu.Self()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			mallocs := ms.Mallocs
@@ -114,7 +115,7 @@ func benchDevices(b *testing.B, n int) {
 			total := per * n
 			runtime.ReadMemStats(&ms)
 			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "readings/s")
-			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(total), "CPU-µs/reading")
+			b.ReportMetric(float64((testcpu.Self()-cpu).Microseconds())/float64(total), "CPU-µs/reading")
 			b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(total), "allocs/reading")
 			b.ReportMetric(rssMiB(), "RSS-MiB")
 			report()
@@ -137,7 +138,7 @@ func BenchmarkSingleClient100InFlight(b *testing.B) {
 			const window = 100
 			id := func(i int) uint16 { return uint16(i%65000 + 1) }
 			b.ResetTimer()
-			cpu := processCPU()
+			cpu := testcpu.Self()
 			acked := make(chan struct{}, window)
 			done := make(chan struct{})
 			go func() { // reader: acks must come back in packet order
@@ -160,21 +161,11 @@ func BenchmarkSingleClient100InFlight(b *testing.B) {
 			}
 			<-done
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "readings/s")
-			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(b.N), "CPU-µs/reading")
+			b.ReportMetric(float64((testcpu.Self()-cpu).Microseconds())/float64(b.N), "CPU-µs/reading")
 			b.ReportMetric(rssMiB(), "RSS-MiB")
 			report()
 		})
 	}
-}
-
-// processCPU is the CPU time (user and system) the test process used so far: broker and load
-// generator together, which on a machine shared with other work says more than wall time.
-func processCPU() time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func rssMiB() float64 {

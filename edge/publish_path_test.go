@@ -15,6 +15,8 @@ import (
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/tributary-iot/tributary/internal/testcpu"
 )
 
 // The edge's own per-PUBLISH path, without mochi's network or its packet decoding: the hook's ACL
@@ -151,7 +153,7 @@ func BenchmarkPublishPath(b *testing.B) {
 			before := a.Log().Stats()
 			b.ReportAllocs()
 			b.ResetTimer()
-			cpu := processCPU()
+			cpu := testcpu.Self()
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			mallocs := ms.Mallocs
@@ -162,7 +164,7 @@ func BenchmarkPublishPath(b *testing.B) {
 			// session's block of results, spread over the readings.
 			b.ReportMetric(float64(ms.Mallocs-mallocs)/float64(total), "allocs/reading")
 			b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "readings/s")
-			b.ReportMetric(float64((processCPU()-cpu).Microseconds())/float64(total), "CPU-µs/reading")
+			b.ReportMetric(float64((testcpu.Self()-cpu).Microseconds())/float64(total), "CPU-µs/reading")
 			if st := a.Log().Stats(); st.Fsyncs > before.Fsyncs {
 				b.ReportMetric(float64(st.RecordsAppended-before.RecordsAppended)/float64(st.Fsyncs-before.Fsyncs), "readings/fsync")
 			}

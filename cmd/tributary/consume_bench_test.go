@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/tributary-iot/tributary/edge"
+	"github.com/tributary-iot/tributary/internal/testcpu"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/forward"
@@ -187,7 +188,7 @@ func scanCentral(tb testing.TB, dir string) (wall, cpu time.Duration, records in
 	if err != nil {
 		tb.Fatal(err)
 	}
-	c0 := selfCPU()
+	c0 := testcpu.Self()
 	start := time.Now()
 	for i := 0; i < st.Partitions(); i++ {
 		r := st.Partition(i).NewReader(0, nil)
@@ -204,7 +205,7 @@ func scanCentral(tb testing.TB, dir string) (wall, cpu time.Duration, records in
 			}
 		}
 	}
-	return time.Since(start), selfCPU() - c0, records
+	return time.Since(start), testcpu.Self() - c0, records
 }
 
 // fillCentral appends n readings with the headers the edge agent writes to an edge log and

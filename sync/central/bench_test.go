@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tributary-iot/tributary/internal/testcpu"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
@@ -158,10 +159,10 @@ func catchUpOnce(b *testing.B, consoleOff bool) catchUpRound {
 	waitSealed(b, edge)
 	b.StartTimer()
 	stopProf := profileCatchUp(b)
-	start, cpu := time.Now(), processCPU()
+	start, cpu := time.Now(), testcpu.Self()
 	fwd, stopFwd := runForwarder(b, edge, forward.Config{CentralURL: url, EdgeID: "gw-1", Token: token, InFlight: *catchUpInFlight})
 	waitCaughtUpTB(b, url, int64(*backlog), 10*time.Minute)
-	elapsed, cpu := time.Since(start), processCPU()-cpu
+	elapsed, cpu := time.Since(start), testcpu.Self()-cpu
 	stopProf()
 	b.StopTimer()
 	var wire, raw int64
