@@ -76,15 +76,24 @@ func benchTarget(b *testing.B, durable bool) (string, func()) {
 
 // BenchmarkDevices1000 has 1,000 devices, each publishing QoS 1 and waiting for the PUBACK
 // before its next reading, as simple firmware does.
-func BenchmarkDevices1000(b *testing.B) { benchDevices(b, 1000) }
+func BenchmarkDevices1000(b *testing.B) { benchDevices(b, 1000, 1) }
 
 // BenchmarkDevices100 is the same with 100 devices.
-func BenchmarkDevices100(b *testing.B) { benchDevices(b, 100) }
+func BenchmarkDevices100(b *testing.B) { benchDevices(b, 100, 1) }
 
-// benchDevices runs n waiting devices against the bare broker (ceiling) and the agent (durable)
-// in one run. allocs/reading counts the whole process's heap allocations, the load generator's
-// included: the durable figure less the ceiling's is what the agent adds to mochi's own.
-func benchDevices(b *testing.B, n int) {
+// BenchmarkDevices1000Window16 has 1,000 devices that each keep up to 16 QoS 1 readings in
+// flight, as the firmware simulator's default does (its --in-flight) and as firmware with an
+// MQTT client's outbound window does.
+func BenchmarkDevices1000Window16(b *testing.B) { benchDevices(b, 1000, 16) }
+
+// BenchmarkDevices100Window16 is the same with 100 devices.
+func BenchmarkDevices100Window16(b *testing.B) { benchDevices(b, 100, 16) }
+
+// benchDevices runs n devices, each with up to window readings unacked, against the bare broker
+// (ceiling) and the agent (durable) in one run. allocs/reading counts the whole process's heap
+// allocations, the load generator's included: the durable figure less the ceiling's is what the
+// agent adds to mochi's own.
+func benchDevices(b *testing.B, n, window int) {
 	for _, mode := range []string{"ceiling", "durable"} {
 		b.Run(mode, func(b *testing.B) {
 			b.ReportAllocs()
@@ -103,11 +112,29 @@ func benchDevices(b *testing.B, n int) {
 			var wg sync.WaitGroup
 			for i, c := range clients {
 				topic := "devices/bench-" + strconv.Itoa(i) + "/readings"
+				id := func(k int) uint16 { return uint16(k%65000 + 1) }
+				if window == 1 {
+					wg.Go(func() {
+						for k := range per {
+							c.publish(topic, payload, id(k), 1, false)
+							c.expectAck(id(k))
+						}
+					})
+					continue
+				}
+				acked := make(chan struct{}, window)
+				wg.Go(func() { // reader: a device's acks come back in its packet order
+					for k := range per {
+						c.expectAck(id(k))
+						acked <- struct{}{}
+					}
+				})
 				wg.Go(func() {
 					for k := range per {
-						id := uint16(k%65000 + 1)
-						c.publish(topic, payload, id, 1, false)
-						c.expectAck(id)
+						if k >= window {
+							<-acked // keep at most window readings in flight
+						}
+						c.publish(topic, payload, id(k), 1, false)
 					}
 				})
 			}
