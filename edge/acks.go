@@ -102,7 +102,13 @@ type pendingAck struct {
 	packetID uint16
 	qos      byte
 	res      *result
+	received time.Duration // when the PUBLISH was read, as since(), for the ack latency histogram
 }
+
+// epoch is the origin of pendingAck.received: a monotonic clock reading in 8 bytes.
+var epoch = time.Now()
+
+func since() time.Duration { return time.Since(epoch) }
 
 // clientAcks sends one client's PUBACKs (PUBRECs for QoS 2) in the order its PUBLISHes arrived,
 // each only after the append it acknowledges is durable.
@@ -192,7 +198,7 @@ func (c *clientAcks) acquire() bool {
 
 // push queues an ack for res; the caller holds a slot, which push releases when it returns false
 // because the writer has exited.
-func (c *clientAcks) push(packetID uint16, qos byte, res *result) bool {
+func (c *clientAcks) push(packetID uint16, qos byte, res *result, received time.Duration) bool {
 	c.pending.Add(1)
 	c.metrics.pendingAcks.Inc()
 	c.mu.Lock()
@@ -201,7 +207,7 @@ func (c *clientAcks) push(packetID uint16, qos byte, res *result) bool {
 		c.release(1)
 		return false
 	}
-	c.queue = append(c.queue, pendingAck{packetID: packetID, qos: qos, res: res})
+	c.queue = append(c.queue, pendingAck{packetID: packetID, qos: qos, res: res, received: received})
 	c.mu.Unlock()
 	if res.watch(c) {
 		c.wake()
@@ -509,10 +515,15 @@ func (c *clientAcks) writeOut(held bool) (int, error) {
 	return int(n), nil
 }
 
-// sent counts acks and bytes that reached the socket and frees the acks' slots.
+// sent counts acks and bytes that reached the socket and frees the acks' slots. The acks sent
+// are the first ones of ready: whoever writes them set busy, which keeps ready theirs.
 func (c *clientAcks) sent(acks, bytes int) {
 	atomic.AddInt64(&c.server.Info.BytesSent, int64(bytes))
 	if acks > 0 {
+		now := since()
+		for _, p := range c.ready[:acks] {
+			c.metrics.ackLatency.Observe((now - p.received).Seconds())
+		}
 		atomic.AddInt64(&c.server.Info.PacketsSent, int64(acks))
 		c.release(acks)
 		c.metrics.acked.Add(float64(acks))

@@ -66,7 +66,7 @@ func TestAcksToSlowReaderDeferredInOrder(t *testing.T) {
 				t.Fatal("writer stopped")
 			}
 			res := &result{}
-			if !acks.push(id(i), 1, res) {
+			if !acks.push(id(i), 1, res, since()) {
 				t.Fatal("push refused")
 			}
 			rs = append(rs, res)
@@ -161,7 +161,7 @@ func TestAckWriterFinishesPartialWrite(t *testing.T) {
 	// What complete leaves behind after the socket took 3 of the 8 bytes of two PUBACKs.
 	for _, id := range []uint16{7, 8} {
 		acks.acquire()
-		acks.push(id, 1, &result{})
+		acks.push(id, 1, &result{}, since())
 	}
 	acks.mu.Lock()
 	for _, p := range acks.queue { // durable, with nobody told: the committer is "here"

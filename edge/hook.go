@@ -288,9 +288,10 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 		cl.Stop(fmt.Errorf("publish to %s: %w", pk.TopicName, err))
 		return pk, packets.ErrRejectPacket
 	}
+	now := time.Now()
 	in := inbound{
 		route: route, topic: pk.TopicName, payload: pk.Payload, clientID: cl.ID, device: s.device,
-		packetID: pk.PacketID, qos: qos, contentType: pk.Properties.ContentType, receiveTime: time.Now(),
+		packetID: pk.PacketID, qos: qos, contentType: pk.Properties.ContentType, receiveTime: now,
 	}
 	if qos == 0 {
 		a.ingest(&in, nil)
@@ -306,13 +307,13 @@ func (h *hook) OnPublish(cl *mqtt.Client, pk packets.Packet) (packets.Packet, er
 	}
 	if res := s.ring.resendOf(pk.PacketID, in.hash, s.gen, pk.FixedHeader.Dup); res != nil {
 		a.metrics.resends(pk.FixedHeader.Dup).Inc()
-		s.acks.push(pk.PacketID, qos, res)
+		s.acks.push(pk.PacketID, qos, res, now.Sub(epoch))
 		return ackedByEdge(pk), nil
 	}
 	res := s.newResult()
 	in.res = res
 	s.ring.add(pk.PacketID, in.hash, s.gen, res)
-	if s.acks.push(pk.PacketID, qos, res) {
+	if s.acks.push(pk.PacketID, qos, res, now.Sub(epoch)) {
 		a.ingest(&in, nil) // completes res
 	} else {
 		res.complete(errDraining)

@@ -39,6 +39,7 @@ type metrics struct {
 	ackFailures prometheus.Counter
 	acksLate    prometheus.Counter
 	fsync       prometheus.Histogram
+	ackLatency  prometheus.Histogram
 	// logSuppressed counts log lines held back by a client's log budget (logfilter.go).
 	logSuppressed prometheus.Counter
 }
@@ -96,6 +97,14 @@ func newMetrics() *metrics {
 			Help:    "Duration of segment fsyncs (one per group commit).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
+		// What a device waits for its PUBACK, as the edge sees it: the group commit's gathering
+		// (up to ack_latency_budget), the fsync, and the ack's write. A device's own figure adds
+		// the network and its own scheduling; the two side by side tell which one is slow.
+		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "tributary_edge_ack_latency_seconds",
+			Help:    "Time from a QoS 1/2 PUBLISH read by the edge to its PUBACK (PUBREC) written to the client's socket.",
+			Buckets: prometheus.ExponentialBuckets(0.00025, 2, 15),
+		}),
 	}
 	m.logSuppressed = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "tributary_edge_log_lines_suppressed_total",
@@ -127,7 +136,7 @@ func newMetrics() *metrics {
 		m.resendsDup[i] = m.duplicates.WithLabelValues(dup)
 	}
 	r.MustRegister(m.readingsIn, m.acked, m.rejected, m.deadLetters, m.duplicates, m.authFailed,
-		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.acksLate, m.fsync)
+		m.connected, m.pendingAcks, m.paced, m.ackFailures, m.acksLate, m.fsync, m.ackLatency)
 	return m
 }
 

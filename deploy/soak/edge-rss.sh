@@ -184,6 +184,26 @@ fi
 metric() { awk -v m="$1" '$1 == m {printf "%.0f", $2}' <<<"$metrics"; }
 # The sum of a labelled counter over its labels.
 metric_sum() { awk -v m="$1{" 'index($1, m) == 1 {s += $2; n++} END {if (n) printf "%.0f", s}' <<<"$metrics"; }
+# A quantile of a histogram over the whole run, interpolated within its bucket as Prometheus'
+# histogram_quantile does, in ms.
+hist_ms() {
+	awk -v m="$1_bucket{" -v q="$2" '
+		index($1, m) == 1 {
+			le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le)
+			n++; b[n] = (le == "+Inf") ? -1 : le + 0; c[n] = $2 + 0
+		}
+		END {
+			if (n == 0 || c[n] == 0) exit
+			rank = q * c[n]; lo = 0; prev = 0
+			for (i = 1; i <= n; i++) {
+				if (c[i] >= rank) {
+					if (b[i] < 0) {printf "> %.1f", lo * 1000; exit}
+					printf "%.1f", (lo + (b[i] - lo) * (rank - prev) / (c[i] - prev)) * 1000; exit
+				}
+				lo = b[i]; prev = c[i]
+			}
+		}' <<<"$metrics"
+}
 edge_acked=$(metric tributary_edge_readings_acked_total)
 fsyncs=$(metric tributary_edge_log_fsyncs_total)
 duplicates=$(metric_sum tributary_edge_duplicates_total)
@@ -228,7 +248,7 @@ printf '  %-28s %s\n' \
 	"RSS per device at peak" "$(awk -v p="$peak_kib" -v i="$idle_kib" -v d="$DEVICES" 'BEGIN {printf "%.0f bytes", (p - i) * 1024 / d}')" \
 	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
-	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms" \
+	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms at the devices; $(hist_ms tributary_edge_ack_latency_seconds 0.5) ms / $(hist_ms tributary_edge_ack_latency_seconds 0.99) ms in the edge" \
 	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'); $(awk -v f="${fsyncs:-0}" -v s="$run_seconds" 'BEGIN {if (s > 0) printf "%.0f", f / s; else print "?"}')/s over the ${run_seconds}s from the fleet's start to its end)" \
 	"duplicates recognised" "${duplicates:-?}" \
 	"data dir" "$data_bytes bytes ($(per_reading "$data_bytes") bytes/reading)" \
