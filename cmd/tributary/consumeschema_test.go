@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"math"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -22,7 +23,9 @@ import (
 // holds protobuf and Avro readings with their schemas in the schemas stream (as edges forward
 // them), next to a JSON reading, an opaque one and a protobuf value its schema cannot read: the
 // schema values print as JSON under "value", the JSON reading as it was stored, the other two
-// as value_base64, for every output format that prints values.
+// as value_base64, for every output format that prints values. Avro and protobuf readings whose
+// doubles are NaN or infinite, as sensors send for "no value", print among the others with
+// those numbers as the strings "NaN", "Infinity" and "-Infinity".
 func TestConsumePrintsSchemaValuesAsJSON(t *testing.T) {
 	testdata := filepath.Join("..", "..", "devices", "format", "testdata")
 	proto, err := format.Load(format.Spec{Format: "protobuf", Schema: "reading.proto", Message: "plant.v1.Reading"}, testdata)
@@ -33,9 +36,12 @@ func TestConsumePrintsSchemaValuesAsJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	datum, err := avro.Marshal(avro.MustParse(avsc.Text), map[string]any{"device": "dev-2", "seq": int64(7), "temp": 20.5, "note": nil})
-	if err != nil {
-		t.Fatal(err)
+	avroReading := func(seq int64, temp float64) []byte {
+		datum, err := avro.Marshal(avro.MustParse(avsc.Text), map[string]any{"device": "dev-2", "seq": seq, "temp": temp, "note": nil})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return datum
 	}
 	schemaHeaders := func(s *format.Schema, index string) []storage.Header {
 		h := []storage.Header{{Key: headerSchemaID, Value: []byte(strconv.Itoa(int(s.ID)))}}
@@ -47,7 +53,11 @@ func TestConsumePrintsSchemaValuesAsJSON(t *testing.T) {
 	notProto := []byte{0x0a, 0x40, 'x'} // a string field longer than the value
 	records := []storage.Record{
 		{Key: []byte("dev-1"), Value: protoReading("dev-1", 3, 21.5), Headers: schemaHeaders(proto, "0")},
-		{Key: []byte("dev-2"), Value: datum, Headers: schemaHeaders(avsc, "")},
+		{Key: []byte("dev-2"), Value: avroReading(7, 20.5), Headers: schemaHeaders(avsc, "")},
+		{Key: []byte("dev-2"), Value: avroReading(8, math.NaN()), Headers: schemaHeaders(avsc, "")},
+		{Key: []byte("dev-2"), Value: avroReading(9, math.Inf(1)), Headers: schemaHeaders(avsc, "")},
+		{Key: []byte("dev-1"), Value: protoReading("dev-1", 4, math.Inf(-1)), Headers: schemaHeaders(proto, "0")},
+		{Key: []byte("dev-1"), Value: protoReading("dev-1", 5, math.NaN()), Headers: schemaHeaders(proto, "0")},
 		{Key: []byte("dev-3"), Value: []byte(`{"seq":4,"temp":19.5}`)},
 		{Key: []byte("dev-4"), Value: []byte("\x00\x01opaque")},
 		{Key: []byte("dev-5"), Value: notProto, Headers: schemaHeaders(proto, "0")},
@@ -113,7 +123,9 @@ func TestConsumePrintsSchemaValuesAsJSON(t *testing.T) {
 		return out.String(), errOut.String()
 	}
 
-	wantValues := []string{`{"device":"dev-1","seq":"3","temp":21.5}`, `{"device":"dev-2","seq":7,"temp":20.5,"note":null}`, `{"seq":4,"temp":19.5}`}
+	wantValues := []string{`{"device":"dev-1","seq":"3","temp":21.5}`, `{"device":"dev-2","seq":7,"temp":20.5,"note":null}`,
+		`{"device":"dev-2","seq":8,"temp":"NaN","note":null}`, `{"device":"dev-2","seq":9,"temp":"Infinity","note":null}`,
+		`{"device":"dev-1","seq":"4","temp":"-Infinity"}`, `{"device":"dev-1","seq":"5","temp":"NaN"}`, `{"seq":4,"temp":19.5}`}
 	out, stderr := run()
 	lines := bytes.Split(bytes.TrimSuffix([]byte(out), []byte("\n")), []byte("\n"))
 	if len(lines) != len(records) {
@@ -158,8 +170,9 @@ func TestConsumePrintsSchemaValuesAsJSON(t *testing.T) {
 			t.Errorf("--format value line %d: %s, want %s", i, values[i], want)
 		}
 	}
-	if want, _ := json.Marshal(base64.StdEncoding.EncodeToString(notProto)); string(values[4]) != string(want) {
-		t.Errorf("--format value line 4: %s, want %s", values[4], want)
+	last := len(values) - 1
+	if want, _ := json.Marshal(base64.StdEncoding.EncodeToString(notProto)); string(values[last]) != string(want) {
+		t.Errorf("--format value line %d: %s, want %s", last, values[last], want)
 	}
 }
 

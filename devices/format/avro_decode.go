@@ -10,12 +10,14 @@ import (
 )
 
 // Avro binary decoding into the generic values the JSON view shows: null → nil, int → int,
-// long → int64, float → float32, bytes → []byte (base64 in JSON), record and map →
-// map[string]any, enum → its symbol, fixed → a list of byte values, a union → nil for null,
-// else {"branch name": value}, or the bare value for a union of primitives inside a record,
-// array or map (see avroType.bare); logical types become time.Time, time.Duration or *big.Rat.
-// These are the values github.com/hamba/avro/v2 decodes into an `any`, which defined the
-// JSON view before; avro_hamba_test.go compares the two.
+// long → int64, float → float32, double → float64, a NaN or an infinity → its name as a string
+// (see nonFinite), bytes → []byte (base64 in JSON), record and map → map[string]any, enum → its
+// symbol, fixed → a list of byte values, a union → nil for null, else {"branch name": value}, or
+// the bare value for a union of primitives inside a record, array or map (see avroType.bare);
+// logical types become time.Time, time.Duration or *big.Rat. These are the values
+// github.com/hamba/avro/v2 decodes into an `any`, which defined the JSON view before, but for
+// the non-finite numbers, which that view could not show as JSON; avro_hamba_test.go compares
+// the two.
 
 // avroMaxDepth bounds nesting, so a record that contains itself cannot recurse without end.
 const avroMaxDepth = 1000
@@ -176,13 +178,21 @@ func (r *avroReader) value(t *avroType, top bool) (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		return math.Float32frombits(binary.LittleEndian.Uint32(b)), nil
+		f := math.Float32frombits(binary.LittleEndian.Uint32(b))
+		if s := nonFinite(float64(f)); s != "" {
+			return s, nil
+		}
+		return f, nil
 	case "double":
 		b, err := r.next(8)
 		if err != nil {
 			return nil, err
 		}
-		return math.Float64frombits(binary.LittleEndian.Uint64(b)), nil
+		f := math.Float64frombits(binary.LittleEndian.Uint64(b))
+		if s := nonFinite(f); s != "" {
+			return s, nil
+		}
+		return f, nil
 	case "bytes":
 		b, err := r.bytes()
 		if err != nil {
@@ -308,6 +318,22 @@ func (r *avroReader) value(t *avroType, top bool) (any, error) {
 		return map[string]any{b.branchName(): v}, nil
 	}
 	return nil, fmt.Errorf("unknown type %s", t.kind)
+}
+
+// nonFinite names a NaN or an infinity as the proto3 JSON mapping does ("NaN", "Infinity",
+// "-Infinity"), and is empty for a finite number. JSON numbers cannot hold them, yet they are
+// valid Avro floats and doubles, and sensors send NaN for "no value": as strings they render
+// instead of failing the whole datum's JSON.
+func nonFinite(f float64) string {
+	switch {
+	case math.IsNaN(f):
+		return "NaN"
+	case math.IsInf(f, 1):
+		return "Infinity"
+	case math.IsInf(f, -1):
+		return "-Infinity"
+	}
+	return ""
 }
 
 func avroTime(sec, nsec int64, local bool) time.Time {

@@ -3,6 +3,7 @@ package format
 import (
 	"bytes"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 
@@ -166,5 +167,56 @@ func TestRecordRoundTrip(t *testing.T) {
 	tampered := bytes.Replace(value, []byte("Reading"), []byte("Readinh"), 1)
 	if _, err := ParseRecord(tampered); err == nil {
 		t.Fatal("a record whose text does not match its id was accepted")
+	}
+}
+
+// TestNonFiniteJSON: a NaN or an infinity, valid in Avro and protobuf floats and doubles, is
+// shown as the proto3 JSON mapping's string ("NaN", "Infinity", "-Infinity") in both formats'
+// JSON view, wherever it sits in an Avro datum, instead of failing the reading's JSON.
+func TestNonFiniteJSON(t *testing.T) {
+	var text string
+	for _, c := range avroCases {
+		if c.name == "non-finite" {
+			text = c.schema
+		}
+	}
+	s, err := newAvro(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := avro.Marshal(avro.MustParse(text), map[string]any{
+		"f": float32(math.NaN()), "d": math.Inf(1), "opt": math.Inf(-1),
+		"named": map[string]any{"float": float32(math.Inf(1))},
+		"list":  []any{math.NaN(), 1.5, math.Inf(-1)}, "byName": map[string]any{"lo": float32(math.Inf(-1)), "ok": float32(2.5)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason, detail := s.Check(payload); reason != devices.ReasonNone {
+		t.Fatalf("non-finite datum refused: %s %s", reason, detail)
+	}
+	got, err := s.DecodeJSON(payload)
+	want := `{"byName":{"lo":"-Infinity","ok":2.5},"d":"Infinity","f":"NaN","list":["NaN",1.5,"-Infinity"],"named":{"float":"Infinity"},"opt":"-Infinity"}`
+	if err != nil || string(got) != want {
+		t.Fatalf("Avro JSON %s (%v), want %s", got, err, want)
+	}
+
+	proto := load(t, Spec{Format: Protobuf, Schema: "reading.proto", Message: "plant.v1.Reading"})
+	for _, c := range []struct {
+		temp float64
+		want string
+	}{{math.NaN(), "NaN"}, {math.Inf(1), "Infinity"}, {math.Inf(-1), "-Infinity"}} {
+		payload := protoReading(t, proto, "boiler-1", 7, c.temp)
+		if reason, detail := proto.Check(payload); reason != devices.ReasonNone {
+			t.Fatalf("temp %v refused: %s %s", c.temp, reason, detail)
+		}
+		got, err := proto.DecodeJSON(payload)
+		var m map[string]any
+		if err == nil {
+			err = json.Unmarshal(got, &m)
+		}
+		if err != nil || m["temp"] != c.want {
+			t.Errorf("protobuf temp %v: JSON %s (%v), want temp %q", c.temp, got, err, c.want)
+		}
 	}
 }
