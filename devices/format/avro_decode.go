@@ -300,11 +300,13 @@ func (r *avroReader) value(t *avroType, top bool) (any, error) {
 			}
 		}
 	case "union":
-		i, err := r.long()
+		// The branch is an int, as the spec has it and hamba reads it: a varint longer than
+		// an int's 5 bytes is refused, not read as a long.
+		i, err := r.int()
 		if err != nil {
 			return nil, err
 		}
-		if i < 0 || i >= int64(len(t.branches)) {
+		if i < 0 || int(i) >= len(t.branches) {
 			return nil, fmt.Errorf("union has no branch %d", i)
 		}
 		b := t.branches[i]
