@@ -249,7 +249,7 @@ printf '  %-28s %s\n' \
 	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
 	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms at the devices; $(hist_ms tributary_edge_ack_latency_seconds 0.5) ms / $(hist_ms tributary_edge_ack_latency_seconds 0.99) ms in the edge" \
-	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'); $(awk -v f="${fsyncs:-0}" -v s="$run_seconds" 'BEGIN {if (s > 0) printf "%.0f", f / s; else print "?"}')/s over the ${run_seconds}s from the fleet's start to its end)" \
+	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'); $(awk -v f="${fsyncs:-0}" -v s="$run_seconds" 'BEGIN {if (s > 0) printf "%.0f", f / s; else print "?"}')/s over the ${run_seconds}s from the fleet's start to its end; fsync p50 $(hist_ms tributary_edge_fsync_seconds 0.5) / p99 $(hist_ms tributary_edge_fsync_seconds 0.99) ms)" \
 	"duplicates recognised" "${duplicates:-?}" \
 	"data dir" "$data_bytes bytes ($(per_reading "$data_bytes") bytes/reading)" \
 	"log segments only" "$log_bytes bytes ($(per_reading "$log_bytes") bytes/reading)" \
