@@ -10,14 +10,14 @@ import (
 )
 
 // Avro binary decoding into the generic values the JSON view shows: null → nil, int → int,
-// long → int64, float → float32, double → float64, a NaN or an infinity → its name as a string
-// (see nonFinite), bytes → []byte (base64 in JSON), record and map → map[string]any, enum → its
-// symbol, fixed → a list of byte values, a union → nil for null, else {"branch name": value}, or
-// the bare value for a union of primitives inside a record, array or map (see avroType.bare);
-// logical types become time.Time, time.Duration or *big.Rat. These are the values
-// github.com/hamba/avro/v2 decodes into an `any`, which defined the JSON view before, but for
-// the non-finite numbers, which that view could not show as JSON; avro_hamba_test.go compares
-// the two.
+// long → int64, float → float32, double → float64, bytes → []byte (base64 in JSON), record and
+// map → map[string]any, enum → its symbol, fixed → a list of byte values, a union → nil for
+// null, else {"branch name": value}, or the bare value for a union of primitives inside a
+// record, array or map (see avroType.bare); logical types become time.Time, time.Duration or
+// *big.Rat. These are the values github.com/hamba/avro/v2 decodes into an `any`, which defined
+// the JSON view before, but for those that view could not show as JSON: a NaN or an infinity
+// becomes its name as a string (see nonFinite), and a time before year 0 or after 9999 a
+// string of all its year's digits (see jsonTime). avro_hamba_test.go compares the two.
 
 // avroMaxDepth bounds nesting, so a record that contains itself cannot recurse without end.
 const avroMaxDepth = 1000
@@ -152,7 +152,7 @@ func (r *avroReader) value(t *avroType, top bool) (any, error) {
 		}
 		switch t.logical {
 		case "date":
-			return time.Unix(int64(n)*86400, 0).UTC(), nil
+			return jsonTime(time.Unix(int64(n)*86400, 0).UTC()), nil
 		case "time-millis":
 			return time.Duration(n) * time.Millisecond, nil
 		}
@@ -167,10 +167,10 @@ func (r *avroReader) value(t *avroType, top bool) (any, error) {
 			return time.Duration(n) * time.Microsecond, nil
 		case "timestamp-millis", "local-timestamp-millis":
 			sec := n / 1e3
-			return avroTime(sec, (n-sec*1e3)*1e6, t.logical == "local-timestamp-millis"), nil
+			return jsonTime(avroTime(sec, (n-sec*1e3)*1e6, t.logical == "local-timestamp-millis")), nil
 		case "timestamp-micros", "local-timestamp-micros":
 			sec := n / 1e6
-			return avroTime(sec, (n-sec*1e6)*1e3, t.logical == "local-timestamp-micros"), nil
+			return jsonTime(avroTime(sec, (n-sec*1e6)*1e3, t.logical == "local-timestamp-micros")), nil
 		}
 		return n, nil
 	case "float":
@@ -336,6 +336,16 @@ func nonFinite(f float64) string {
 		return "-Infinity"
 	}
 	return ""
+}
+
+// jsonTime is t, or for a year RFC 3339 cannot hold (before 0 or after 9999, which an Avro
+// date or timestamp can carry and time.Time's JSON refuses) t in the same layout with all the
+// year's digits, as a string: the reading still renders, and its time reads as what was sent.
+func jsonTime(t time.Time) any {
+	if y := t.Year(); y < 0 || y > 9999 {
+		return t.Format(time.RFC3339Nano)
+	}
+	return t
 }
 
 func avroTime(sec, nsec int64, local bool) time.Time {

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hamba/avro/v2"
 	"google.golang.org/protobuf/proto"
@@ -218,5 +219,32 @@ func TestNonFiniteJSON(t *testing.T) {
 		if err != nil || m["temp"] != c.want {
 			t.Errorf("protobuf temp %v: JSON %s (%v), want temp %q", c.temp, got, err, c.want)
 		}
+	}
+}
+
+// TestAvroYearsPastRFC3339: a date or timestamp before year 0 or after 9999, which Avro can
+// carry and RFC 3339 cannot, shows in RFC 3339's layout with all its year's digits instead of
+// failing the reading's JSON; years 0 to 9999 stay RFC 3339.
+func TestAvroYearsPastRFC3339(t *testing.T) {
+	text := `{"type":"record","name":"Y","fields":[
+		{"name":"date","type":{"type":"int","logicalType":"date"}},
+		{"name":"ms","type":{"type":"long","logicalType":"timestamp-millis"}},
+		{"name":"us","type":{"type":"array","items":{"type":"long","logicalType":"timestamp-micros"}}}]}`
+	s, err := newAvro(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload, err := avro.Marshal(avro.MustParse(text), map[string]any{
+		"date": time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		"ms":   time.Date(-1, 12, 31, 23, 59, 59, 1e6, time.UTC),
+		"us":   []any{time.Date(292277, 1, 2, 3, 4, 5, 6000, time.UTC), time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.DecodeJSON(payload)
+	want := `{"date":"10000-01-01T00:00:00Z","ms":"-0001-12-31T23:59:59.001Z","us":["292277-01-02T03:04:05.000006Z","9999-12-31T23:59:59Z"]}`
+	if err != nil || string(got) != want {
+		t.Fatalf("JSON %s (%v), want %s", got, err, want)
 	}
 }
