@@ -3,6 +3,7 @@ package kafkaserve
 import (
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -24,11 +25,18 @@ func (c *coordinator) offsetCommit(r *kmsg.OffsetCommitRequest) *kmsg.OffsetComm
 		// A member's commit counts only in its generation; a commit without one (generation -1)
 		// is a standalone consumer's, as the HTTP API makes.
 		c.mu.Lock()
-		g, _, kerrv := c.member(r.Group, r.MemberID, r.Generation)
-		if kerrv != nil {
+		g, m, kerrv := c.member(r.Group, r.MemberID, r.Generation)
+		switch {
+		case kerrv != nil:
 			code = kerrv.Code
-		} else if g.state == statePreparing || g.state == stateCompleting {
+		case g.state == stateCompleting:
+			// Between JoinGroup and SyncGroup the member holds no assignment of its new generation.
 			code = kerr.RebalanceInProgress.Code
+		default:
+			// Stable, or PreparingRebalance: as Kafka's coordinator, take the commit, which counts
+			// as a heartbeat. A member learns of a rebalance from its next heartbeat and commits
+			// what it processed before it rejoins; refusing that would re-deliver it all.
+			m.lastSeen = time.Now()
 		}
 		c.mu.Unlock()
 	}
