@@ -38,18 +38,20 @@ func withSchemaHeaders(headers string) string {
 
 // schemaDecoder turns the value_base64 of lines whose record names a schema (protobuf, Avro)
 // into "value": the decoded value as JSON, with the schema fetched once from central's registry.
-// A value that cannot be decoded keeps its value_base64, and the reason is said once on stderr.
+// A value that cannot be decoded keeps its value_base64, and the reason is said once per schema
+// on stderr: for a schema that could not be fetched, and for the first value that did not decode.
 type schemaDecoder struct {
 	baseURL, token string
 	client         *http.Client
 	schemas        map[string]*format.Schema // by "id/index"
 	failed         map[string]bool
+	undecodable    map[string]bool // schemas of which a value did not decode, already said
 	warn           func(string)
 }
 
 func newSchemaDecoder(baseURL, token string, warn func(string)) *schemaDecoder {
 	return &schemaDecoder{baseURL: strings.TrimRight(baseURL, "/"), token: token, client: &http.Client{Timeout: 30 * time.Second},
-		schemas: map[string]*format.Schema{}, failed: map[string]bool{}, warn: warn}
+		schemas: map[string]*format.Schema{}, failed: map[string]bool{}, undecodable: map[string]bool{}, warn: warn}
 }
 
 // rewrite returns line with its value decoded when its record names a schema, else line itself.
@@ -61,7 +63,9 @@ func (d *schemaDecoder) rewrite(ctx context.Context, line []byte) []byte {
 		return line
 	}
 	var v struct {
-		Headers map[string]string `json:"headers"`
+		Partition int               `json:"partition"`
+		Offset    int64             `json:"offset"`
+		Headers   map[string]string `json:"headers"`
 	}
 	if json.Unmarshal(line, &v) != nil || v.Headers[headerSchemaID] == "" {
 		return line
@@ -87,6 +91,11 @@ func (d *schemaDecoder) rewrite(ctx context.Context, line []byte) []byte {
 	}
 	js, err := s.DecodeJSON(raw[:n])
 	if err != nil {
+		if !d.undecodable[key] {
+			d.undecodable[key] = true
+			d.warn(fmt.Sprintf("consume: the value at partition %d offset %d does not decode with schema %s (%v): printed as value_base64, as any other such value of that schema will be",
+				v.Partition, v.Offset, v.Headers[headerSchemaID], err))
+		}
 		return line
 	}
 	// The line up to value_base64's field, then "value" and the closing brace.
