@@ -25,8 +25,8 @@ import (
 // holds protobuf and Avro readings with their schemas in the schemas stream (as edges forward
 // them), next to a JSON reading, an opaque one and a protobuf value its schema cannot read: the
 // schema values print as JSON under "value", the JSON reading as it was stored, the other two
-// as value_base64 (the undecodable one said once on stderr), for every output format that prints values. Avro and protobuf readings whose
-// doubles are NaN or infinite, as sensors send for "no value", print among the others with
+// as value_base64 (the undecodable one said once on stderr), for every output format that
+// prints values. Avro and protobuf readings whose doubles are NaN or infinite, as sensors send for "no value", print among the others with
 // those numbers as the strings "NaN", "Infinity" and "-Infinity".
 func TestConsumePrintsSchemaValuesAsJSON(t *testing.T) {
 	testdata := filepath.Join("..", "..", "devices", "format", "testdata")
