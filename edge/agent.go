@@ -3,7 +3,6 @@ package edge
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +19,7 @@ import (
 
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/devices/format"
+	"github.com/tributary-iot/tributary/internal/certreload"
 	"github.com/tributary-iot/tributary/storage"
 )
 
@@ -277,26 +277,20 @@ func (a *Agent) newBroker() error {
 	return nil
 }
 
+// tlsConfig serves mqtt.tls_cert and its key, read again when they change (certreload).
 func (a *Agent) tlsConfig() (*tls.Config, error) {
 	m := a.cfg.MQTT
-	cert, err := tls.LoadX509KeyPair(m.TLSCert, m.TLSKey)
+	r, err := certreload.New(certreload.Options{CertFile: m.TLSCert, KeyFile: m.TLSKey, ClientCAFile: m.TLSClientCA,
+		CertName: "mqtt.tls_cert", KeyName: "mqtt.tls_key", ClientCAName: "mqtt.tls_client_ca", Listener: "mqtt_tls", Logger: a.logger})
 	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate (mqtt.tls_cert, mqtt.tls_key): %w", err)
+		return nil, err
 	}
-	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
 	if m.TLSClientCA != "" {
-		pem, err := os.ReadFile(m.TLSClientCA)
-		if err != nil {
-			return nil, fmt.Errorf("read client CA (mqtt.tls_client_ca): %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, errors.New("mqtt.tls_client_ca holds no PEM certificate")
-		}
 		// Devices with a password may still connect over TLS without a certificate.
-		tc.ClientCAs, tc.ClientAuth = pool, tls.VerifyClientCertIfGiven
+		base.ClientAuth = tls.VerifyClientCertIfGiven
 	}
-	return tc, nil
+	return r.ServerConfig(base), nil
 }
 
 // Log is the edge log the agent appends to; the forwarder reads it. Valid until Run returns.

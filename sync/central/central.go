@@ -25,6 +25,7 @@ import (
 	// promhttp serves the private registry at /metrics.
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tributary-iot/tributary/internal/certreload"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central/console"
 	"github.com/tributary-iot/tributary/sync/consume"
@@ -40,6 +41,8 @@ type Config struct {
 	DataDir string `yaml:"data_dir"`
 	Listen  string `yaml:"listen"`
 
+	// TLSCert and TLSKey (PEM) serve Listen over TLS. They and ClientCA are read again when they
+	// change: a renewal needs no restart.
 	TLSCert  string `yaml:"tls_cert"`
 	TLSKey   string `yaml:"tls_key"`
 	ClientCA string `yaml:"client_ca"` // require client certificates signed by this CA (mTLS)
@@ -400,9 +403,14 @@ func ensureStream(log *storage.Log, name string, partitions int) error {
 	return nil
 }
 
-// serverTLS is the listener's TLS, built by the helper the edge's HTTP listener shares.
+// serverTLS is the listener's TLS, built by the helper the edge's HTTP listener shares; the
+// Kafka listener serves the same certificate. Renewed files are taken without a restart.
 func serverTLS(cfg Config) (*tls.Config, error) {
-	return httpx.ServerTLS(cfg.TLSCert, cfg.TLSKey, cfg.ClientCA)
+	return httpx.ServerTLS(certreload.Options{
+		CertFile: cfg.TLSCert, KeyFile: cfg.TLSKey, ClientCAFile: cfg.ClientCA,
+		CertName: "tls_cert", KeyName: "tls_key", ClientCAName: "client_ca",
+		Listener: "central", Logger: cfg.Logger,
+	})
 }
 
 // EdgesView is the answer of GET /v1/edges.

@@ -52,7 +52,9 @@ func listenKafka(cfg Config, log *storage.Log, tcfg *tls.Config, logger *slog.Lo
 	if tcfg != nil {
 		t := tcfg.Clone()
 		t.NextProtos = nil
-		t.ClientAuth, t.ClientCAs = tls.NoClientCert, nil // consumers log in with SASL, not edge certificates
+		// Consumers log in with SASL, not edge certificates: no client CA, not even the one
+		// certreload's GetConfigForClient would serve. The certificate still follows renewals.
+		t.ClientAuth, t.ClientCAs, t.GetConfigForClient = tls.NoClientCert, nil, nil
 		sc.TLS = t
 	}
 	srv, err := kafkaserve.New(sc)

@@ -39,8 +39,8 @@ type Config struct {
 	// loopback clients only. /metrics, /healthz and /readyz stay open as before.
 	HTTPTokenFile string `yaml:"http_token_file"`
 	// HTTPTLSCert and HTTPTLSKey, a PEM certificate and its private key, serve HTTPListen over
-	// TLS only, as central's tls_cert and tls_key do its listener: read at start, so a renewed
-	// certificate takes a restart. HTTPClientCA, a PEM bundle as central's client_ca, then
+	// TLS only, as central's tls_cert and tls_key do its listener: read again when they change,
+	// so a renewed certificate takes no restart. HTTPClientCA, a PEM bundle as central's client_ca, then
 	// requires every client of the listener (Prometheus and browsers too) to present a
 	// certificate signed by it; without a token such a client is let in to the status page.
 	HTTPTLSCert  string `yaml:"http_tls_cert"`

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/edge/status"
+	"github.com/tributary-iot/tributary/internal/certreload"
 	"github.com/tributary-iot/tributary/sync/internal/httpx"
 )
 
@@ -28,8 +29,9 @@ func (c Config) validateHTTPTLS() error {
 	return nil
 }
 
-// httpTLS loads the HTTP listener's certificate and client CA with central's helper; nil
-// without http_tls_cert. Each missing file is named by its key.
+// httpTLS loads the HTTP listener's certificate and client CA with central's helper, which
+// reads them again when they change; nil without http_tls_cert. Each missing file is named by
+// its key.
 func (c Config) httpTLS() (*tls.Config, error) {
 	if c.HTTPTLSCert == "" {
 		return nil, nil
@@ -45,7 +47,11 @@ func (c Config) httpTLS() (*tls.Config, error) {
 			return nil, fmt.Errorf("%s: %w", f.key, err)
 		}
 	}
-	t, err := httpx.ServerTLS(c.HTTPTLSCert, c.HTTPTLSKey, c.HTTPClientCA)
+	t, err := httpx.ServerTLS(certreload.Options{
+		CertFile: c.HTTPTLSCert, KeyFile: c.HTTPTLSKey, ClientCAFile: c.HTTPClientCA,
+		CertName: "http_tls_cert", KeyName: "http_tls_key", ClientCAName: "http_client_ca",
+		Listener: "http", Logger: c.Logger,
+	})
 	if err != nil {
 		return nil, fmt.Errorf("HTTP listener TLS: %w: http_tls_cert must be a PEM certificate, http_tls_key its private key (PEM), "+
 			"http_client_ca a PEM bundle of CA certificates", err)

@@ -12,6 +12,8 @@ import (
 	"os"
 	"strings"
 	"time"
+
+	"github.com/tributary-iot/tributary/internal/certreload"
 )
 
 // ErrorBody is the body of every non-2xx answer of central's HTTP APIs: {"error": "..."}.
@@ -64,21 +66,23 @@ func CertPool(file, what string) (*x509.CertPool, error) {
 }
 
 // ServerTLS is the TLS configuration of central's listener and of the edge's HTTP listener, so
-// both take the same files the same way: a PEM certificate and its private key, read once here
-// (a renewed certificate takes a restart), TLS 1.2 or newer, HTTP/2 offered; with clientCA (a
-// PEM bundle) every client must present a certificate signed by it, checked in the handshake.
-func ServerTLS(certFile, keyFile, clientCA string) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+// both take the same files the same way: a PEM certificate and its private key, TLS 1.2 or
+// newer, HTTP/2 offered; with a client CA (a PEM bundle) every client must present a
+// certificate signed by it, checked in the handshake. The files are read now (bad ones are an
+// error) and again when they change, so a renewed certificate or CA needs no restart
+// (certreload).
+func ServerTLS(files certreload.Options) (*tls.Config, error) {
+	r, err := certreload.New(files)
 	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate: %w", err)
+		return nil, err
 	}
-	t := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
-	if clientCA != "" {
-		pool, err := CertPool(clientCA, "client CA")
-		if err != nil {
-			return nil, err
-		}
-		t.ClientCAs, t.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	return r.ServerConfig(&tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"},
+		ClientAuth: clientAuth(files.ClientCAFile)}), nil
+}
+
+func clientAuth(clientCA string) tls.ClientAuthType {
+	if clientCA == "" {
+		return tls.NoClientCert
 	}
-	return t, nil
+	return tls.RequireAndVerifyClientCert
 }
