@@ -392,11 +392,18 @@ func TestRotateClientCA(t *testing.T) {
 		return &tls.Config{RootCAs: site.Pool, Certificates: []tls.Certificate{cert}}
 	}
 	oldClient, newClient := client(devicesOld), client(devicesNew)
+	// The old client keeps session tickets: resuming must not get around the new pool.
+	oldClient.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 	kept, err := dial(t, addr, oldClient)
 	if err != nil {
 		t.Fatalf("client of the configured CA: %v", err)
 	}
 	defer kept.Close()
+	if again, err := dial(t, addr, oldClient); err != nil || !again.ConnectionState().DidResume {
+		t.Fatalf("second connection of the old client: %v, want a resumed session", err)
+	} else {
+		again.Close()
+	}
 	if _, err := dial(t, addr, newClient); err == nil {
 		t.Fatal("client of a CA not yet configured was accepted")
 	}
@@ -414,8 +421,8 @@ func TestRotateClientCA(t *testing.T) {
 		}
 		time.Sleep(check)
 	}
-	if _, err := dial(t, addr, oldClient); err == nil {
-		t.Fatal("client of the replaced CA still accepted")
+	if c, err := dial(t, addr, oldClient); err == nil {
+		t.Fatalf("client of the replaced CA still accepted (resumed %v)", c.ConnectionState().DidResume)
 	}
 	if err := echo(kept); err != nil {
 		t.Fatalf("connection accepted before the CA changed: %v", err)
