@@ -8,8 +8,9 @@
 // a Kubernetes secret volume's symlink swap). Nothing runs between handshakes, so there is no
 // goroutine to stop. Changed files are read whole and taken only if they make a valid pair: when
 // they do not (unreadable, the key does not match the certificate, a file half-written), the
-// previous certificate and CA pool stay in use and one error names what is wrong; the files are
-// tried again when they change again. A taken certificate is logged once with its subject,
+// previous certificate and CA pool stay in use and, if the files are still the same at the next
+// look (so a renewal caught between writing the key and the certificate is not reported), one
+// error names what is wrong; the files are tried again when they change again. A taken certificate is logged once with its subject,
 // serial and expiry. Connections already open keep the certificate they were set up with.
 //
 // At start ([New]) bad files are an error, so a wrong configuration still fails at once.
@@ -64,8 +65,9 @@ type Reloader struct {
 	current atomic.Pointer[loaded]
 	next    atomic.Int64 // time.Since(start) of the next look at the files
 
-	mu   sync.Mutex // held by the one handshake looking at the files
-	seen fileStates // the files when last read, whether taken or refused
+	mu      sync.Mutex // held by the one handshake looking at the files
+	seen    fileStates // the files when last read, whether taken or refused
+	refused error      // why seen were refused, until logged at the next look
 }
 
 // loaded is one key pair and CA pool read together.
@@ -178,19 +180,23 @@ func (r *Reloader) check() {
 	}
 	r.next.Store(now + int64(r.opts.CheckEvery))
 	states := r.stat()
+	cur := r.current.Load()
 	if states.equal(r.seen) {
+		if r.refused != nil {
+			r.logRefused(cur, r.refused)
+			r.refused = nil
+		}
 		return
 	}
 	r.seen = states
-	cur := r.current.Load()
 	l, err := r.load(states)
 	if err != nil {
-		r.log.Error("TLS files changed but cannot be used: still serving the previous certificate. "+
-			"Put a complete PEM certificate and its matching private key in place (write each to a temporary file and rename it over the old one); "+
-			"they are read again when they change",
-			"listener", r.opts.Listener, "err", err, "serving_serial", serial(cur.cert), "serving_not_after", notAfter(cur.cert))
+		// Said at the next look, if the files have not changed by then: a renewal that writes
+		// the key and then the certificate is not reported for the moment between the two.
+		r.refused = err
 		return
 	}
+	r.refused = nil
 	if sameContent(cur, l) {
 		// Touched or rewritten with the same content: nothing to say.
 		r.current.Store(l)
@@ -205,6 +211,14 @@ func (r *Reloader) check() {
 		r.log.Warn("the reloaded TLS certificate has expired: clients will refuse it; renew it",
 			"listener", r.opts.Listener, "cert", r.opts.CertFile, "not_after", notAfter(l.cert))
 	}
+}
+
+// logRefused says why the files in place are not served, and what to do.
+func (r *Reloader) logRefused(cur *loaded, err error) {
+	r.log.Error("TLS files changed but cannot be used: still serving the previous certificate. "+
+		"Put a complete PEM certificate and its matching private key in place (write each to a temporary file and rename it over the old one); "+
+		"they are read again when they change",
+		"listener", r.opts.Listener, "err", err, "serving_serial", serial(cur.cert), "serving_not_after", notAfter(cur.cert))
 }
 
 func sameContent(a, b *loaded) bool {
