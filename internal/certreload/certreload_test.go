@@ -2,10 +2,17 @@ package certreload_test
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -549,4 +556,40 @@ func TestConcurrentHandshakesDuringRotation(t *testing.T) {
 		t.Fatalf("handshake during rotation: %v", err)
 	}
 	waitSerial(t, addr, client, fileSerial(t, pairs[len(pairs)-1][0]))
+}
+
+// An expired certificate put in place is taken (it is what the operator installed) and warned
+// about.
+func TestExpiredReplacementIsWarned(t *testing.T) {
+	ca := testpki.New(t, "site")
+	certFile, keyFile := liveFiles(t, ca, "gw")
+	logs := &logBuffer{}
+	r, err := certreload.New(certreload.Options{CertFile: certFile, KeyFile: keyFile, Logger: logs.logger(), CheckEvery: check})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, r.ServerConfig(nil))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: pkix.Name{CommonName: "expired"},
+		NotBefore: time.Now().Add(-48 * time.Hour), NotAfter: time.Now().Add(-24 * time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeAtomic(t, keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}))
+	writeAtomic(t, certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	waitLog(t, logs, addr, &tls.Config{InsecureSkipVerify: true}, "level=WARN")
+	if w := logs.lines("level=WARN"); len(w) != 1 || !strings.Contains(w[0], "has expired") {
+		t.Fatalf("warnings %q, want one saying the certificate has expired", w)
+	}
+	if got := r.Certificate().Leaf.SerialNumber.Text(16); got != "7" {
+		t.Fatalf("serving serial %s, want the expired replacement's 7", got)
+	}
 }
