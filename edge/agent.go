@@ -19,7 +19,7 @@ import (
 
 	"github.com/tributary-iot/tributary/devices"
 	"github.com/tributary-iot/tributary/devices/format"
-	"github.com/tributary-iot/tributary/internal/certreload"
+	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/storage"
 )
 

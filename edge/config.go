@@ -130,7 +130,7 @@ type MQTTConfig struct {
 	Listen string `yaml:"listen"`
 	// TLSListen, with TLSCert and TLSKey, adds a TLS listener. TLSClientCA, when set, asks clients
 	// for a certificate signed by it; a verified certificate's CN is the device id. The three
-	// files are read again when they change (internal/certreload): renewals need no restart.
+	// files are read again when they change (devices/certreload): renewals need no restart.
 	TLSListen   string `yaml:"tls_listen"`
 	TLSCert     string `yaml:"tls_cert"`
 	TLSKey      string `yaml:"tls_key"`

@@ -25,7 +25,7 @@ import (
 	// promhttp serves the private registry at /metrics.
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tributary-iot/tributary/internal/certreload"
+	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central/console"
 	"github.com/tributary-iot/tributary/sync/consume"

@@ -9,7 +9,7 @@ import (
 
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/edge/status"
-	"github.com/tributary-iot/tributary/internal/certreload"
+	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/sync/internal/httpx"
 )
 

@@ -13,7 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tributary-iot/tributary/internal/certreload"
+	"github.com/tributary-iot/tributary/devices/certreload"
 )
 
 // ErrorBody is the body of every non-2xx answer of central's HTTP APIs: {"error": "..."}.

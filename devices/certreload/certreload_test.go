@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tributary-iot/tributary/internal/certreload"
+	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/internal/testpki"
 )
 

@@ -5,7 +5,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/tributary-iot/tributary/internal/certreload"
+	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/internal/testpki"
 )
 

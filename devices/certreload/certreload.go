@@ -15,10 +15,11 @@
 //
 // At start ([New]) bad files are an error, so a wrong configuration still fails at once.
 //
-// It lives in the top-level internal/ because both the edge's MQTT TLS listener (edge/) and
-// the HTTPS listeners of central and of the edge's HTTP endpoint (sync/, through
-// sync/internal/httpx) use it: sync/internal is not importable from edge/, and edge and sync
-// do not import each other. It imports only the standard library.
+// It lives in devices/, which owns the credentials devices and edges connect with, because both
+// the edge's MQTT TLS listener (edge/) and the HTTPS and Kafka listeners of central and of the
+// edge's HTTP endpoint (sync/, through sync/internal/httpx) use it: sync/internal is not
+// importable from edge/, edge and sync do not import each other, and the top-level internal/ is
+// for test support. It imports only the standard library.
 package certreload
 
 import (
