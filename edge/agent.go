@@ -18,8 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tributary-iot/tributary/devices"
-	"github.com/tributary-iot/tributary/devices/format"
 	"github.com/tributary-iot/tributary/devices/certreload"
+	"github.com/tributary-iot/tributary/devices/format"
 	"github.com/tributary-iot/tributary/storage"
 )
 

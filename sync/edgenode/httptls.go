@@ -7,9 +7,9 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/edge"
 	"github.com/tributary-iot/tributary/edge/status"
-	"github.com/tributary-iot/tributary/devices/certreload"
 	"github.com/tributary-iot/tributary/sync/internal/httpx"
 )
 
