@@ -254,6 +254,14 @@ func (r *Reloader) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error
 	return r.current.Load().cert, nil
 }
 
+// GetClientCertificate is a [tls.Config.GetClientCertificate] offering the current key pair, for
+// a client that connects out with a certificate (the edge's forwarder, central's Kafka sink): a
+// renewed client certificate is used from the next connection on.
+func (r *Reloader) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	r.check()
+	return r.current.Load().cert, nil
+}
+
 // Certificate is the key pair served now.
 func (r *Reloader) Certificate() *tls.Certificate { return r.current.Load().cert }
 

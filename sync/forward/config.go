@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"github.com/tributary-iot/tributary/sync/internal/httpx"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,9 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tributary-iot/tributary/devices/certreload"
+	"github.com/tributary-iot/tributary/sync/internal/httpx"
 )
 
 // Config configures a Forwarder. Zero fields mean the defaults.
@@ -141,11 +143,14 @@ func (c Config) client() (*http.Client, error) {
 			tlsCfg.RootCAs = pool
 		}
 		if c.CertFile != "" || c.KeyFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+			// Read again when the files change: a renewed certificate is offered from the next
+			// connection to central on, without a restart.
+			cert, err := certreload.New(certreload.Options{CertFile: c.CertFile, KeyFile: c.KeyFile,
+				CertName: "forward.cert_file", KeyName: "forward.key_file", Listener: "forward", Logger: c.Logger})
 			if err != nil {
 				return nil, fmt.Errorf("load client certificate: %w", err)
 			}
-			tlsCfg.Certificates = []tls.Certificate{cert}
+			tlsCfg.GetClientCertificate = cert.GetClientCertificate
 		}
 	}
 	tr := &http.Transport{

@@ -16,6 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/sasl/plain"
 	"github.com/twmb/franz-go/pkg/sasl/scram"
+
+	"github.com/tributary-iot/tributary/devices/certreload"
 )
 
 // Config configures a [Sink]. It is meant to sit under `sinks: kafka:` in central's YAML config;
@@ -156,11 +158,14 @@ func (c Config) clientOptions() ([]kgo.Opt, error) {
 			}
 		}
 		if c.TLS.CertFile != "" {
-			cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+			// Read again when the files change: a renewed certificate is offered from the next
+			// connection to a broker on, without a restart.
+			cert, err := certreload.New(certreload.Options{CertFile: c.TLS.CertFile, KeyFile: c.TLS.KeyFile,
+				CertName: "sinks.kafka.tls.cert_file", KeyName: "sinks.kafka.tls.key_file", Listener: "kafka sink", Logger: c.Logger})
 			if err != nil {
 				return nil, fmt.Errorf("load kafka client certificate: %w", err)
 			}
-			tc.Certificates = []tls.Certificate{cert}
+			tc.GetClientCertificate = cert.GetClientCertificate
 		}
 		opts = append(opts, kgo.DialTLSConfig(tc))
 	}
