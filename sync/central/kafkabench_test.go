@@ -6,6 +6,7 @@ import (
 	"runtime/pprof"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -99,8 +100,12 @@ func BenchmarkConsumeKafka(b *testing.B) {
 	// the servers' goroutines are told apart by their packages.
 	kafkaRead := func(name string, brokers ...string) (rate, cpu float64) {
 		pprof.Do(ctx, pprof.Labels("source", name), func(ctx context.Context) {
+			reads := &fetchReads{}
+			defer func() {
+				b.Logf("%s: %d fetch responses, %.0f MiB, %.0f ms reading them (waiting for the server included)", name, reads.n.Load(), float64(reads.bytes.Load())/(1<<20), float64(reads.wait.Load())/1e6)
+			}()
 			cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.ConsumeTopics("readings"),
-				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+				kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.WithHooks(reads))
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -160,6 +165,18 @@ func BenchmarkConsumeKafka(b *testing.B) {
 	// it moves less than the rates, and it is what the two share on a small box.
 	b.ReportMetric(kafkaCPU/float64(b.N), "kafka-cpu-s/1M")
 	b.ReportMetric(fakeCPU/float64(b.N), "kfake-cpu-s/1M")
+}
+
+// fetchReads counts a client's Fetch responses and the time it spent reading them, from the
+// request's end to the response's last byte: the server's latency and the transfer.
+type fetchReads struct{ n, bytes, wait atomic.Int64 }
+
+func (f *fetchReads) OnBrokerRead(_ kgo.BrokerMetadata, key int16, bytes int, _, timeToRead time.Duration, _ error) {
+	if key == 1 {
+		f.n.Add(1)
+		f.bytes.Add(int64(bytes))
+		f.wait.Add(int64(timeToRead))
+	}
 }
 
 func median(v []float64) float64 {

@@ -9,6 +9,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/tributary-iot/tributary/internal/testcpu"
 	"github.com/tributary-iot/tributary/sync/kafkaserve"
 )
 
@@ -57,6 +58,7 @@ func BenchmarkFetchServe(b *testing.B) {
 	defer cl.Close()
 	ctx := context.Background()
 	b.ResetTimer()
+	cpu := testcpu.Self()
 	var bytes int
 	for i := 0; i < b.N; i++ {
 		next := make([]int64, parts)
@@ -93,4 +95,8 @@ func BenchmarkFetchServe(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "records/s")
 	b.ReportMetric(float64(bytes)/float64(n*b.N), "bytes/record")
+	// The process's CPU: the serving path, and a client that only frames the responses.
+	if c := testcpu.Self() - cpu; c > 0 {
+		b.ReportMetric(float64(c.Nanoseconds())/float64(n*b.N), "cpu-ns/record")
+	}
 }
