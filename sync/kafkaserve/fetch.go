@@ -222,7 +222,7 @@ func (cc *conn) fetch(ctx context.Context, r *kmsg.FetchRequest) *kmsg.FetchResp
 		}
 		if fp.full && fp.resp.ErrorCode == 0 && aheadBytes+room <= maxAheadConn {
 			aheadBytes += room
-			cc.startAhead(fp.reader, room, zstd)
+			cc.aheadJobs = append(cc.aheadJobs, aheadJob{fp.reader, room, zstd})
 		}
 	}
 	if sess != nil {

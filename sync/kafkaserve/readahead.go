@@ -19,19 +19,47 @@ const (
 	maxAheadConn      = 32 << 20
 )
 
-// startAhead encodes up to room bytes of pr's next batches into pr's spare buffer in the
-// background.
-func (cc *conn) startAhead(pr *partReader, room int, zstd bool) {
-	pr.settle()
-	done := make(chan struct{})
-	pr.aheadDone, pr.aheadFrom, pr.aheadZstd = done, pr.offset(), zstd
+// aheadJob is one partition's share to read ahead: room bytes of pr's next batches.
+type aheadJob struct {
+	pr   *partReader
+	room int
+	zstd bool
+}
+
+// startAhead starts the read-ahead a fetch asked for (cc.aheadJobs), once its response is
+// written: meanwhile the connection and the client's reading of it have the cores to
+// themselves. The shares are encoded one after the other in one goroutine, into their readers'
+// spare buffers: the client decodes a response on one goroutine too, so on a small box one
+// read-ahead keeps ahead of it (encoding costs less per record than decoding) where a
+// goroutine per partition would take the cores the client needs.
+func (cc *conn) startAhead() {
+	jobs := cc.aheadJobs
+	cc.aheadJobs = nil
+	if len(jobs) == 0 {
+		return
+	}
+	dones := make([]chan struct{}, len(jobs))
+	for i, j := range jobs {
+		j.pr.settle()
+		dones[i] = make(chan struct{})
+		j.pr.aheadDone, j.pr.aheadFrom, j.pr.aheadZstd = dones[i], j.pr.offset(), j.zstd
+	}
 	cc.ahead.Add(1)
 	go func() {
 		defer cc.ahead.Done()
-		defer close(done)
-		b := &batchBuilder{zstd: zstd}
-		out, _, err := encode(pr, b, pr.spare[:0], room, true)
-		pr.ahead, pr.aheadErr = out, err
+		var b batchBuilder
+		for i, j := range jobs {
+			b.zstd = j.zstd
+			out := j.pr.spare[:0]
+			if cap(out) < j.room {
+				// The partition filled its last share, so it will likely fill this one: one
+				// buffer of that size, not a doubling series of copies.
+				out = make([]byte, 0, j.room)
+			}
+			out, _, err := encode(j.pr, &b, out, j.room, true)
+			j.pr.ahead, j.pr.aheadErr = out, err
+			close(dones[i])
+		}
 	}()
 }
 

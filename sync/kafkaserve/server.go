@@ -168,7 +168,9 @@ type conn struct {
 	readers  map[partKey]*partReader
 	sessions map[int32]*fetchSession // KIP-227 fetch sessions this connection opened
 	ahead    sync.WaitGroup          // read-aheads running (readahead.go)
-	out      []byte
+	// aheadJobs is the read-ahead the last fetch asked for, started once its response is out.
+	aheadJobs []aheadJob
+	out       []byte
 	// closeAfter closes the connection once the current response is written.
 	closeAfter bool
 }
@@ -222,6 +224,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			log.Debug("write kafka response", "err", err)
 			return
 		}
+		cc.startAhead()
 		if cc.closeAfter {
 			return
 		}
