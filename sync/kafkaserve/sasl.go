@@ -8,7 +8,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"fmt"
+	"net"
 	"strings"
 
 	"github.com/twmb/franz-go/pkg/kerr"
@@ -16,8 +18,11 @@ import (
 )
 
 // SASL as Kafka frames it since KIP-152: SaslHandshake names the mechanism, then SaslAuthenticate
-// requests carry the mechanism's messages. PLAIN (RFC 4616) checks a password sent as is, so it
-// belongs on TLS; SCRAM-SHA-256 (RFC 5802, RFC 7677) proves knowledge of it without sending it.
+// requests carry the mechanism's messages. After a SaslHandshake v0 (KIP-43, what kafka-python
+// 2.0 and sarama's SASLHandshakeV0 send) the messages come instead as bare packets, a 4-byte size
+// and the token with no request header, answered the same way; a failure closes the connection,
+// as v0 has no place for an error. PLAIN (RFC 4616) checks a password sent as is, so it belongs
+// on TLS; SCRAM-SHA-256 (RFC 5802, RFC 7677) proves knowledge of it without sending it.
 
 const (
 	mechPlain  = "PLAIN"
@@ -27,7 +32,9 @@ const (
 
 type saslState struct {
 	mechanism string
-	scram     *scramExchange
+	// unframed: the handshake was v0, so the next packets are bare SASL tokens.
+	unframed bool
+	scram    *scramExchange
 }
 
 type scramExchange struct {
@@ -51,7 +58,7 @@ func (cc *conn) saslHandshake(r *kmsg.SASLHandshakeRequest) *kmsg.SASLHandshakeR
 	}
 	switch r.Mechanism {
 	case mechPlain, mechScram:
-		cc.sasl = saslState{mechanism: r.Mechanism}
+		cc.sasl = saslState{mechanism: r.Mechanism, unframed: r.GetVersion() == 0}
 	default:
 		resp.ErrorCode = kerr.UnsupportedSaslMechanism.Code
 	}
@@ -104,6 +111,21 @@ func (cc *conn) saslAuthenticate(r *kmsg.SASLAuthenticateRequest) (kmsg.Response
 		return resp, nil
 	}
 	return nil, errClose{"unknown SASL state"}
+}
+
+// saslToken answers a bare SASL token sent after a SaslHandshake v0 with the server's token as a
+// bare packet (empty when the mechanism has nothing to say, as PLAIN on success); a failed login
+// closes the connection.
+func (cc *conn) saslToken(token []byte) (net.Buffers, error) {
+	resp, err := cc.saslAuthenticate(&kmsg.SASLAuthenticateRequest{SASLAuthBytes: token})
+	if err != nil {
+		return nil, err
+	}
+	ar := resp.(*kmsg.SASLAuthenticateResponse)
+	if ar.ErrorCode != 0 {
+		return nil, errClose{"SASL authentication failed after a SaslHandshake v0"}
+	}
+	return net.Buffers{binary.BigEndian.AppendUint32(nil, uint32(len(ar.SASLAuthBytes))), ar.SASLAuthBytes}, nil
 }
 
 func (cc *conn) authenticated(user string) {

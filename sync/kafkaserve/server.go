@@ -204,7 +204,8 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 		if !cc.authed {
 			limit = min(limit, maxUnauthenticatedRequest)
 		}
-		if n < 8 || n > limit {
+		unframed := cc.sasl.unframed
+		if (n < 8 && !unframed) || n < 0 || n > limit {
 			log.Warn("kafka request with an impossible size; closing the connection", "declared_bytes", n, "limit", limit)
 			return
 		}
@@ -214,7 +215,13 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			log.Debug("kafka request cut short", "err", err)
 			return
 		}
-		resp, err := cc.handle(ctx, body)
+		var resp net.Buffers
+		var err error
+		if unframed {
+			resp, err = cc.saslToken(body)
+		} else {
+			resp, err = cc.handle(ctx, body)
+		}
 		if err != nil {
 			log.Warn("kafka request refused; closing the connection", "reason", err.Error(), "client_id", cc.clientID)
 			return

@@ -34,9 +34,9 @@ var versions = map[int16]versionRange{
 	14: {0, 5},  // SyncGroup
 	15: {0, 5},  // DescribeGroups
 	16: {0, 4},  // ListGroups
-	// SaslHandshake: librdkafka requires v0 in the range before it uses SASL at all; it and every
-	// current client then authenticate with v1 and SaslAuthenticate. A client that really
-	// continues with v0's unframed tokens is cut off by the framing check.
+	// SaslHandshake: librdkafka requires v0 in the range before it uses SASL at all; it and most
+	// current clients then authenticate with v1 and SaslAuthenticate; kafka-python 2.0 sends v0
+	// and its unframed tokens (sasl.go).
 	17: {0, 1},
 	18: {0, 3}, // ApiVersions
 	19: {2, 7}, // CreateTopics: refused
