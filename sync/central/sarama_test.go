@@ -207,10 +207,11 @@ func intsOf(ps []int32) []int {
 	return out
 }
 
-// joinSarama starts a member of group that consumes until ctx ends or its group is closed.
-func joinSarama(t *testing.T, ctx context.Context, addr, group, name string, g *saramaGroupRun) *saramaMember {
+// joinSarama starts a member of group, assigning with strategy when it leads, that consumes until ctx ends or its group is closed.
+func joinSarama(t *testing.T, ctx context.Context, addr, group, name string, strategy sarama.BalanceStrategy, g *saramaGroupRun) *saramaMember {
 	t.Helper()
 	cfg := saramaConfig(sarama.V4_0_0_0, name)
+	cfg.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{strategy}
 	cfg.Consumer.Group.Session.Timeout = 6 * time.Second
 	cfg.Consumer.Group.Heartbeat.Interval = 500 * time.Millisecond
 	cfg.Consumer.Group.Rebalance.Timeout = 10 * time.Second
@@ -262,10 +263,11 @@ func waitFor(t *testing.T, d time.Duration, cond func() bool, what func() string
 }
 
 // TestSaramaGroup runs sarama's consumer-group code and offset manager against central's
-// coordinator: two members split the partitions, the one left takes every partition when the
-// other leaves, what sarama's offset manager commits for the records it marked is the group's
-// offsets in the HTTP API and in sarama's own admin client, and a new member starts at exactly
-// those offsets and reads the rest once.
+// coordinator, with each of sarama's assignors (range, round-robin, sticky), which the
+// coordinator relays as chosen: two members split the partitions, the one left takes every
+// partition when the other leaves, what sarama's offset manager commits for the records it
+// marked is the group's offsets in the HTTP API and in sarama's own admin client, and a new
+// member starts at exactly those offsets and reads the rest once.
 func TestSaramaGroup(t *testing.T) {
 	cdir := t.TempDir()
 	token := addEdge(t, cdir, "gw-1")
@@ -274,12 +276,25 @@ func TestSaramaGroup(t *testing.T) {
 	cl := &consume.Client{BaseURL: url}
 	forwardFleet(t, url, "", token, cl, 100, 12000)
 	ends := partitionEnds(t, cl)
+	admin, err := sarama.NewClusterAdmin([]string{kaddr}, saramaConfig(sarama.V4_0_0_0, "admin"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	for _, strategy := range []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange(),
+		sarama.NewBalanceStrategyRoundRobin(), sarama.NewBalanceStrategySticky()} {
+		t.Run(strategy.Name(), func(t *testing.T) { saramaGroup(t, url, kaddr, strategy, ends, admin) })
+	}
+}
+
+func saramaGroup(t *testing.T, url, kaddr string, strategy sarama.BalanceStrategy, ends map[int]int64, admin sarama.ClusterAdmin) {
+	group := "sarama-" + strategy.Name()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
 	g := &saramaGroupRun{limit: 6000, slow: true}
-	m1 := joinSarama(t, ctx, kaddr, "sarama-group", "c1", g)
-	m2 := joinSarama(t, ctx, kaddr, "sarama-group", "c2", g)
+	m1 := joinSarama(t, ctx, kaddr, group, "c1", strategy, g)
+	m2 := joinSarama(t, ctx, kaddr, group, "c2", strategy, g)
 	waitFor(t, 30*time.Second, func() bool {
 		a1, a2 := m1.assigned(), m2.assigned()
 		return len(a1) > 0 && len(a2) > 0 && len(a1)+len(a2) == len(ends)
@@ -287,6 +302,14 @@ func TestSaramaGroup(t *testing.T) {
 	a1, a2 := m1.assigned(), m2.assigned()
 	checkSplit(t, "sarama", a1, a2, len(ends))
 	t.Logf("two sarama members split the partitions: c1=%v c2=%v", a1, a2)
+	desc, err := admin.DescribeConsumerGroups([]string{group})
+	if err != nil || len(desc) != 1 {
+		t.Fatalf("sarama admin describing %s: %v, %v", group, desc, err)
+	}
+	if d := desc[0]; d.Err != sarama.ErrNoError || d.State != "Stable" || d.ProtocolType != "consumer" || d.Protocol != strategy.Name() || len(d.Members) != 2 {
+		t.Fatalf("sarama admin describes %s as %s, %q/%q with %d members (%v); want Stable, consumer/%s, 2 members",
+			group, d.State, d.ProtocolType, d.Protocol, len(d.Members), d.Err, strategy.Name())
+	}
 	m2.leave(t)
 	waitFor(t, 30*time.Second, func() bool { return len(m1.assigned()) == len(ends) },
 		func() string { return fmt.Sprintf("c1 did not take over: %v", m1.assigned()) })
@@ -307,7 +330,7 @@ func TestSaramaGroup(t *testing.T) {
 	for _, r := range recs {
 		marked[r.Partition] = r.Offset + 1
 	}
-	committed, err := getGroupOffsets(url, "sarama-group")
+	committed, err := getGroupOffsets(url, group)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,12 +339,7 @@ func TestSaramaGroup(t *testing.T) {
 			t.Fatalf("partition %d: sarama's offset manager marked up to %d, the HTTP API reports %d committed", p, marked[p], committed.Offsets[p])
 		}
 	}
-	admin, err := sarama.NewClusterAdmin([]string{kaddr}, saramaConfig(sarama.V4_0_0_0, "admin"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer admin.Close()
-	fetched, err := admin.ListConsumerGroupOffsets("sarama-group", nil)
+	fetched, err := admin.ListConsumerGroupOffsets(group, nil)
 	if err != nil {
 		t.Fatalf("sarama admin: %v", err)
 	}
@@ -339,7 +357,7 @@ func TestSaramaGroup(t *testing.T) {
 		left += int(end - committed.Offsets[p])
 	}
 	g3 := &saramaGroupRun{limit: left}
-	m3 := joinSarama(t, ctx, kaddr, "sarama-group", "c3", g3)
+	m3 := joinSarama(t, ctx, kaddr, group, "c3", strategy, g3)
 	waitFor(t, 30*time.Second, func() bool { g3.mu.Lock(); defer g3.mu.Unlock(); return len(g3.recs) >= left },
 		func() string { return fmt.Sprintf("the new member read %d of the %d records left", len(g3.recs), left) })
 	m3.leave(t)
