@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,22 +117,65 @@ func saramaRecord(consumer string, m *sarama.ConsumerMessage) clientRecord {
 	return clientRecord{Consumer: consumer, Partition: int(m.Partition), Offset: m.Offset, Key: string(m.Key), Value: string(m.Value), Headers: h}
 }
 
+// countingDialer dials TCP and counts the bytes read from its connections: the size of what
+// the Kafka listener sent.
+type countingDialer struct{ read atomic.Int64 }
+
+func (d *countingDialer) Dial(network, addr string) (net.Conn, error) {
+	c, err := net.DialTimeout(network, addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: c, n: &d.read}, nil
+}
+
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c *countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
 // TestSaramaReadsCentral: sarama's partition consumers read every reading an edge forwarded,
 // from the beginning, once each, in offset order, with the keys, values and headers central
-// stored; at sarama's default Kafka version and at 4.0's request versions.
+// stored; at sarama's default Kafka version and at 4.0's request versions; from a listener that
+// serves the batches as stored and from one that serves them zstd-compressed (`kafka:
+// compression: zstd`), decoded by sarama's own codec, which must then be what came over the
+// wire: far fewer bytes.
 func TestSaramaReadsCentral(t *testing.T) {
-	cdir := t.TempDir()
-	token := addEdge(t, cdir, "gw-1")
-	url, kaddr, stop := runCentralKafka(t, central.Config{DataDir: cdir})
-	defer stop()
-	cl := &consume.Client{BaseURL: url}
-	f := forwardFleet(t, url, "", token, cl, 200, 10000)
+	received := map[string]int64{}
+	for _, compression := range []string{"none", "zstd"} {
+		func() {
+			cdir := t.TempDir()
+			token := addEdge(t, cdir, "gw-1")
+			url, kaddr, stop := runCentralKafka(t, central.Config{DataDir: cdir, Kafka: central.KafkaListener{Compression: compression}})
+			defer stop()
+			cl := &consume.Client{BaseURL: url}
+			f := forwardFleet(t, url, "", token, cl, 200, 10000)
+			for _, v := range saramaVersions {
+				cfg := saramaConfig(v, "read")
+				dialer := &countingDialer{}
+				cfg.Net.Proxy.Enable, cfg.Net.Proxy.Dialer = true, dialer
+				name := fmt.Sprintf("sarama (Kafka %s, %s)", v, compression)
+				recs, err := saramaRead(t, kaddr, cfg)
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				verifyClientRead(t, name, recs, cl, f)
+				received[v.String()+" "+compression] = dialer.read.Load()
+			}
+		}()
+	}
 	for _, v := range saramaVersions {
-		recs, err := saramaRead(t, kaddr, saramaConfig(v, "read"))
-		if err != nil {
-			t.Fatalf("sarama (Kafka %s): %v", v, err)
+		plain, zstd := received[v.String()+" none"], received[v.String()+" zstd"]
+		if zstd*2 > plain {
+			t.Fatalf("sarama (Kafka %s) received %d bytes from the zstd listener, %d from the uncompressed one: want zstd's batches", v, zstd, plain)
 		}
-		verifyClientRead(t, "sarama (Kafka "+v.String()+")", recs, cl, f)
+		t.Logf("sarama (Kafka %s) received %d bytes uncompressed, %d with zstd", v, plain, zstd)
 	}
 }
 
