@@ -4,8 +4,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	dto "github.com/prometheus/client_model/go"
 )
 
 // TestAckLatencyHistogram checks tributary_edge_ack_latency_seconds against what devices see:
@@ -39,20 +37,18 @@ func TestAckLatencyHistogram(t *testing.T) {
 	}
 
 	// The edge observes an ack just after its write returns, which may be after the device read it.
-	var h *dto.Histogram
+	var count uint64
+	var sum float64
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-		h = ackLatency(t, a)
-		if h == nil {
-			t.Fatal("no tributary_edge_ack_latency_seconds in the edge's metrics")
-		}
-		if h.GetSampleCount() >= devices*per || time.Now().After(deadline) {
+		count, sum = ackLatency(t, a)
+		if count >= devices*per || time.Now().After(deadline) {
 			break
 		}
 	}
-	if got := h.GetSampleCount(); got != devices*per {
+	if got := count; got != devices*per {
 		t.Fatalf("ack latency histogram has %d observations, want one per acked reading: %d", got, devices*per)
 	}
-	edgeSum := time.Duration(h.GetSampleSum() * float64(time.Second))
+	edgeSum := time.Duration(sum * float64(time.Second))
 	if edgeSum > deviceSum {
 		t.Errorf("the edge counted %v of ack latency in all, more than the devices waited (%v)", edgeSum, deviceSum)
 	}
@@ -63,15 +59,18 @@ func TestAckLatencyHistogram(t *testing.T) {
 	t.Logf("ack latency: edge %v, devices %v, per reading", edgeSum/(devices*per), deviceSum/(devices*per))
 }
 
-func ackLatency(t *testing.T, a *Agent) *dto.Histogram {
+// ackLatency returns the observations and their sum of the edge's ack latency histogram.
+func ackLatency(t *testing.T, a *Agent) (count uint64, sum float64) {
 	mfs, err := a.metrics.registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == "tributary_edge_ack_latency_seconds" {
-			return mf.GetMetric()[0].GetHistogram()
+			h := mf.GetMetric()[0].GetHistogram()
+			return h.GetSampleCount(), h.GetSampleSum()
 		}
 	}
-	return nil
+	t.Fatal("no tributary_edge_ack_latency_seconds in the edge's metrics")
+	return 0, 0
 }
