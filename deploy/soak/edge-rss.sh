@@ -116,7 +116,7 @@ writes_before=$(write_bytes "$edge_pid")
 echo "edge-rss: edge pid $edge_pid on mqtt $mqtt_addr, http $http_addr; idle RSS $(mib "$idle_kib") MiB"
 
 total=$(awk -v d="$DEVICES" -v r="$RATE" -v s="$DURATION" 'BEGIN {printf "%d", d * r * s}')
-echo "edge-rss: $DEVICES devices x $RATE readings/s x ${DURATION}s = $total readings offered (QoS 1)"
+echo "edge-rss: $DEVICES devices x $RATE readings/s x ${DURATION}s = $total readings planned (QoS 1)"
 "$work/firmware-sim" --broker "tcp://$mqtt_addr" --devices "$DEVICES" --rate "$RATE" --qos 1 \
 	--duration "${DURATION}s" --format json --max-device-rows 0 >"$work/report.json" 2>"$work/sim.log" &
 sim_pid=$!
@@ -246,7 +246,7 @@ printf '  %-28s %s\n' \
 	"RSS as the fleet left" "$(mib "$final_kib") MiB" \
 	"RSS 5 s after" "$(mib "$left_kib") MiB (anon $(mib "$left_anon"), file $(mib "$left_file"))" \
 	"RSS per device at peak" "$(awk -v p="$peak_kib" -v i="$idle_kib" -v d="$DEVICES" 'BEGIN {printf "%.0f bytes", (p - i) * 1024 / d}')" \
-	"readings acked" "$acked of $total offered ($unacked unacked; edge counted ${edge_acked:-?})" \
+	"readings acked" "$acked of $(field offered) offered, $total planned ($unacked unacked; edge counted ${edge_acked:-?})" \
 	"acked readings/s" "$acked_per_s" \
 	"ack latency p50 / p99" "$(ack_ms p50_ns) ms / $(ack_ms p99_ns) ms at the devices; $(hist_ms tributary_edge_ack_latency_seconds 0.5) ms / $(hist_ms tributary_edge_ack_latency_seconds 0.99) ms in the edge" \
 	"fsyncs" "${fsyncs:-?} ($(awk -v a="$acked" -v f="${fsyncs:-0}" 'BEGIN {if (f > 0) printf "%.1f readings/fsync", a / f; else print "n/a"}'); $(awk -v f="${fsyncs:-0}" -v s="$run_seconds" 'BEGIN {if (s > 0) printf "%.0f", f / s; else print "?"}')/s over the ${run_seconds}s from the fleet's start to its end; fsync p50 $(hist_ms tributary_edge_fsync_seconds 0.5) / p99 $(hist_ms tributary_edge_fsync_seconds 0.99) ms)" \
