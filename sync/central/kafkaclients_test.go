@@ -1,9 +1,12 @@
 package central_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
+	"os/exec"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"testing"
@@ -15,6 +18,45 @@ import (
 
 // Checks shared by the interop tests of Kafka clients written elsewhere (kafka-python, sarama):
 // what a client read is compared with what central stored, as its HTTP consume API shows it.
+
+// runClientScript runs a client's script (prog script args...) bounded to 90 s (the scripts give
+// up after 60 s) and returns the JSON lines it printed, each decoded as an L, and how it exited;
+// a line that is not JSON fails the test. The client's stderr (its warnings about rebalances
+// and refused logins) is logged only when the test fails, where it explains the failure.
+func runClientScript[L any](t *testing.T, prog, script string, args ...string) ([]L, error) {
+	t.Helper()
+	name := filepath.Base(script)
+	shown := args[:min(len(args), 4)]
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, prog, append([]string{script}, args...)...)
+	cmd.Stderr = &stderr
+	start := time.Now()
+	out, err := cmd.Output()
+	if ctx.Err() != nil {
+		t.Fatalf("%s %v still running after 90s\n%s", name, shown, stderr.String())
+	}
+	var lines []L
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var l L
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("%s printed %q: %v", name, sc.Text(), err)
+		}
+		lines = append(lines, l)
+	}
+	if stderr.Len() > 0 {
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("%s %v stderr:\n%s", name, shown, stderr.String())
+			}
+		})
+	}
+	t.Logf("%s %v: %d lines in %v", name, shown, len(lines), time.Since(start).Round(time.Millisecond))
+	return lines, err
+}
 
 // clientRecord is one record a Kafka client read, as the client reported it.
 type clientRecord struct {

@@ -1,7 +1,6 @@
 package central_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"sort"
 	"strconv"
 	"testing"
-	"time"
 
 	firmwaresim "github.com/tributary-iot/tributary/firmware-sim"
 	"github.com/tributary-iot/tributary/internal/testpki"
@@ -60,36 +58,7 @@ type jsLine struct {
 func runKafkaJS(t *testing.T, args ...string) ([]jsLine, error) {
 	t.Helper()
 	node, dir := kafkajs(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, node, append([]string{filepath.Join(dir, "consume.js")}, args...)...)
-	cmd.Stderr = &stderr
-	start := time.Now()
-	out, err := cmd.Output()
-	if ctx.Err() != nil {
-		t.Fatalf("consume.js %v still running after 90s\n%s", args[:4], stderr.String())
-	}
-	var lines []jsLine
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l jsLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("consume.js printed %q: %v", sc.Text(), err)
-		}
-		lines = append(lines, l)
-	}
-	if stderr.Len() > 0 {
-		// KafkaJS's warnings (rebalances, refused logins) explain a failure; a passing run keeps quiet.
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("consume.js %v stderr:\n%s", args[:4], stderr.String())
-			}
-		})
-	}
-	t.Logf("consume.js %v: %d lines in %v", args[:4], len(lines), time.Since(start).Round(time.Millisecond))
-	return lines, err
+	return runClientScript[jsLine](t, node, filepath.Join(dir, "consume.js"), args...)
 }
 
 // kafkaJSRead runs consume.js read and fails the test unless it exited cleanly; it returns the

@@ -1,10 +1,6 @@
 package central_test
 
 import (
-	"bufio"
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"log/slog"
 	"os/exec"
@@ -12,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tributary-iot/tributary/internal/testpki"
 	"github.com/tributary-iot/tributary/internal/testprog"
@@ -41,36 +36,7 @@ type pyClientLine struct {
 func runKafkaPython(t *testing.T, args ...string) ([]pyClientLine, error) {
 	t.Helper()
 	py := testprog.Python(t, "python3-kafka", "kafka")
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, py, append([]string{filepath.Join("testdata", "kafkapython", "consume.py")}, args...)...)
-	cmd.Stderr = &stderr
-	start := time.Now()
-	out, err := cmd.Output()
-	if ctx.Err() != nil {
-		t.Fatalf("consume.py %v still running after 90s\n%s", args[:3], stderr.String())
-	}
-	var lines []pyClientLine
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	sc.Buffer(nil, 1<<20)
-	for sc.Scan() {
-		var l pyClientLine
-		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
-			t.Fatalf("consume.py printed %q: %v", sc.Text(), err)
-		}
-		lines = append(lines, l)
-	}
-	if stderr.Len() > 0 {
-		// kafka-python's warnings (rebalances, refused logins) explain a failure.
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("consume.py %v stderr:\n%s", args[:3], stderr.String())
-			}
-		})
-	}
-	t.Logf("consume.py %v: %d lines in %v", args[:3], len(lines), time.Since(start).Round(time.Millisecond))
-	return lines, err
+	return runClientScript[pyClientLine](t, py, filepath.Join("testdata", "kafkapython", "consume.py"), args...)
 }
 
 // kafkaPython runs consume.py and fails the test unless it exited cleanly.
