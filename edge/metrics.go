@@ -101,8 +101,8 @@ func newMetrics() *metrics {
 		// (up to ack_latency_budget), the fsync, and the ack's write. A device's own figure adds
 		// the network and its own scheduling; the two side by side tell which one is slow.
 		ackLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "tributary_edge_ack_latency_seconds",
-			Help:    "Time from a QoS 1/2 PUBLISH read by the edge to its PUBACK (PUBREC) written to the client's socket.",
+			Name: "tributary_edge_ack_latency_seconds",
+			Help: "Time from a QoS 1/2 PUBLISH read by the edge to its PUBACK (PUBREC) written to the client's socket.",
 			// Fine around the 20 ms budget, where an operator reads the p99.
 			Buckets: []float64{.0005, .001, .002, .003, .005, .0075, .01, .0125, .015, .0175, .02, .025, .03, .04, .05, .075, .1, .25, .5, 1, 2.5},
 		}),

@@ -3,7 +3,6 @@ package edge
 import (
 	"crypto/tls"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,21 +10,6 @@ import (
 
 	"github.com/tributary-iot/tributary/internal/testpki"
 )
-
-// installFile puts src's content at dst as a renewal does: a temporary file renamed over it.
-func installFile(t *testing.T, dst, src string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst+".tmp", b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".tmp", dst); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // tlsSerial handshakes with addr and returns the serial of the certificate served.
 func tlsSerial(t *testing.T, addr string, tc *tls.Config) string {
@@ -55,15 +39,6 @@ func waitTLS(t *testing.T, addr string, tc *tls.Config, what string, done func(s
 	}
 }
 
-func certSerial(t *testing.T, certFile, keyFile string) string {
-	t.Helper()
-	c, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.Leaf.SerialNumber.Text(16)
-}
-
 // The MQTT TLS listener takes renewed certificate files without a restart: new connections get
 // the new certificate, a device connected before keeps publishing on its connection, and a bad
 // replacement keeps the certificate in service and is logged once, naming the key to fix.
@@ -74,8 +49,8 @@ func TestMQTTTLSCertificateRotation(t *testing.T) {
 	live := t.TempDir()
 	certFile, keyFile := filepath.Join(live, "edge.crt"), filepath.Join(live, "edge.key")
 	c1, k1 := ca.ServerCert(t, "edge-1")
-	installFile(t, certFile, c1)
-	installFile(t, keyFile, k1)
+	testpki.Install(t, certFile, c1)
+	testpki.Install(t, keyFile, k1)
 	logs := &logBuffer{}
 	a, _ := startAgentLogged(t, Config{DataDir: dir, MQTT: MQTTConfig{
 		Listen: "-", TLSListen: "127.0.0.1:0", TLSCert: certFile, TLSKey: keyFile,
@@ -88,14 +63,14 @@ func TestMQTTTLSCertificateRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	publishQoS1(t, before, "devices/boiler-1/readings", `{"t":1}`)
-	if got, want := tlsSerial(t, a.TLSAddr(), client), certSerial(t, c1, k1); got != want {
+	if got, want := tlsSerial(t, a.TLSAddr(), client), testpki.Serial(t, c1, k1); got != want {
 		t.Fatalf("serving serial %s, want the configured %s", got, want)
 	}
 
 	c2, k2 := ca.ServerCert(t, "edge-2")
-	installFile(t, keyFile, k2)
-	installFile(t, certFile, c2)
-	renewed := certSerial(t, c2, k2)
+	testpki.Install(t, keyFile, k2)
+	testpki.Install(t, certFile, c2)
+	renewed := testpki.Serial(t, c2, k2)
 	waitTLS(t, a.TLSAddr(), client, "renewed certificate served", func(s string) bool { return s == renewed })
 
 	publishQoS1(t, before, "devices/boiler-1/readings", `{"t":2}`) // the connection from before still works
@@ -113,7 +88,7 @@ func TestMQTTTLSCertificateRotation(t *testing.T) {
 
 	// A key that is not the certificate's: refused, the renewed certificate stays in service.
 	_, otherKey := ca.ServerCert(t, "other")
-	installFile(t, keyFile, otherKey)
+	testpki.Install(t, keyFile, otherKey)
 	waitTLS(t, a.TLSAddr(), client, "bad key logged", func(s string) bool {
 		if s != renewed {
 			t.Fatalf("serving serial %s after a bad key, want %s", s, renewed)

@@ -130,3 +130,36 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 		t.Fatal(err)
 	}
 }
+
+// Install puts the content of the file src at dst as a renewal does: written to a temporary
+// file beside dst and renamed over it, so a reader never sees half of it.
+func Install(t testing.TB, dst, src string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	InstallBytes(t, dst, b)
+}
+
+// InstallBytes is Install with the content given.
+func InstallBytes(t testing.TB, dst string, content []byte) {
+	t.Helper()
+	if err := os.WriteFile(dst+".tmp", content, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dst+".tmp", dst); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Serial is the serial number, in hex, of the certificate in certFile (keyFile its key), as
+// tls.ConnectionState's PeerCertificates show it.
+func Serial(t testing.TB, certFile, keyFile string) string {
+	t.Helper()
+	c, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c.Leaf.SerialNumber.Text(16)
+}

@@ -17,17 +17,6 @@ import (
 	"github.com/tributary-iot/tributary/sync/central"
 )
 
-// installFile puts src's content at dst as a renewal does: a temporary file renamed over it.
-func installFile(t *testing.T, dst string, content []byte) {
-	t.Helper()
-	if err := os.WriteFile(dst+".tmp", content, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".tmp", dst); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func readFile(t *testing.T, path string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(path)
@@ -35,15 +24,6 @@ func readFile(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return b
-}
-
-func fileSerial(t *testing.T, certFile, keyFile string) string {
-	t.Helper()
-	c, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c.Leaf.SerialNumber.Text(16)
 }
 
 // healthz GETs /healthz with tr and returns the served certificate's serial and whether the
@@ -91,9 +71,9 @@ func TestCentralTLSRotation(t *testing.T) {
 	live := t.TempDir()
 	certFile, keyFile, caFile := filepath.Join(live, "central.crt"), filepath.Join(live, "central.key"), filepath.Join(live, "edges-ca.crt")
 	c1, k1 := serverCA.ServerCert(t, "central-1")
-	installFile(t, certFile, readFile(t, c1))
-	installFile(t, keyFile, readFile(t, k1))
-	installFile(t, caFile, readFile(t, edgesOld.File))
+	testpki.Install(t, certFile, c1)
+	testpki.Install(t, keyFile, k1)
+	testpki.Install(t, caFile, edgesOld.File)
 
 	logs := &lockedBuffer{}
 	kafkaAddr := make(chan string, 1)
@@ -110,7 +90,7 @@ func TestCentralTLSRotation(t *testing.T) {
 
 	before := transport(edgesOld)
 	defer before.CloseIdleConnections()
-	first := fileSerial(t, c1, k1)
+	first := testpki.Serial(t, c1, k1)
 	if s, _, err := healthz(t, before, url); err != nil || s != first {
 		t.Fatalf("before the rotation: serial %s, %v; want %s", s, err, first)
 	}
@@ -119,10 +99,10 @@ func TestCentralTLSRotation(t *testing.T) {
 	}
 
 	c2, k2 := serverCA.ServerCert(t, "central-2")
-	renewed := fileSerial(t, c2, k2)
-	installFile(t, keyFile, readFile(t, k2))
-	installFile(t, certFile, readFile(t, c2))
-	installFile(t, caFile, readFile(t, edgesNew.File))
+	renewed := testpki.Serial(t, c2, k2)
+	testpki.Install(t, keyFile, k2)
+	testpki.Install(t, certFile, c2)
+	testpki.Install(t, caFile, edgesNew.File)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		tr := transport(edgesNew)
@@ -155,7 +135,7 @@ func TestCentralTLSRotation(t *testing.T) {
 
 	// A certificate cut off mid-write: refused, the renewed one stays in service.
 	pem := readFile(t, c1)
-	installFile(t, certFile, pem[:len(pem)/2])
+	testpki.InstallBytes(t, certFile, pem[:len(pem)/2])
 	deadline = time.Now().Add(10 * time.Second)
 	for !strings.Contains(logs.String(), "TLS files changed but cannot be used") {
 		if time.Now().After(deadline) {

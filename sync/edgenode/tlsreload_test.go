@@ -3,27 +3,12 @@ package edgenode
 import (
 	"crypto/tls"
 	"net/http"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tributary-iot/tributary/internal/testpki"
 )
-
-func installFile(t *testing.T, dst, src string) {
-	t.Helper()
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst+".tmp", b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(dst+".tmp", dst); err != nil {
-		t.Fatal(err)
-	}
-}
 
 // The HTTP listener takes a renewed http_tls_cert and a replaced http_client_ca without a
 // restart: the next connections get the new certificate and are checked against the new CA.
@@ -34,9 +19,9 @@ func TestHTTPSCertificateAndClientCARotation(t *testing.T) {
 	cfg := Config{Config: edgeConfig("gw-rotate")}
 	cfg.HTTPTLSCert, cfg.HTTPTLSKey, cfg.HTTPClientCA = filepath.Join(live, "edge.crt"), filepath.Join(live, "edge.key"), filepath.Join(live, "ops-ca.crt")
 	c1, k1 := ca.ServerCert(t, "edge-1")
-	installFile(t, cfg.HTTPTLSCert, c1)
-	installFile(t, cfg.HTTPTLSKey, k1)
-	installFile(t, cfg.HTTPClientCA, opsOld.File)
+	testpki.Install(t, cfg.HTTPTLSCert, c1)
+	testpki.Install(t, cfg.HTTPTLSKey, k1)
+	testpki.Install(t, cfg.HTTPClientCA, opsOld.File)
 	n := startHTTPSNode(t, ca, cfg)
 	oldClient, newClient := httpsClient(ca, opsOld.ClientCert(t, "prometheus")), httpsClient(ca, opsNew.ClientCert(t, "prometheus"))
 	serial := func(c *http.Client) (string, error) {
@@ -52,9 +37,9 @@ func TestHTTPSCertificateAndClientCARotation(t *testing.T) {
 	}
 
 	c2, k2 := ca.ServerCert(t, "edge-2")
-	installFile(t, cfg.HTTPTLSKey, k2)
-	installFile(t, cfg.HTTPTLSCert, c2)
-	installFile(t, cfg.HTTPClientCA, opsNew.File)
+	testpki.Install(t, cfg.HTTPTLSKey, k2)
+	testpki.Install(t, cfg.HTTPTLSCert, c2)
+	testpki.Install(t, cfg.HTTPClientCA, opsNew.File)
 	want := readSerial(t, c2, k2)
 	deadline := time.Now().Add(10 * time.Second)
 	for {

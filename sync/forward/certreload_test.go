@@ -5,7 +5,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -34,25 +33,8 @@ func TestClientCertificateRenewed(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "edge.pem"), filepath.Join(dir, "edge-key.pem")
 	install := func(cert, key string) {
-		for _, f := range [][2]string{{key, keyFile}, {cert, certFile}} { // a renewal writes the key first
-			b, err := os.ReadFile(f[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(f[1]+".tmp", b, 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if err := os.Rename(f[1]+".tmp", f[1]); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	serialOf := func(cert, key string) string {
-		c, err := tls.LoadX509KeyPair(cert, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c.Leaf.SerialNumber.Text(16)
+		testpki.Install(t, keyFile, key) // a renewal writes the key first
+		testpki.Install(t, certFile, cert)
 	}
 	oldCert, oldKey := ca.ClientCertFiles(t, "gw-1")
 	newCert, newKey := ca.ClientCertFiles(t, "gw-1-renewed")
@@ -75,11 +57,11 @@ func TestClientCertificateRenewed(t *testing.T) {
 		}
 		return string(b)
 	}
-	if got, want := offered(), serialOf(oldCert, oldKey); got != want {
+	if got, want := offered(), testpki.Serial(t, oldCert, oldKey); got != want {
 		t.Fatalf("the server saw client certificate %s, want %s", got, want)
 	}
 	install(newCert, newKey)
-	want := serialOf(newCert, newKey)
+	want := testpki.Serial(t, newCert, newKey)
 	deadline := time.Now().Add(5 * time.Second) // the files are looked at once a second at most
 	for got := offered(); got != want; got = offered() {
 		if time.Now().After(deadline) {
