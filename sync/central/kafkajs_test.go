@@ -1,9 +1,7 @@
 package central_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"os/exec"
@@ -12,10 +10,8 @@ import (
 	"strconv"
 	"testing"
 
-	firmwaresim "github.com/tributary-iot/tributary/firmware-sim"
 	"github.com/tributary-iot/tributary/internal/testpki"
 	"github.com/tributary-iot/tributary/internal/testprog"
-	"github.com/tributary-iot/tributary/storage"
 	"github.com/tributary-iot/tributary/sync/central"
 	"github.com/tributary-iot/tributary/sync/consume"
 	"github.com/tributary-iot/tributary/sync/forward"
@@ -89,41 +85,13 @@ func records(lines []jsLine) []jsLine {
 	return recs
 }
 
-// verifyKafkaJS checks records read from the beginning against the fleet that was appended and
-// forwarded: firmware-sim's verifier finds every reading once and in order per device, and each
-// device's last seq, partition and provenance are the ones central stored.
-func verifyKafkaJS(t *testing.T, recs []jsLine, f *fleet, partitions int) {
-	t.Helper()
-	var buf bytes.Buffer
-	lastSeq := map[string]int64{}
-	for _, r := range recs {
-		if want := storage.PartitionFor([]byte(r.Key), partitions); r.Partition != want {
-			t.Fatalf("device %s read from partition %d, central keeps it in %d", r.Key, r.Partition, want)
-		}
-		if r.Headers["edge"] != "gw-1" || r.Headers["edge-offset"] == "" || r.Headers["topic"] != "devices/"+r.Key+"/readings" {
-			t.Fatalf("record %d/%d has headers %v, want the provenance and topic central stored", r.Partition, r.Offset, r.Headers)
-		}
-		ep, _ := strconv.ParseInt(r.Headers["edge-partition"], 10, 64)
-		eo, _ := strconv.ParseInt(r.Headers["edge-offset"], 10, 64)
-		rec, _ := json.Marshal(firmwaresim.Record{Stream: "readings", Partition: int64(r.Partition), Offset: r.Offset,
-			Key: r.Key, Edge: r.Headers["edge"], EdgePartition: ep, EdgeOffset: eo, Value: json.RawMessage(r.Value)})
-		buf.Write(append(rec, '\n'))
-		lastSeq[r.Key] = seqOf(t, []byte(r.Value))
+// jsRecords are the records among consume.js's lines, for verifyClientRead.
+func jsRecords(lines []jsLine) []clientRecord {
+	var recs []clientRecord
+	for _, l := range records(lines) {
+		recs = append(recs, clientRecord{Consumer: l.Consumer, Partition: l.Partition, Offset: l.Offset, Key: l.Key, Value: l.Value, Headers: l.Headers})
 	}
-	v, err := firmwaresim.Verify(&buf, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := 0
-	for i, d := range f.devices {
-		want += int(f.seq[i])
-		if lastSeq[d] != f.seq[i] {
-			t.Fatalf("device %s: KafkaJS read up to seq %d, the edge appended %d", d, lastSeq[d], f.seq[i])
-		}
-	}
-	if err := v.Err(); err != nil || v.Received != uint64(want) || v.Misrouted != 0 {
-		t.Fatalf("KafkaJS read %d readings, want %d (%d misrouted): %v", v.Received, want, v.Misrouted, err)
-	}
+	return recs
 }
 
 // forwardFleet appends n readings of a new fleet of devices devices to a 4-partition edge log and
@@ -150,8 +118,9 @@ func TestKafkaJSReadsCentral(t *testing.T) {
 	token := addEdge(t, cdir, "gw-1")
 	url, kaddr, stop := runCentralKafka(t, central.Config{DataDir: cdir})
 	defer stop()
-	f := forwardFleet(t, url, "", token, &consume.Client{BaseURL: url}, 200, 10000)
-	verifyKafkaJS(t, kafkaJSRead(t, kaddr, "readings", "js-read"), f, 8)
+	cl := &consume.Client{BaseURL: url}
+	f := forwardFleet(t, url, "", token, cl, 200, 10000)
+	verifyClientRead(t, "KafkaJS", jsRecords(kafkaJSRead(t, kaddr, "readings", "js-read")), cl, f)
 }
 
 // TestKafkaJSGroup runs KafkaJS's own consumer-group code against central's coordinator: two
@@ -294,7 +263,7 @@ func TestKafkaJSSASLOverTLS(t *testing.T) {
 		return []string{kaddr, "readings", "js-" + mech, "--sasl=" + mech, "--user=analyst", "--password=" + pass, "--ca=" + ca.File}
 	}
 	for _, mech := range []string{"scram-sha-256", "plain"} {
-		verifyKafkaJS(t, kafkaJSRead(t, login(mech, apiToken)...), f, 8)
+		verifyClientRead(t, "KafkaJS "+mech, jsRecords(kafkaJSRead(t, login(mech, apiToken)...)), cl, f)
 	}
 	for _, mech := range []string{"scram-sha-256", "plain"} {
 		lines, err := runKafkaJS(t, append([]string{"read"}, login(mech, "wrong")...)...)
