@@ -45,10 +45,16 @@ type mqttListener struct {
 	shutdown atomic.Int64
 	// problem is why the listener is not accepting now; nil while it is.
 	problem atomic.Pointer[error]
+	// failures counts failed accepts, so a check scheduled after one knows whether more came.
+	failures atomic.Uint64
 
 	mu    sync.Mutex
 	conns map[*trackedConn]struct{}
 }
+
+// acceptQuiet is how long after a retried accept no failure must come for the listener to count
+// as accepting again, when no connection arrives to show it.
+const acceptQuiet = 250 * time.Millisecond
 
 // shutdownWriteGrace is how long writes may still take once the broker closes: long enough for
 // a DISCONNECT to reach a client that reads, short enough that clients that do not read cost
@@ -110,13 +116,24 @@ func (l *mqttListener) Serve(establish listeners.EstablishFn) {
 			// connection that keeps failing does not spin a CPU.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 			l.metrics.acceptErrors.Inc()
-			if failingSince.IsZero() {
+			if failingSince.IsZero() || l.problem.Load() == nil {
 				failingSince = time.Now()
 				l.log.Warn("MQTT accept failed; retrying with backoff", "err", err)
 			}
 			perr := fmt.Errorf("MQTT listener %s is not accepting connections since %s: %w",
 				l.id, failingSince.UTC().Format(time.RFC3339), err)
-			l.problem.Store(&perr)
+			p := &perr
+			l.problem.Store(p)
+			// The retry may find no connection waiting (the ones that failed were aborted by
+			// their clients, which Accept skips), and then blocks without a success to clear
+			// the problem: if no accept has failed again a while after the retry, the listener
+			// is accepting again.
+			gen := l.failures.Add(1)
+			time.AfterFunc(delay+acceptQuiet, func() {
+				if l.failures.Load() == gen {
+					l.problem.CompareAndSwap(p, nil)
+				}
+			})
 			select {
 			case <-l.done:
 				return

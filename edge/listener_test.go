@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -75,8 +76,8 @@ func runFdChild(spec string) {
 	}
 }
 
-// startFdChild starts the agent child and returns its MQTT and HTTP addresses.
-func startFdChild(t *testing.T, c fdChildConfig) (mqttAddr, httpAddr string) {
+// startFdChild starts the agent child and returns its MQTT and HTTP addresses and its PID.
+func startFdChild(t *testing.T, c fdChildConfig) (mqttAddr, httpAddr string, pid int) {
 	t.Helper()
 	spec, _ := json.Marshal(c)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
@@ -121,11 +122,35 @@ func startFdChild(t *testing.T, c fdChildConfig) (mqttAddr, httpAddr string) {
 		if len(f) != 3 || f[0] != "READY" {
 			t.Fatalf("agent child: %s", l)
 		}
-		return f[1], f[2]
+		return f[1], f[2], cmd.Process.Pid
 	case <-time.After(10 * time.Second):
 		t.Fatal("agent child not ready after 10s")
 	}
-	return "", ""
+	return "", "", 0
+}
+
+// openFiles tells what process pid has open, by kind (sockets, /dev/null, segment files, ...),
+// for a test that fails because descriptors ran out.
+func openFiles(pid int) string {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err.Error()
+	}
+	kinds := map[string]int{}
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if i := strings.IndexByte(target, '['); i > 0 {
+			target = target[:i] // socket:[123] -> socket:
+		} else if strings.HasPrefix(target, "/") && target != os.DevNull {
+			target = filepath.Ext(target) + " file"
+		}
+		kinds[target]++
+	}
+	return fmt.Sprintf("%d open: %v", len(ents), kinds)
 }
 
 // readyz asks /readyz over the client's kept-alive connection and returns the status code and
@@ -175,7 +200,7 @@ func publishOnce(t *testing.T, addr, device string) {
 // below the limit, so it never fails an accept, and once the idle ones close a device connects
 // and publishes. Mochi's own listener stopped accepting for good at the first EMFILE.
 func TestMQTTListenerSurvivesIdleConnectionsAboveFdLimit(t *testing.T) {
-	mqttAddr, httpAddr := startFdChild(t, fdChildConfig{Dir: t.TempDir(), NoFile: 256})
+	mqttAddr, httpAddr, _ := startFdChild(t, fdChildConfig{Dir: t.TempDir(), NoFile: 256})
 	hc := &http.Client{Timeout: 5 * time.Second}
 	if code, body := readyz(t, hc, httpAddr); code != http.StatusOK {
 		t.Fatalf("/readyz before the flood: %d %s", code, body)
@@ -195,7 +220,7 @@ func TestMQTTListenerSurvivesIdleConnectionsAboveFdLimit(t *testing.T) {
 // connection cap), the listener retries them and /readyz says so until they work again; then a
 // device connects and publishes.
 func TestMQTTListenerRetriesFailedAcceptsAndReadyzReportsThem(t *testing.T) {
-	mqttAddr, httpAddr := startFdChild(t, fdChildConfig{Dir: t.TempDir(), NoFile: 256, Hold: 200})
+	mqttAddr, httpAddr, pid := startFdChild(t, fdChildConfig{Dir: t.TempDir(), NoFile: 256, Hold: 200})
 	hc := &http.Client{Timeout: 5 * time.Second}
 	if code, body := readyz(t, hc, httpAddr); code != http.StatusOK {
 		t.Fatalf("/readyz before the flood: %d %s", code, body)
@@ -223,7 +248,7 @@ func TestMQTTListenerRetriesFailedAcceptsAndReadyzReportsThem(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("/readyz 15s after the idle connections closed: %d %s", code, body)
+			t.Fatalf("/readyz 15s after the idle connections closed: %d %s\nthe agent's descriptors: %s", code, body, openFiles(pid))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
